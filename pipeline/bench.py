@@ -1,0 +1,79 @@
+"""Benchmarks (`make bench` / `python -m pipeline bench [--only NAME]`): each appends one record to
+bench/results.json with the command, the commit and the machine, so figures can be traced and compared.
+
+A benchmark is a function `(cfg) -> dict` in `bench/<name>.py` named `run`; figures are compared against a reference
+measured in the same run (a ratio), because this machine is noisy.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import PROJECT_ROOT
+
+RESULTS = PROJECT_ROOT / "bench" / "results.json"
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def record(name: str, figures: dict[str, Any], command: str | None = None) -> dict[str, Any]:
+    """Append one benchmark record to bench/results.json (a JSON list) and return it."""
+    entry = {"name": name, "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+             "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "machine": machine(), "figures": figures}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    results.append(entry)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, RESULTS)
+    return entry
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in (PROJECT_ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
+
+
+def cli(args, cfg) -> int:
+    names = args.only or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        print(f"error: unknown benchmark {unknown[0]!r}; available: {', '.join(available())}", file=sys.stderr)
+        return 2
+    for name in names:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", PROJECT_ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        figures = module.run(cfg)
+        entry = record(name, figures, f"python -m pipeline bench --only {name} --config {args.config}")
+        print(json.dumps(entry, indent=1, ensure_ascii=False))
+    return 0

@@ -1,0 +1,100 @@
+"""`python -m pipeline <command> --config FILE [--set key=value ...]`: the only place arguments are parsed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipeline.config import ConfigError, load_config
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.data import CorpusError
+    from pipeline.tokenizer import TokenizerError
+    from pipeline.train import DivergenceError
+
+    from pipeline.bundle import CheckpointError
+
+    return (ConfigError, CorpusError, TokenizerError, DivergenceError, CheckpointError)
+
+
+def cmd_prepare(args, cfg) -> int:
+    from pipeline.data import prepare
+
+    p = prepare(cfg)
+    m = p.manifest
+    print(f"prepared {cfg.name}: {'cache hit' if m['cached'] else 'built'} in {m['seconds']:.1f} s -> {p.directory}")
+    for split, s in m["splits"].items():
+        dropped = ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "none"
+        print(f"  {split:<10} {s['documents']:>7} docs kept (dropped: {dropped}), {s['words']:>9} words, "
+              f"{s['pieces']:>9} pieces, {s['pieces_per_word']:.2f} pieces/word")
+    print(f"  tokenizer  {m['tokenizer']['model_type']} {m['tokenizer']['vocab_size']} pieces: {m['tokenizer']['path']}")
+    print(f"  sha256     data {m['data_sha256'][:16]}…  tokenizer {m['tokenizer']['sha256'][:16]}…  "
+          f"tokens {m['tokens_sha256'][:16]}…")
+    return 0
+
+
+def cmd_train(args, cfg) -> int:
+    from pipeline.data import prepare
+    from pipeline.train import train
+
+    result = train(cfg, prepare(cfg), fresh=args.fresh)
+    print(json.dumps({k: str(v) for k, v in vars(result).items()}, indent=1))
+    return 0
+
+
+def _lazy(target: str):
+    """Commands live beside the stage they run (`module:function`, called with (args, cfg)); imported on use so
+    `--help` and quick commands stay fast."""
+    def run(args, cfg) -> int:
+        import importlib
+
+        module, fn = target.split(":")
+        return getattr(importlib.import_module(module), fn)(args, cfg)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", default="configs/default.yaml", help="YAML config (default: %(default)s)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set model.cell=gru (repeatable)")
+        p.set_defaults(fn=fn)
+        return p
+
+    model_help = "an MLflow run id, models:/NAME@ALIAS or models:/NAME/VERSION, a checkpoint or an export directory"
+    add("prepare", cmd_prepare, "clean the corpus, train/load the tokenizer, encode all splits")
+    add("train", cmd_train, "train (or resume) the configured model").add_argument(
+        "--fresh", action="store_true", help="ignore an existing last.ckpt and start over")
+    p = add("evaluate", _lazy("pipeline.evaluate:cli"), "next-word accuracy, word perplexity, distance tables")
+    p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
+    p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
+    p.add_argument("--baseline", action="store_true", help="add the Kneser-Ney n-gram row")
+    p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
+    p = add("probe", _lazy("pipeline.probes:cli"), "score a probe file (JSON Lines) with one or more models")
+    p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
+    p.add_argument("--probes", default=None, help="probe file (default: eval.probes)")
+    p.add_argument("--generate", action="store_true", help="(re)write the project's own probe set first")
+    p = add("baseline", _lazy("pipeline.ngram:cli"), "build and evaluate the Kneser-Ney word n-gram")
+    p = add("serve", _lazy("pipeline.serve:cli"), "HTTP API + live-suggestion page")
+    p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p = add("run", _lazy("pipeline.tracking:cli_run"), "the main job: prepare, train RNN + LSTM, evaluate, register")
+    p.add_argument("--cells", default="rnn_tanh,lstm", help="cells to train (default: %(default)s)")
+    p = add("bench", _lazy("pipeline.bench:cli"), "benchmarks; results appended to bench/results.json")
+    p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        return args.fn(args, cfg)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

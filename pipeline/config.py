@@ -1,0 +1,363 @@
+"""YAML -> typed, frozen config. The only place a config file is read or checked.
+
+Every user mistake (unknown key, wrong type, value out of range) is a `ConfigError` naming the file, the key and
+what is allowed; nothing downstream re-validates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # `hub` names a Hugging Face dataset (needs internet); otherwise train/validation/test are local files or globs,
+    # relative to the project root unless absolute. Without validation/test files, train is split by a seeded hash.
+    hub: str | None = None
+    hub_config: str | None = None
+    train: str = "data/corpus/train.jsonl"
+    validation: str | None = "data/corpus/validation.jsonl"
+    test: str | None = "data/corpus/test.jsonl"
+    format: Literal["auto", "json", "text", "csv", "parquet"] = "auto"
+    text_field: str = "text"
+    text_unit: Literal["line", "paragraph"] = "line"  # plain text: one document per line or per blank-line block
+    split_fractions: tuple[float, float] = (0.05, 0.05)  # validation, test shares when splitting by hash
+    split_seed: int = 1234
+    min_devanagari: float = 0.5
+    min_words: int = 2
+    max_documents: int | None = None  # per split, for quick runs
+    streaming: bool = False
+    num_proc: int = 1
+    cache_dir: str = "data/cache"
+    batch_size: int = 32
+    eval_batch_size: int = 16
+    bptt: int = 64
+    variable_bptt: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    vocab_size: int = 8000
+    input_sentence_size: int = 2_000_000
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru"] = "lstm"
+    embedding_dim: int = 256
+    hidden_dim: int = 256
+    num_layers: int = 2
+    dropout: float = 0.2
+    tie_weights: bool = True
+    init: Literal["default", "identity", "scaled"] = "default"
+    init_scale: float = 1.0  # for init=scaled: recurrent weights = init_scale * orthogonal
+    residual: bool = False
+    output: Literal["softmax", "adaptive"] = "softmax"
+    cutoffs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1234
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    warmup_steps: int = 0
+    max_epochs: int = 3
+    max_steps: int = -1
+    max_time_minutes: float | None = None
+    gradient_clip_val: float | None = 0.25
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    checkpoint_every_n_steps: int = 200
+    early_stopping_patience: int = 3
+    val_check_interval: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+    log_every_n_steps: int = 10
+    allow_divergence: bool = False
+    num_threads: int | None = None
+    runs_dir: str = "runs"
+    trainer: dict[str, Any] = field(default_factory=dict)  # passed to lightning.Trainer unchanged
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: Literal["validation", "test"] = "test"
+    k: int = 5
+    beam_width: int = 8
+    max_word_pieces: int = 12
+    max_documents: int | None = None
+    context_lengths: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    long_document_words: int = 512
+    probes: str | None = "data/probes/probes.jsonl"
+    ngram_order: int = 4
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str | None = None  # default: the config file's name
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    artifact_location: str = "mlartifacts"
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str = "models:/marathi-nwp-lstm@champion"
+    max_text_chars: int = 10_000
+    max_batch: int = 64
+    cache_entries: int = 256
+    cache_megabytes: float = 64.0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key -> value`, for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+    def hash(self, *sections: str) -> str:
+        """SHA-256 (16 hex) of the given sections (all when none): equal hash, same run."""
+        d = self.to_dict()
+        chosen = {s: d[s] for s in sections} if sections else d
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, **sections: Any) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+# ---------------------------------------------------------------------------------------------- parsing and checks
+
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "data.batch_size": (1, None), "data.eval_batch_size": (1, None), "data.bptt": (2, None),
+    "data.min_devanagari": (0.0, 1.0), "data.min_words": (1, None), "data.num_proc": (1, None),
+    "data.max_documents": (1, None),
+    "tokenizer.vocab_size": (16, 1_000_000), "tokenizer.input_sentence_size": (1, None),
+    "model.embedding_dim": (1, None), "model.hidden_dim": (1, None), "model.num_layers": (1, None),
+    "model.dropout": (0.0, 0.99), "model.init_scale": (0.0, None),
+    "train.lr": (0.0, None), "train.weight_decay": (0.0, None), "train.momentum": (0.0, 1.0),
+    "train.max_epochs": (1, None), "train.checkpoint_every_n_steps": (1, None), "train.warmup_steps": (0, None),
+    "train.early_stopping_patience": (0, None), "train.log_every_n_steps": (1, None), "train.num_threads": (1, None),
+    "train.gradient_clip_val": (0.0, None), "train.max_time_minutes": (0.0, None),
+    "eval.k": (1, 100), "eval.beam_width": (1, 1000), "eval.max_word_pieces": (1, 64), "eval.ngram_order": (1, 10),
+    "eval.batch_size": (1, None), "eval.long_document_words": (1, None), "eval.max_documents": (1, None),
+    "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None),
+    "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{where}: got {value!r} ({type(value).__name__}); expected {_describe(tp)}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (item, *rest) = typing.get_args(tp)
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if tp is Any:
+        return value
+    raise bad
+
+
+def _build(cls: type, raw: Any, where: str, source: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: section '{where}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{where}.{unknown[0]}' (allowed in '{where}': "
+                          f"{', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{where}.{name}"
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key, source)
+            continue
+        kwargs[name] = _coerce(value, tp, f"{source}: key '{key}'")
+        lo, hi = _RANGES.get(key, (None, None))
+        v = kwargs[name]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                span = f"[{lo}, {hi if hi is not None else '∞'}]"
+                raise ConfigError(f"{source}: key '{key}' = {v} is out of range; allowed {span}")
+    return cls(**kwargs)
+
+
+def _check(cfg: Config, source: str) -> None:
+    m = cfg.model
+    if m.init == "identity" and m.cell not in ("rnn_relu", "rnn_tanh"):
+        raise ConfigError(f"{source}: model.init='identity' (IRNN) needs model.cell 'rnn_relu' (or 'rnn_tanh'), "
+                          f"got '{m.cell}'")
+    if m.output == "adaptive":
+        if not m.cutoffs or list(m.cutoffs) != sorted(set(m.cutoffs)) or m.cutoffs[-1] >= cfg.tokenizer.vocab_size:
+            raise ConfigError(f"{source}: model.output='adaptive' needs model.cutoffs, increasing and below "
+                              f"tokenizer.vocab_size={cfg.tokenizer.vocab_size}, e.g. [1000, 3000]")
+    if sum(cfg.data.split_fractions) >= 1.0 or min(cfg.data.split_fractions) < 0:
+        raise ConfigError(f"{source}: data.split_fractions {list(cfg.data.split_fractions)} must be >= 0 "
+                          "and sum to less than 1")
+    if cfg.data.hub is None and not cfg.data.train:
+        raise ConfigError(f"{source}: set data.train (a file or glob) or data.hub (a dataset name)")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set model.cell=gru")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply `--set key=value` overrides, validate."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; pass one of configs/*.yaml with --config")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (data, model, train, ...)")
+        raw.setdefault("name", p.stem)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: '{k}' is not a section")
+        node[keys[-1]] = value
+    if not isinstance(raw.get("name", "default"), str):
+        raise ConfigError(f"{source}: key 'name' must be a string")
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section '{unknown[0]}' (allowed: {', '.join(sections)})")
+    hints = typing.get_type_hints(Config)
+    kwargs = {"name": raw.get("name", "default")}
+    for name in sections:
+        if name != "name" and name in raw:
+            kwargs[name] = _build(hints[name], raw[name], name, source)
+    cfg = Config(**kwargs)
+    _check(cfg, source)
+    return cfg
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A relative path means the current directory when it exists there, else the project root (so the shipped
+    configs work from any directory)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.absolute()
+    return PROJECT_ROOT / p

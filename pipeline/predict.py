@@ -1,0 +1,161 @@
+"""Whole-word prediction from a piece-level model (DESIGN §7): beam search over pieces, exact word log-probability.
+
+A word is one piece that starts with `▁` followed by continuation pieces; it ends where the next piece starts with
+`▁` (or is eos). So, with `B` = the set of boundary pieces (word starts and eos):
+
+    log P(word | ctx) = Σ_j log p(piece_j | ctx, piece_<j) + log Σ_{b ∈ B} p(b | ctx, pieces)
+
+Every function here is batched over many starting points at once (rows); nothing loops over words in Python except
+the final bookkeeping of the top-k lists.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.recurrent import RecurrentLM, State
+from pipeline.cleaning import clean_text, is_word
+from pipeline.tokenizer import Tokenizer
+
+
+def _logaddexp(a: float, b: float) -> float:
+    hi, lo = max(a, b), min(a, b)
+    return hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
+
+
+def select_state(state: State, index: Tensor) -> State:
+    """Rows of a state by index: (L, N, H) -> (L, len(index), H)."""
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)
+
+
+def cat_states(states: list[State]) -> State:
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat([s[i] for s in states], 1) for i in range(len(states[0])))
+    return torch.cat(states, 1)
+
+
+@dataclass
+class PieceMasks:
+    starts: Tensor    # (V,) bool: pieces that can open a word
+    boundary: Tensor  # (V,) bool: pieces that end the current word when they come next (word starts + eos)
+
+    @classmethod
+    def of(cls, tok: Tokenizer, device=None) -> "PieceMasks":
+        starts = torch.tensor([p.startswith("\u2581") for p in tok.pieces], device=device)
+        boundary = starts.clone()
+        boundary[tok.eos_id] = True
+        return cls(starts, boundary)
+
+
+class WordPredictor:
+    """Next whole words for contexts; shared by evaluation, the MLflow pyfunc and the HTTP server."""
+
+    def __init__(self, model: RecurrentLM, tokenizer: Tokenizer, beam_width: int = 8, max_word_pieces: int = 12):
+        self.model, self.tok = model.eval(), tokenizer
+        self.beam_width, self.max_word_pieces = beam_width, max_word_pieces
+        self.device = next(model.parameters()).device
+        self.masks = PieceMasks.of(tokenizer, self.device)
+        self._word_cache: dict[tuple[int, ...], str | None] = {}
+
+    # --------------------------------------------------------------------------------------------- reading text
+    def context_ids(self, text: str) -> list[int]:
+        """`bos` + pieces of the cleaned text: what the model saw at the start of every training document."""
+        cleaned = clean_text(text)
+        return [self.tok.bos_id] + (self.tok.encode(cleaned) if cleaned else [])
+
+    @torch.no_grad()
+    def read(self, ids: list[list[int]], state: State | None = None) -> tuple[State, Tensor]:
+        """Run the model over each row's pieces (rows may differ in length); return the state after each row's last
+        piece and the log-probabilities of the next piece, (N, V). `state`, when given, is where each row starts."""
+        n = len(ids)
+        lengths = torch.tensor([len(r) for r in ids])
+        if (lengths == 0).any():
+            raise ValueError("every row needs at least one piece")
+        out_states: list[State | None] = [None] * n
+        out_lp = torch.empty(n, self.model.vocab_size, device=self.device)
+        # Rows of equal length run together: one fused call per length group, no padding to get wrong.
+        for length in lengths.unique():
+            rows = (lengths == length).nonzero().flatten()
+            x = torch.tensor([ids[i] for i in rows.tolist()], device=self.device)  # (n_rows, T)
+            start = None if state is None else select_state(state, rows.to(self.device))
+            features, new_state = self.model(x, start)
+            out_lp[rows] = self.model.log_probs(features[:, -1:]).squeeze(1)
+            for j, i in enumerate(rows.tolist()):
+                out_states[i] = select_state(new_state, torch.tensor([j], device=self.device))
+        return cat_states(out_states), out_lp
+
+    # ---------------------------------------------------------------------------------------------- beam search
+    def _word(self, pieces: tuple[int, ...]) -> str | None:
+        if pieces not in self._word_cache:
+            text = self.tok.decode(list(pieces)).strip()
+            self._word_cache[pieces] = text if text and " " not in text and is_word(text) else None
+        return self._word_cache[pieces]
+
+    @torch.no_grad()
+    def top_words(self, state: State, next_lp: Tensor, k: int) -> list[list[tuple[str, float]]]:
+        """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
+        words with their log-probabilities, best first. Segmentations of the same word are summed."""
+        n, width = next_lp.size(0), max(self.beam_width, k)
+        neg = torch.tensor(-math.inf, device=self.device)
+        first = torch.where(self.masks.starts, next_lp, neg)  # only word starts can open the word
+        score, piece = first.topk(width, dim=1)  # (N, W)
+        beams = [[(int(p),) for p in row] for row in piece.tolist()]
+        rows = torch.arange(n, device=self.device).repeat_interleave(width)  # beam b of row r sits at r*W + b
+        beam_state = select_state(state, rows)
+        done: list[dict[str, float]] = [dict() for _ in range(n)]
+        cont_mask = ~self.masks.boundary
+        for step in range(self.max_word_pieces):
+            feats, beam_state = self.model(piece.reshape(-1, 1), beam_state)
+            lp = self.model.log_probs(feats).squeeze(1)  # (N*W, V)
+            end = score.reshape(-1) + torch.logsumexp(torch.where(self.masks.boundary, lp, neg), dim=1)
+            for idx, (s, e) in enumerate(zip(score.reshape(-1).tolist(), end.tolist())):
+                if s == -math.inf:
+                    continue
+                word = self._word(beams[idx // width][idx % width])
+                if word is not None:
+                    d = done[idx // width]
+                    d[word] = _logaddexp(d[word], e) if word in d else e
+            if step == self.max_word_pieces - 1:
+                break
+            # Extending only lowers a beam's probability: stop when no beam can still enter any row's top k.
+            kth = torch.tensor([sorted(d.values(), reverse=True)[k - 1] if len(d) >= k else -math.inf
+                                for d in done], device=self.device)
+            if bool((score.max(dim=1).values <= kth).all()):
+                break
+            ext = (score.reshape(-1, 1) + torch.where(cont_mask, lp, neg)).view(n, -1)  # (N, W*V)
+            score, flat = ext.topk(width, dim=1)
+            parent, piece = flat // lp.size(1), flat % lp.size(1)  # (N, W)
+            beams = [[beams[r][p] + (c,) for p, c in zip(prow, crow)]
+                     for r, (prow, crow) in enumerate(zip(parent.tolist(), piece.tolist()))]
+            gather = (torch.arange(n, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
+            beam_state = select_state(beam_state, gather)
+        return [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done]
+
+    # ----------------------------------------------------------------------------------------------- scoring
+    @torch.no_grad()
+    def word_log_prob(self, state: State, next_lp: Tensor, words: list[str]) -> Tensor:
+        """Exact log P(word | context) for N (context, word) pairs, with the tokenizer's own segmentation."""
+        pieces = [self.tok.encode(w.strip()) for w in words]
+        total = next_lp.gather(1, torch.tensor([[p[0]] for p in pieces], device=self.device)).squeeze(1)
+        longest = max(len(p) for p in pieces)
+        padded = torch.tensor([p + [p[-1]] * (longest - len(p)) for p in pieces], device=self.device)
+        feats, _ = self.model(padded, state)
+        lp = self.model.log_probs(feats)  # (N, T, V): lp[:, j] predicts piece j+1
+        lengths = torch.tensor([len(p) for p in pieces], device=self.device)
+        for j in range(1, longest):
+            live = lengths > j
+            total = total + torch.where(live, lp[:, j - 1].gather(1, padded[:, j:j + 1]).squeeze(1),
+                                        torch.zeros_like(total))
+        last = lp[torch.arange(len(pieces)), lengths - 1]  # (N, V): the distribution after each word's last piece
+        return total + torch.logsumexp(last.masked_fill(~self.masks.boundary, -math.inf), dim=1)
+
+    # ----------------------------------------------------------------------------------------------- the API
+    def predict(self, texts: list[str], k: int = 5) -> list[list[dict[str, float]]]:
+        """The k most probable next words after each text, as [{"word", "prob"}, ...]."""
+        state, lp = self.read([self.context_ids(t) for t in texts])
+        return [[{"word": w, "prob": math.exp(s)} for w, s in row] for row in self.top_words(state, lp, k)]
