@@ -106,6 +106,11 @@ def train_or_load_tokenizer(cfg: Config, train_docs, corpus_fingerprint: str, lo
             raise TokenizerError(f"tokenizer.vocab_size={tc.vocab_size} is larger than this corpus allows "
                                  f"(at most {m.group(2)}); set --set tokenizer.vocab_size={m.group(2)} or lower"
                                  ) from None
+        m = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", str(e))
+        if m:
+            raise TokenizerError(f"tokenizer.vocab_size={tc.vocab_size} is too small for this corpus: its characters "
+                                 f"and the 256 byte-fallback pieces need at least {m.group(2)}; set "
+                                 f"--set tokenizer.vocab_size={int(m.group(2)) + 100} or higher") from None
         raise TokenizerError(f"SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
     text_file.unlink()
     (tmp / "spm.model.sha256").write_text(hashlib.sha256((tmp / "spm.model").read_bytes()).hexdigest())
