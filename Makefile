@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-browser prepare train evaluate experiment ui serve bench clean
+.PHONY: help setup run test test-browser prepare train evaluate probe ui serve bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -20,14 +20,32 @@ setup: $(STAMP) ## create .venv and install the project (quick when nothing chan
 run: setup ## the main job: prepare, train RNN + LSTM, evaluate, register, print the table
 	$(PY) -m pipeline run --config $(CONFIG) $(ARGS)
 
-test: setup ## run the test suite
+test: setup ## run the test suite (all but the browser test)
 	$(PY) -m pytest -q -m "not browser" $(ARGS)
+
+test-browser: setup ## the live-suggestion page in the system Chromium (apt-get install chromium fonts-lohit-deva)
+	$(PY) -m pytest -q -m browser tests/browser $(ARGS)
 
 prepare: setup ## clean the corpus and build the tokenizer (CONFIG=...)
 	$(PY) -m pipeline prepare --config $(CONFIG) $(ARGS)
 
 train: setup ## train or resume the model of CONFIG
 	$(PY) -m pipeline train --config $(CONFIG) $(ARGS)
+
+evaluate: setup ## evaluate MODEL (run id, models:/..., checkpoint) on the test split, with the n-gram row
+	$(PY) -m pipeline evaluate --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) --baseline $(ARGS)
+
+probe: setup ## score the probe set with MODEL
+	$(PY) -m pipeline probe --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
+
+ui: setup ## the MLflow UI on http://127.0.0.1:5000 over the project's store
+	$(PY) -m mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+serve: setup ## serve the champion model on http://127.0.0.1:8000 (MODEL=... to choose)
+	$(PY) -m pipeline serve --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+
+bench: setup ## benchmarks on the full corpus (configs/full.yaml); results appended to bench/results.json
+	$(PY) -m pipeline bench --config $(or $(BENCH_CONFIG),configs/full.yaml) $(ARGS)
 
 clean: ## remove caches, runs and the local MLflow store (keeps .venv)
 	rm -rf data/cache runs lightning_logs mlflow.db mlartifacts .pytest_cache

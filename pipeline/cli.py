@@ -13,8 +13,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.train import DivergenceError
 
     from pipeline.bundle import CheckpointError
+    from pipeline.tracking import TrackingError
 
-    return (ConfigError, CorpusError, TokenizerError, DivergenceError, CheckpointError)
+    return (ConfigError, CorpusError, TokenizerError, DivergenceError, CheckpointError, TrackingError)
 
 
 def cmd_prepare(args, cfg) -> int:
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
-    p = add("run", _lazy("pipeline.tracking:cli_run"), "the main job: prepare, train RNN + LSTM, evaluate, register")
+    p = add("run", _lazy("pipeline.job:cli"), "the main job: prepare, train RNN + LSTM, evaluate, register")
     p.add_argument("--cells", default="rnn_tanh,lstm", help="cells to train (default: %(default)s)")
     p = add("bench", _lazy("pipeline.bench:cli"), "benchmarks; results appended to bench/results.json")
     p.add_argument("--only", action="append", default=[], help="run only these benchmarks (repeatable)")

@@ -1,0 +1,98 @@
+"""The main job (`make run`): prepare → train each cell → evaluate → log to MLflow → register → print the table."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+
+
+def _say(msg: str) -> None:
+    print(f"\n==> {msg}", flush=True)
+
+
+def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[str]], fresh: bool = False,
+                       baseline=None) -> dict[str, Any]:
+    """One cell, start to finish, as one MLflow run. Returns the run's headline figures."""
+    from pipeline import tracking
+    from pipeline.bundle import load_checkpoint
+    from pipeline.evaluate import evaluate_models
+    from pipeline.train import run_dir_for, train
+
+    run_dir = run_dir_for(cfg)
+    logger = tracking.make_logger(cfg, client, prepared, run_dir)
+    run_id = logger.run_id
+    with tracking.terminated_on_interrupt(client, run_id):
+        result = train(cfg, prepared, logger=logger)
+        if result.diverged_at is not None:
+            client.set_tag(run_id, "diverged_at_step", str(result.diverged_at))
+        bundle = load_checkpoint(result.best_checkpoint)
+        out_dir = run_dir / "evaluation"
+        val = evaluate_models({cfg.model.cell: bundle}, documents["validation"], cfg, split="validation",
+                              top_k=False)
+        test = evaluate_models({cfg.model.cell: bundle}, documents["test"], cfg, split="test", out_dir=out_dir,
+                               baseline=baseline)
+        metrics = {**val["metrics"][cfg.model.cell], **test["metrics"][cfg.model.cell],
+                   "train/seconds": result.seconds, "train/tokens_per_s_mean": result.tokens / max(result.seconds, 1e-9)}
+        step = bundle.meta.get("global_step") or 0
+        tracking.log_metrics(client, run_id, metrics, step=step)
+        tracking.log_run_files(client, run_id, cfg, prepared, result.best_checkpoint)
+        tracking.log_artifacts(client, run_id, out_dir, "evaluation")
+        uri = tracking.log_pyfunc(bundle, run_id)
+        reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id)
+    return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg,
+            "params": sum(p.numel() for p in bundle.model.parameters()), "seconds": result.seconds,
+            "baseline": test["metrics"].get("ngram")}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'model':<12}{'params':>10}{'train s':>9}{'top-1':>8}{'top-5':>8}{'word ppl':>10}{'val ppl':>9}  registry"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        m = r["metrics"]
+        reg = r.get("registry") or {}
+        tag = f"{reg['name']} v{reg['version']}{' @champion' if reg.get('promoted') else ''}" if reg else ""
+        params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "—"
+        secs = f"{r['seconds']:.0f}" if r.get("seconds") else "—"
+        lines.append(f"{r['cell']:<12}{params:>10}{secs:>9}{m.get('test/top1', float('nan')):>8.2%}"
+                     f"{m.get('test/top5', float('nan')):>8.2%}{m.get('test/word_ppl', float('nan')):>10.0f}"
+                     f"{m.get('validation/word_ppl', float('nan')):>9.0f}  {tag}")
+    return "\n".join(lines)
+
+
+def cli(args, cfg: Config) -> int:
+    from pipeline import tracking
+    from pipeline.data import documents, prepare
+    from pipeline.ngram import build_baseline
+
+    t0 = time.perf_counter()
+    client = tracking.open_store(cfg)  # fail before any training time is spent
+    _say(f"prepare: {cfg.data.train}")
+    prepared = prepare(cfg)
+    s = prepared.manifest["splits"]
+    print(f"    {s['train']['documents']} training documents, {s['train']['words']} words, "
+          f"{prepared.manifest['tokenizer']['vocab_size']} pieces ({s['train']['pieces_per_word']:.2f} per word)")
+    docs = {split: documents(cfg, split) for split in ("validation", "test")}
+    _say(f"baseline: word {cfg.eval.ngram_order}-gram (interpolated Kneser-Ney) on the train split")
+    baseline = build_baseline(cfg)
+    rows = []
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    for i, cell in enumerate(cells, 1):
+        cell_cfg = cfg.replace(model=dataclasses.replace(cfg.model, cell=cell))
+        _say(f"[{i}/{len(cells)}] train and evaluate {cell}")
+        rows.append(train_and_register(cell_cfg, prepared, client, docs, baseline=baseline))
+    if rows and rows[0].get("baseline"):
+        rows.append({"cell": f"{cfg.eval.ngram_order}-gram KN", "metrics": rows[0]["baseline"]})
+    _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")
+    table = format_table(rows)
+    print(table)
+    summary = Path(cfg.train.runs_dir if Path(cfg.train.runs_dir).is_absolute() else
+                   Path.cwd() / cfg.train.runs_dir) / f"{cfg.name}-summary.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps(rows, indent=1, ensure_ascii=False, default=str))
+    print(f"\nNext:\n  make ui      # MLflow UI at http://127.0.0.1:5000 (experiment '{tracking.experiment_name(cfg)}')"
+          f"\n  make serve   # next-word API and live page at http://127.0.0.1:8000")
+    return 0

@@ -1,0 +1,279 @@
+"""MLflow (DESIGN §9): the only module that talks to MLflow.
+
+Lightning's `MLFlowLogger` records params and per-step metrics; the client logs the rest with simple artifact names
+(MLflow rejects names like `model-epoch=00-val_loss=0.78`, and `MLFlowLogger(log_model=...)` has had open bugs, so
+checkpoints are logged explicitly). The trained model is logged as a pyfunc (weights, tokenizer and config travel as
+artifacts), registered as `marathi-nwp-<cell>`, and the alias `champion` moves only to a better model.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import signal
+import sqlite3
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from pipeline.bundle import CheckpointError, ModelBundle, export, load_export, load_local
+from pipeline.config import PROJECT_ROOT, Config, resolve_path
+
+CHAMPION = "champion"
+SCORE_TAG = "val_word_ppl"  # lower is better; the champion alias follows it
+MODEL_URI_TAG = "marathi_nwp.model_uri"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names the URI and the fix."""
+
+
+def tracking_uri(cfg: Config) -> str:
+    return cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def artifact_location(cfg: Config, experiment: str) -> str | None:
+    """Local stores keep artifacts under mlartifacts/; a tracking server decides for itself."""
+    uri = tracking_uri(cfg)
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (resolve_path(cfg.tracking.artifact_location) / experiment).as_uri()
+
+
+def open_store(cfg: Config) -> MlflowClient:
+    """Check the store works before any training time is spent."""
+    uri = tracking_uri(cfg)
+    m = re.match(r"sqlite:///(.+)", uri)
+    if m:
+        db = Path(m.group(1))
+        where = db if db.exists() else db.parent
+        if not where.exists() or not os.access(where, os.W_OK):
+            raise TrackingError(f"MLflow store {uri}: {where} is not writable; fix its permissions or set "
+                                "MLFLOW_TRACKING_URI (or tracking.tracking_uri) to a writable store")
+    if artifact_location(cfg, "x"):
+        art = resolve_path(cfg.tracking.artifact_location)
+        parent = art if art.exists() else art.parent
+        if not os.access(parent, os.W_OK):
+            raise TrackingError(f"MLflow artifacts directory {art} is not writable; fix its permissions or set "
+                                "tracking.artifact_location")
+    client = MlflowClient(uri)
+    try:
+        client.search_experiments(max_results=1)
+    except (MlflowException, sqlite3.Error, OSError, Exception) as e:  # noqa: BLE001 - any failure means unusable
+        raise TrackingError(f"cannot open the MLflow store {uri} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''}); check MLFLOW_TRACKING_URI / "
+                            "tracking.tracking_uri (e.g. sqlite:///mlflow.db or http://127.0.0.1:5000)") from None
+    mlflow.set_tracking_uri(uri)
+    return client
+
+
+def experiment_name(cfg: Config) -> str:
+    return cfg.tracking.experiment or cfg.name
+
+
+def ensure_experiment(client: MlflowClient, cfg: Config) -> str:
+    name = experiment_name(cfg)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(cfg, name))
+
+
+def run_tags(cfg: Config, prepared) -> dict[str, str]:
+    import pytorch_lightning
+    import sentencepiece
+    import torch
+
+    from pipeline.bench import git_commit
+
+    return {"data_sha256": prepared.data_sha256, "tokenizer_sha256": prepared.tokenizer_sha256,
+            "tokens_sha256": prepared.manifest["tokens_sha256"], "git_commit": git_commit(),
+            "seed": str(cfg.train.seed), "config_hash": cfg.hash(), "cell": cfg.model.cell,
+            "torch": torch.__version__, "lightning": pytorch_lightning.__version__,
+            "sentencepiece": sentencepiece.__version__, "mlflow": mlflow.__version__,
+            "python": platform.python_version()}
+
+
+def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path):
+    """An MLFlowLogger for this run; a resumed training run continues the same MLflow run."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    id_file = run_dir / "mlflow_run_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else None
+    if run_id is not None:
+        try:
+            client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+        except MlflowException:
+            run_id = None
+    logger = MLFlowLogger(experiment_name=experiment_name(cfg), run_name=f"{cfg.model.cell}",
+                          tracking_uri=tracking_uri(cfg), tags=run_tags(cfg, prepared),
+                          artifact_location=artifact_location(cfg, experiment_name(cfg)), run_id=run_id)
+    ensure_experiment(client, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(logger.run_id)
+    if run_id is not None:
+        for k, v in run_tags(cfg, prepared).items():
+            client.set_tag(run_id, k, v)
+    return logger
+
+
+@contextmanager
+def terminated_on_interrupt(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """SIGTERM/Ctrl-C mark the run KILLED instead of leaving it RUNNING."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def log_run_files(client: MlflowClient, run_id: str, cfg: Config, prepared, checkpoint: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = Path(tmp) / "config.yaml"
+        snap.write_text(cfg.to_yaml(), encoding="utf-8")
+        client.log_artifact(run_id, str(snap))
+    client.log_artifact(run_id, str(prepared.tokenizer_path), "tokenizer")
+    if checkpoint and Path(checkpoint).exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            link = Path(tmp) / "best.ckpt"  # a simple name: MLflow rejects '=' in artifact paths
+            link.symlink_to(Path(checkpoint).resolve())
+            client.log_artifact(run_id, str(link), "checkpoints")
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    from mlflow.entities import Metric
+    import time
+
+    now = int(time.time() * 1000)
+    clean = [Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "_", k), float(v), now, step)
+             for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    for i in range(0, len(clean), 500):
+        client.log_batch(run_id, metrics=clean[i:i + 500])
+
+
+def log_artifacts(client: MlflowClient, run_id: str, directory: Path, artifact_path: str | None = None) -> None:
+    client.log_artifacts(run_id, str(directory), artifact_path)
+
+
+# ------------------------------------------------------------------------------------------------ pyfunc model
+
+class NextWordModel(mlflow.pyfunc.PythonModel):
+    """Input: a list of texts (or a one-column DataFrame). Output: one row per text with the top-k words and their
+    probabilities. Params: `k` (default 5)."""
+
+    def load_context(self, context) -> None:
+        from pipeline.predict import WordPredictor
+
+        self.bundle = load_export(context.artifacts["model_dir"])
+        ev = self.bundle.config.get("eval", {})
+        self.predictor = WordPredictor(self.bundle.model, self.bundle.tokenizer, ev.get("beam_width", 8),
+                                       ev.get("max_word_pieces", 12))
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        import pandas as pd
+
+        k = int((params or {}).get("k", 5))
+        if isinstance(model_input, pd.DataFrame):
+            texts = model_input.iloc[:, 0].astype(str).tolist()
+        elif isinstance(model_input, pd.Series):
+            texts = model_input.astype(str).tolist()
+        else:
+            texts = [str(t) for t in model_input]
+        rows = self.predictor.predict(texts, k) if texts else []
+        return pd.DataFrame({"text": texts, "words": [[w["word"] for w in r] for r in rows],
+                             "probs": [[w["prob"] for w in r] for r in rows]})
+
+
+def log_pyfunc(bundle: ModelBundle, run_id: str) -> str:
+    """Log the bundle as a pyfunc model of the run; returns its model URI."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = ["आज हवामान खूप"]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = export(bundle, Path(tmp) / "model")
+        out = pd.DataFrame({"text": example, "words": [["छान"]], "probs": [[0.1]]})
+        signature = infer_signature(example, out, params={"k": 5})
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")), artifacts={"model_dir": str(model_dir)},
+                signature=signature, input_example=example,
+                code_paths=[str(PROJECT_ROOT / "pipeline"), str(PROJECT_ROOT / "models")],
+                pip_requirements=_requirements())
+    MlflowClient().set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "pytorch-lightning", "sentencepiece", "mlflow", "pyyaml",
+                                              "numpy", "pandas")]
+
+
+def register(client: MlflowClient, model_uri: str, cell: str, score: float, run_id: str) -> dict[str, Any]:
+    """Register a new version; it takes `champion` only if its validation word perplexity beats the champion's."""
+    name = f"marathi-nwp-{cell}"
+    mv = mlflow.register_model(model_uri, name, tags={SCORE_TAG: f"{score:.6g}", "run_id": run_id})
+    try:
+        champ = client.get_model_version_by_alias(name, CHAMPION)
+        champ_score = float(champ.tags.get(SCORE_TAG, "inf"))
+    except MlflowException:
+        champ, champ_score = None, math.inf
+    promoted = math.isfinite(score) and (champ is None or score < champ_score)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+    return {"name": name, "version": mv.version, "promoted": promoted,
+            "champion_version": mv.version if promoted else champ.version if champ else None,
+            "champion_score": score if promoted else champ_score}
+
+
+def load_bundle(ref: str) -> tuple[ModelBundle, dict[str, Any]]:
+    """A model from an MLflow run id, `models:/NAME@ALIAS`, `models:/NAME/VERSION`, a checkpoint or an export dir."""
+    info: dict[str, Any] = {"uri": ref, "name": None, "version": None, "run_id": None}
+    if Path(ref).exists():
+        bundle = load_local(ref)
+        info["name"] = Path(ref).name
+        return bundle, info
+    client = MlflowClient()
+    uri = ref
+    try:
+        m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", ref)
+        if m:
+            name, alias, version = m.groups()
+            mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+            info.update(name=name, version=mv.version, run_id=mv.run_id)
+        elif re.fullmatch(r"[0-9a-f]{32}", ref):
+            run = client.get_run(ref)
+            uri = run.data.tags.get(MODEL_URI_TAG)
+            if not uri:
+                raise CheckpointError(f"MLflow run {ref} has no logged model; pass a run made by `make run`")
+            info.update(name=run.data.tags.get("mlflow.runName"), run_id=ref)
+        else:
+            raise CheckpointError(f"{ref!r} is neither a file, an MLflow run id, nor a models:/NAME@ALIAS or "
+                                  "models:/NAME/VERSION URI")
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except MlflowException as e:
+        raise CheckpointError(f"cannot load {ref} from the MLflow store {mlflow.get_tracking_uri()} "
+                              f"({str(e).splitlines()[0][:160]}); run `make run` to train and register a model, "
+                              "or pass a checkpoint path") from None
+    return pyfunc.unwrap_python_model().bundle, info
