@@ -91,6 +91,8 @@ class WordPredictor:
 
     # ---------------------------------------------------------------------------------------------- beam search
     def _word(self, pieces: tuple[int, ...]) -> str | None:
+        if len(self._word_cache) > 200_000:  # bounded: a long-running server sees endless piece sequences
+            self._word_cache.clear()
         if pieces not in self._word_cache:
             text = self.tok.decode(list(pieces)).strip()
             self._word_cache[pieces] = text if text and " " not in text and is_word(text) else None

@@ -247,14 +247,19 @@ def register(client: MlflowClient, model_uri: str, cell: str, score: float, run_
             "champion_score": score if promoted else champ_score}
 
 
-def load_bundle(ref: str) -> tuple[ModelBundle, dict[str, Any]]:
-    """A model from an MLflow run id, `models:/NAME@ALIAS`, `models:/NAME/VERSION`, a checkpoint or an export dir."""
+def load_bundle(ref: str, cfg: Config | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+    """A model from an MLflow run id, `models:/NAME@ALIAS`, `models:/NAME/VERSION`, a checkpoint or an export dir.
+    MLflow references are looked up in the config's store (or $MLFLOW_TRACKING_URI / ./mlflow.db)."""
     info: dict[str, Any] = {"uri": ref, "name": None, "version": None, "run_id": None}
     if Path(ref).exists():
         bundle = load_local(ref)
-        info["name"] = Path(ref).name
+        p = Path(ref)
+        info["name"] = p.parent.parent.name if p.suffix == ".ckpt" else p.name  # runs/<run>/checkpoints/x.ckpt
         return bundle, info
-    client = MlflowClient()
+    uri = tracking_uri(cfg) if cfg is not None else os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
     uri = ref
     try:
         m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", ref)

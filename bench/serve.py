@@ -1,0 +1,198 @@
+"""Serving latency and throughput (issue 9): `python -m pipeline bench --only serve`.
+
+The server runs in its own process (`python -m pipeline serve`) on a free loopback port; the load generator runs in
+another process (this file run as a script) and talks HTTP over loopback with httpx. Every phase is bounded in both
+request count and seconds.
+
+    cold       /predict on a 50-word context never seen before           -> p50/p99 ms
+    extension  /predict on a cached 50-word context plus one more word  -> p50/p99 ms (the context is sent, untimed,
+               just before)
+    c1, c8     requests/s with 1 and 8 concurrent clients, each request a fresh 50-word context (the cold worst case)
+
+Model: $MARATHI_NWP_BENCH_MODEL, else the newest checkpoint under train.runs_dir. Goals (issue 9): p50 <= 20 ms for
+the cached one-word extension, p99 <= 100 ms cold, zero errors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+N_LATENCY = int(os.environ.get("MARATHI_NWP_BENCH_REQUESTS", "100"))
+SECONDS = float(os.environ.get("MARATHI_NWP_BENCH_SECONDS", "5"))
+CONTEXT_WORDS = 50
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _contexts(n: int, words: int) -> list[list[str]]:
+    """n distinct windows of `words + 1` words from the embedded test split."""
+    out, seen = [], set()
+    with open(ROOT / "data" / "corpus" / "test.jsonl", encoding="utf-8") as f:
+        stream = [w for line in f for w in json.loads(line)["text"].split()]
+    for start in range(0, len(stream) - words - 1, 7):
+        window = stream[start:start + words + 1]
+        key = " ".join(window[:words])
+        if key not in seen:
+            seen.add(key)
+            out.append(window)
+        if len(out) == n:
+            break
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))], 2) if xs else float("nan")
+
+
+# ------------------------------------------------------------------------------------------ the load generator
+def loadgen(url: str) -> dict:
+    import httpx
+
+    n = N_LATENCY
+    pool = _contexts(2 * n + 4000, CONTEXT_WORDS)
+    if len(pool) < 2 * n + 50:
+        raise ValueError(f"the test split has only {len(pool)} distinct {CONTEXT_WORDS}-word windows; lower "
+                         "MARATHI_NWP_BENCH_REQUESTS")
+    cold_ctx, ext_ctx, rest = pool[:n], pool[n:2 * n], iter(pool[2 * n:])
+    lock = threading.Lock()
+    errors = {"count": 0, "examples": []}
+
+    def post(client, text: str) -> float | None:
+        t = time.perf_counter()
+        try:
+            r = client.post(url + "predict", json={"text": text, "k": 5})
+            ok = r.status_code == 200 and len(r.json()["words"]) > 0
+            detail = f"{r.status_code} {r.text[:100]}"
+        except Exception as e:  # noqa: BLE001 - a load generator counts failures, it does not stop on them
+            ok, detail = False, f"{type(e).__name__}: {e}"
+        ms = (time.perf_counter() - t) * 1000
+        if not ok:
+            with lock:
+                errors["count"] += 1
+                if len(errors["examples"]) < 3:
+                    errors["examples"].append(detail)
+            return None
+        return ms
+
+    out: dict = {}
+    with httpx.Client(timeout=30) as client:
+        post(client, "मी")  # warm-up: first request pays lazy initialisation
+        deadline = time.monotonic() + 4 * SECONDS
+        cold = [ms for w in cold_ctx if time.monotonic() < deadline
+                for ms in [post(client, " ".join(w[:CONTEXT_WORDS]))] if ms is not None]
+        ext = []
+        for w in ext_ctx:
+            if time.monotonic() > deadline + 4 * SECONDS:
+                break
+            post(client, " ".join(w[:CONTEXT_WORDS]))  # puts the context in the cache (untimed)
+            ms = post(client, " ".join(w[:CONTEXT_WORDS + 1]))
+            if ms is not None:
+                ext.append(ms)
+    out["cold_50w"] = {"n": len(cold), "p50_ms": _pct(cold, 0.5), "p99_ms": _pct(cold, 0.99)}
+    out["extension_1w"] = {"n": len(ext), "p50_ms": _pct(ext, 0.5), "p99_ms": _pct(ext, 0.99)}
+
+    for conc in (1, 8):
+        done, lat = [0], []
+        stop = time.monotonic() + SECONDS
+
+        def worker():
+            with httpx.Client(timeout=30) as c:
+                while time.monotonic() < stop:
+                    with lock:
+                        w = next(rest, None)
+                    if w is None:
+                        return
+                    ms = post(c, " ".join(w[:CONTEXT_WORDS]))
+                    with lock:
+                        done[0] += 1
+                        if ms is not None:
+                            lat.append(ms)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=worker) for _ in range(conc)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        out[f"concurrency_{conc}"] = {"requests": done[0], "seconds": round(elapsed, 2),
+                                      "requests_per_s": round(done[0] / elapsed, 1),
+                                      "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99)}
+    out["errors"] = errors["count"]
+    out["error_examples"] = errors["examples"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- the driver
+def _model(cfg) -> Path:
+    from pipeline.config import resolve_path
+    from pipeline.serve import newest_checkpoint
+
+    if os.environ.get("MARATHI_NWP_BENCH_MODEL"):
+        return Path(os.environ["MARATHI_NWP_BENCH_MODEL"])
+    ckpt = newest_checkpoint(resolve_path(cfg.train.runs_dir))
+    if ckpt is None:
+        raise ValueError("no checkpoint to benchmark: run `make run`, or set MARATHI_NWP_BENCH_MODEL")
+    return ckpt
+
+
+def run(cfg) -> dict:
+    import httpx
+
+    model, port = _model(cfg), _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--model", str(model),
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited ({server.returncode}): {server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(url + "health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not answer /health within 120 s")
+            time.sleep(0.2)
+        gen = subprocess.run([sys.executable, __file__, "--loadgen", url], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60 + 12 * SECONDS + N_LATENCY * 2)
+        if gen.returncode != 0:
+            raise RuntimeError(f"the load generator failed: {gen.stderr[-2000:]}")
+        figures = json.loads(gen.stdout.strip().splitlines()[-1])
+        health = httpx.get(url + "health", timeout=5).json()
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    figures.update(model=str(model), served_as=health.get("model"), cache=health.get("cache"),
+                   context_words=CONTEXT_WORDS, seconds_per_throughput_phase=SECONDS,
+                   goals={"extension_p50_le_20ms": figures["extension_1w"]["p50_ms"] <= 20,
+                          "cold_p99_le_100ms": figures["cold_50w"]["p99_ms"] <= 100,
+                          "zero_errors": figures["errors"] == 0})
+    return figures
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--loadgen":
+        print(json.dumps(loadgen(sys.argv[2]), ensure_ascii=False))
+    else:
+        from pipeline.config import load_config
+
+        print(json.dumps(run(load_config(None, [])), indent=1, ensure_ascii=False))
