@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-CLEANING_VERSION = "1"  # bump when the rules change: it is part of every cache key
+CLEANING_VERSION = "2"  # bump when the rules change: it is part of every cache key
 
 ZWNJ, ZWJ = "\u200c", "\u200d"
-_URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|in|co|io|ly|gov|edu)(?:/\S*)?", re.IGNORECASE)
+_URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|in|co|io|ly|gov|edu)(?:/\S*)?"
+                  r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}/\S*", re.IGNORECASE)  # last: any domain with a path
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _MENTION = re.compile(r"@\w+")
 _HASHTAG = re.compile(r"#(?=\w)")
@@ -43,8 +44,8 @@ def _map_char(ch: str) -> str:
 def clean_text(text: str) -> str:
     """NFC; drop URLs, e-mails, @mentions, '#' of hashtags, control characters, symbols; split punctuation off."""
     text = unicodedata.normalize("NFC", text)
+    text = _EMAIL.sub(" ", text)  # before URLs: the URL pattern would eat an address's domain and leave "name@"
     text = _URL.sub(" ", text)
-    text = _EMAIL.sub(" ", text)
     text = _MENTION.sub(" ", text)
     text = _HASHTAG.sub("", text)
     text = _NUMBER_SEP.sub(lambda m: _PROTECT[m.group(1)], text)

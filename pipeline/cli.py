@@ -13,9 +13,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.train import DivergenceError
 
     from pipeline.bundle import CheckpointError
+    from pipeline.probes import ProbeError
     from pipeline.tracking import TrackingError
 
-    return (ConfigError, CorpusError, TokenizerError, DivergenceError, CheckpointError, TrackingError)
+    return (ConfigError, CorpusError, TokenizerError, DivergenceError, CheckpointError, TrackingError, ProbeError)
 
 
 def cmd_prepare(args, cfg) -> int:

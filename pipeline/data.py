@@ -142,10 +142,17 @@ def _split_of(text: str, seed: int, fractions: tuple[float, float]) -> str:
 
 
 def _split_by_hash(dd, dc: DataConfig):
+    """Cut the splits that have no file of their own out of train; a split given as a file is kept as it is."""
     field = dc.text_field
     source = dd["train"]
-    return type(dd)({split: source.filter(lambda t, s=split: _split_of(t or "", dc.split_seed, dc.split_fractions) == s,
-                                          input_columns=field) for split in SPLITS})
+    missing = [s for s in ("validation", "test") if s not in dd]
+    out = {s: dd[s] for s in dd if s != "train"}
+    for split in missing:
+        out[split] = source.filter(lambda t, s=split: _split_of(t or "", dc.split_seed, dc.split_fractions) == s,
+                                   input_columns=field)
+    out["train"] = source.filter(lambda t: _split_of(t or "", dc.split_seed, dc.split_fractions) not in missing,
+                                 input_columns=field)
+    return type(dd)({s: out[s] for s in SPLITS})
 
 
 # ----------------------------------------------------------------------------------------------------------- cleaning
@@ -360,9 +367,11 @@ class BPTTWindows:
     checkpoint, so a run killed mid-epoch restarts at the next unseen window instead of the epoch's start.
     """
 
-    # Lightning's training loop fetches one batch ahead of the step it runs, so when a checkpoint is written the
-    # newest window handed out has not been trained on yet: the resume point is the end of the one before it.
-    PREFETCHED = 1
+    # Windows handed out but not yet trained on when a checkpoint is written. Lightning prefetches one batch only
+    # for loaders without a length (to know the last batch); this one has `__len__`, so its fetcher does not
+    # prefetch (pytorch_lightning/loops/fetchers.py) and every window handed out has been trained on.
+    # tests/pipeline/test_data.py::test_windows_resume_with_real_trainer checks this against a real Trainer.
+    PREFETCHED = 0
 
     def __init__(self, rows: torch.Tensor, bptt: int, variable: bool = False, seed: int = 0):
         self.rows, self.bptt, self.variable, self.seed = rows, bptt, variable, seed

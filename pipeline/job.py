@@ -14,12 +14,12 @@ def _say(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
 
-def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[str]], fresh: bool = False,
-                       baseline=None) -> dict[str, Any]:
+def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[str]], baseline=None,
+                       probes=None) -> dict[str, Any]:
     """One cell, start to finish, as one MLflow run. Returns the run's headline figures."""
     from pipeline import tracking
     from pipeline.bundle import load_checkpoint
-    from pipeline.evaluate import evaluate_models
+    from pipeline.evaluate import NeuralScorer, evaluate, write_outputs
     from pipeline.train import run_dir_for, train
 
     run_dir = run_dir_for(cfg)
@@ -31,11 +31,12 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
             client.set_tag(run_id, "diverged_at_step", str(result.diverged_at))
         bundle = load_checkpoint(result.best_checkpoint)
         out_dir = run_dir / "evaluation"
-        val = evaluate_models({cfg.model.cell: bundle}, documents["validation"], cfg, split="validation",
-                              top_k=False)
-        test = evaluate_models({cfg.model.cell: bundle}, documents["test"], cfg, split="test", out_dir=out_dir,
-                               baseline=baseline)
-        metrics = {**val["metrics"][cfg.model.cell], **test["metrics"][cfg.model.cell],
+        scorers = [NeuralScorer(bundle, cfg.eval, cfg.model.cell)]
+        val = evaluate(scorers, documents["validation"], cfg, "validation")
+        test = evaluate(scorers + ([baseline] if baseline is not None else []), documents["test"], cfg, "test",
+                        probes)
+        write_outputs(test, out_dir)
+        metrics = {**val["models"][cfg.model.cell]["metrics"], **test["models"][cfg.model.cell]["metrics"],
                    "train/seconds": result.seconds, "train/tokens_per_s_mean": result.tokens / max(result.seconds, 1e-9)}
         step = bundle.meta.get("global_step") or 0
         tracking.log_metrics(client, run_id, metrics, step=step)
@@ -45,7 +46,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id)
     return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg,
             "params": sum(p.numel() for p in bundle.model.parameters()), "seconds": result.seconds,
-            "baseline": test["metrics"].get("ngram")}
+            "baseline": test["models"][baseline.name]["metrics"] if baseline is not None else None}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -66,7 +67,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def cli(args, cfg: Config) -> int:
     from pipeline import tracking
     from pipeline.data import documents, prepare
+    from pipeline.evaluate import NgramScorer
     from pipeline.ngram import build_baseline
+    from pipeline.probes import load_probes
+    from pipeline.config import resolve_path
 
     t0 = time.perf_counter()
     client = tracking.open_store(cfg)  # fail before any training time is spent
@@ -75,15 +79,17 @@ def cli(args, cfg: Config) -> int:
     s = prepared.manifest["splits"]
     print(f"    {s['train']['documents']} training documents, {s['train']['words']} words, "
           f"{prepared.manifest['tokenizer']['vocab_size']} pieces ({s['train']['pieces_per_word']:.2f} per word)")
-    docs = {split: documents(cfg, split) for split in ("validation", "test")}
+    docs = {split: documents(cfg, split)[:cfg.eval.max_documents] for split in ("validation", "test")}
+    probes = load_probes(resolve_path(cfg.eval.probes)) if cfg.eval.probes else None
     _say(f"baseline: word {cfg.eval.ngram_order}-gram (interpolated Kneser-Ney) on the train split")
-    baseline = build_baseline(cfg)
+    baseline = NgramScorer(build_baseline(cfg))
     rows = []
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     for i, cell in enumerate(cells, 1):
         cell_cfg = cfg.replace(model=dataclasses.replace(cfg.model, cell=cell))
         _say(f"[{i}/{len(cells)}] train and evaluate {cell}")
-        rows.append(train_and_register(cell_cfg, prepared, client, docs, baseline=baseline))
+        rows.append(train_and_register(cell_cfg, prepared, client, docs, baseline=baseline if i == 1 else None,
+                                       probes=probes))
     if rows and rows[0].get("baseline"):
         rows.append({"cell": f"{cfg.eval.ngram_order}-gram KN", "metrics": rows[0]["baseline"]})
     _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")

@@ -7,6 +7,7 @@ exactly where the killed one stopped.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from models.recurrent import RecurrentLM, State, detach_state
 from pipeline.config import Config, ModelConfig, resolve_path
@@ -50,7 +52,8 @@ class LanguageModelModule(pl.LightningModule):
         self._clipped = self._steps = 0
         self._last_loss = math.nan
         self._last_grad_norm = math.nan
-        self._t_start = None
+        # set here too: Lightning skips on_train_epoch_start when it resumes mid-epoch from a checkpoint
+        self._t_start, self._tokens = time.perf_counter(), 0
         self.diverged_at: int | None = None
 
     # ------------------------------------------------------------------------------------------------ training
@@ -140,16 +143,21 @@ class LanguageModelModule(pl.LightningModule):
         if tc["schedule"] == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = tc["warmup_steps"]
         cosine = tc["schedule"] == "cosine"
+        total: list[int] = []
 
         def factor(step: int) -> float:
             if step < warm:
                 return (step + 1) / warm
-            if not cosine:
+            if not cosine or step == warm:
                 return 1.0
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+            # Asked lazily, once training runs: `estimated_stepping_batches` builds the train loader, and doing that
+            # here (before Lightning restores a checkpoint's loop state) would make a resumed run skip loading the
+            # loader's position and restart the epoch from its first window.
+            if not total:
+                total.append(max(1, int(self.trainer.estimated_stepping_batches)))
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total[0] - warm))))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -170,11 +178,27 @@ class LanguageModelModule(pl.LightningModule):
         self._clipped, self._steps = checkpoint.get("clip_counts", [0, 0])
 
     def on_train_start(self) -> None:
+        self._t_start, self._tokens = time.perf_counter(), 0
         # Lightning re-seeds after loading the checkpoint; restore dropout's RNG here, just before the first step.
         rng = getattr(self, "_rng_to_restore", None)
         if rng is not None:
             torch.set_rng_state(rng)
             self._rng_to_restore = None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint under a temporary name and rename it into place: a run killed while saving (SIGKILL,
+    power loss) leaves the previous last.ckpt intact instead of a truncated file that the next run would resume from."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
 
 
 class RunSummary(Callback):
@@ -227,7 +251,7 @@ def make_trainer(cfg: Config, run_dir: Path, logger=None, extra_callbacks=()) ->
         limit_val_batches=tc.limit_val_batches, log_every_n_steps=tc.log_every_n_steps,
         accelerator="cpu", devices=1, logger=logger if logger is not None else False,
         callbacks=callbacks, default_root_dir=str(run_dir), use_distributed_sampler=False,
-        enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+        enable_model_summary=False, num_sanity_val_steps=0, deterministic=False, plugins=[AtomicCheckpointIO()],
     )
     if tc.max_time_minutes:
         kwargs["max_time"] = {"minutes": tc.max_time_minutes}

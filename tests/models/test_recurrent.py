@@ -1,0 +1,110 @@
+"""RecurrentLM (DESIGN §5): carried state, truncation, IRNN init, residual, tying, adaptive output."""
+import pytest
+import torch
+
+from models.recurrent import CELLS, RecurrentLM, detach_state
+
+V = 50
+
+
+def make(cell, **kw):
+    torch.manual_seed(0)
+    args = dict(vocab_size=V, cell=cell, embedding_dim=12, hidden_dim=12, num_layers=2, dropout=0.0,
+                tie_weights=True)
+    args.update(kw)
+    return RecurrentLM(**args).eval()
+
+
+@pytest.mark.parametrize("cell,init", [(c, "default") for c in CELLS] + [("rnn_relu", "identity")])
+def test_carried_state_equals_one_long_forward(cell, init):
+    m = make(cell, init=init)
+    tokens = torch.randint(0, V, (3, 20))
+    with torch.no_grad():
+        f_all, s_all = m(tokens, None)
+        f1, s1 = m(tokens[:, :8], None)
+        f2, s2 = m(tokens[:, 8:], s1)
+    torch.testing.assert_close(m.log_probs(f2), m.log_probs(f_all[:, 8:]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(f1, f_all[:, :8], atol=1e-5, rtol=0)
+    for a, b in zip(s2 if isinstance(s2, tuple) else (s2,), s_all if isinstance(s_all, tuple) else (s_all,)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_truncation_stops_gradient_at_window_boundary(cell):
+    m = make(cell).train()
+    tokens = torch.randint(0, V, (2, 10))
+    e1 = m.embedding(tokens[:, :5]).detach().requires_grad_(True)
+    _, s1 = m.recur(e1, None)
+    # without detaching, window 2's loss reaches window 1 (the test can fail)
+    f2, _ = m(tokens[:, 5:], s1)
+    g, = torch.autograd.grad(m.loss(f2, tokens[:, 5:]), e1, retain_graph=True, allow_unused=True)
+    assert g is not None and g.abs().sum() > 0
+    f2, _ = m(tokens[:, 5:], detach_state(s1))
+    m.zero_grad()
+    loss = m.loss(f2, tokens[:, 5:])
+    loss.backward()
+    assert e1.grad is None or e1.grad.abs().sum() == 0
+    # and the embedding rows used only in window 1 got nothing through the recurrence
+    only_w1 = sorted(set(tokens[:, :5].flatten().tolist()) - set(tokens[:, 5:].flatten().tolist()))
+    if not m.decoder.weight is m.embedding.weight:
+        assert m.embedding.weight.grad[only_w1].abs().sum() == 0
+
+
+def test_irnn_identity_init_zero_bias():
+    m = make("rnn_relu", init="identity", embedding_dim=8, hidden_dim=8)
+    for layer in m.layers:
+        assert torch.equal(layer.weight_hh_l0, torch.eye(8))
+        assert torch.count_nonzero(layer.bias_hh_l0) == 0 and torch.count_nonzero(layer.bias_ih_l0) == 0
+        assert layer.nonlinearity == "relu"
+    assert not torch.equal(make("rnn_relu").layers[0].weight_hh_l0, torch.eye(12))
+
+
+def test_residual_differs_and_runs():
+    tokens = torch.randint(0, V, (2, 7))
+    plain, res = make("gru"), make("gru", residual=True)
+    res.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        fp, _ = plain(tokens, None)
+        fr, _ = res(tokens, None)
+    assert fr.shape == fp.shape == (2, 7, 12)
+    assert not torch.allclose(fp, fr)
+    loss = res.loss(fr, tokens)
+    assert torch.isfinite(loss)
+
+
+def test_tied_weights_share_storage_with_and_without_projection():
+    m = make("lstm")
+    assert m.decoder.weight.data_ptr() == m.embedding.weight.data_ptr() and m.projection is None
+    p = make("lstm", embedding_dim=8, hidden_dim=16)
+    assert p.decoder.weight.data_ptr() == p.embedding.weight.data_ptr()
+    assert p.projection is not None and p.projection.weight.shape == (8, 16)
+    f, _ = p(torch.randint(0, V, (2, 3)), None)
+    assert p.log_probs(f).shape == (2, 3, V)
+    u = make("lstm", tie_weights=False)
+    assert u.decoder.weight.data_ptr() != u.embedding.weight.data_ptr()
+
+
+@pytest.mark.parametrize("output", ["softmax", "adaptive"])
+def test_log_probs_exact_and_loss_matches(output):
+    kw = dict(output="adaptive", cutoffs=(10, 30), tie_weights=False) if output == "adaptive" else {}
+    m = make("lstm", **kw)
+    if output == "adaptive":  # a non-trivial frequency order: rank must map ids correctly both ways
+        m.set_piece_frequencies(torch.randperm(V, generator=torch.Generator().manual_seed(1)).float())
+    tokens = torch.randint(0, V, (3, 6))
+    targets = torch.randint(0, V, (3, 6))
+    with torch.no_grad():
+        f, _ = m(tokens, None)
+        lp = m.log_probs(f)
+        assert lp.shape == (3, 6, V)
+        torch.testing.assert_close(torch.logsumexp(lp, -1), torch.zeros(3, 6), atol=1e-5, rtol=0)
+        nll = -lp.gather(-1, targets.unsqueeze(-1)).mean()
+        torch.testing.assert_close(m.loss(f, targets), nll, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="cell"):
+        make("transformer")
+    with pytest.raises(ValueError, match="IRNN"):
+        make("lstm", init="identity")
+    with pytest.raises(ValueError, match="tie_weights"):
+        make("lstm", output="adaptive", cutoffs=(10,))

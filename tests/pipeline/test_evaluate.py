@@ -1,0 +1,108 @@
+import dataclasses
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pipeline.bundle import load_local
+from pipeline.config import EvalConfig
+from pipeline.evaluate import NeuralScorer, NgramScorer, cli, evaluate_scorer, flat_metrics
+from pipeline.ngram import KneserNey
+
+CONTEXT = "मी काल संध्याकाळी घरी"
+
+
+@pytest.fixture(scope="module")
+def scorer(trained_checkpoint, tiny_config):
+    torch.set_num_threads(1)
+    return NeuralScorer(load_local(trained_checkpoint), tiny_config.eval, "lstm")
+
+
+def _by_hand(model, ids: list[int], masks) -> tuple[float, torch.Tensor]:
+    """One plain forward over bos + context + word: Σ log p(piece) over the word's pieces, and the distribution
+    after its last piece."""
+    with torch.no_grad():
+        feats, _ = model(torch.tensor([ids]), None)
+        return model.log_probs(feats)[0]
+
+
+def test_word_log_prob_is_pieces_plus_boundary(scorer):
+    pred, tok = scorer.pred, scorer.tok
+    ctx = pred.context_ids(CONTEXT)
+    for word in ("गेलो", "आणि", "अनोळखीशब्दकधीच"):
+        pieces = tok.encode(word)
+        lp = _by_hand(scorer.model, ctx + pieces, pred.masks)  # (T, V): row t predicts piece t+1
+        n = len(ctx)
+        expect = sum(float(lp[n - 1 + j, p]) for j, p in enumerate(pieces))
+        boundary = [i for i, b in enumerate(pred.masks.boundary.tolist()) if b]
+        expect += float(torch.logsumexp(lp[-1, boundary], 0))
+        state, next_lp = pred.read([ctx])
+        got = float(pred.word_log_prob(state, next_lp, [word])[0])
+        assert got == pytest.approx(expect, abs=1e-4)
+        # the batched teacher-forced pass of the evaluator gives the same number
+        tokens = (CONTEXT + " " + word).split()
+        res = scorer.evaluate_docs([tokens], [[len(tokens) - 1]], 3, lambda n: None)
+        assert res["logp"][(0, len(tokens) - 1)] == pytest.approx(expect, abs=1e-4)
+
+
+def test_single_word_probabilities_sum_to_at_most_one(scorer):
+    pred, tok = scorer.pred, scorer.tok
+    starts = [i for i, p in enumerate(tok.pieces) if p.startswith("\u2581") and len(p) > 1]
+    conts = [i for i, p in enumerate(tok.pieces) if not p.startswith("\u2581") and i > 3 and not p.startswith("<")]
+    vocab = {tok.decode([i]).strip() for i in starts}
+    vocab |= {tok.decode([s, c]).strip() for s in starts[:15] for c in conts}
+    vocab = sorted(w for w in vocab if w and " " not in w)
+    state, lp = pred.read([pred.context_ids(CONTEXT)])
+    rows = torch.zeros(len(vocab), dtype=torch.long)
+    from pipeline.predict import select_state
+    total = 0.0
+    for i in range(0, len(vocab), 512):
+        part = vocab[i:i + 512]
+        r = rows[:len(part)]
+        total += float(pred.word_log_prob(select_state(state, r), lp.index_select(0, r), part).exp().sum())
+    assert len(vocab) > 500 and 0.0 < total <= 1.0 + 1e-5
+
+
+def test_batched_top_words_match_one_context_at_a_time(scorer):
+    docs = ["मी घरी गेलो . मग मी झोपलो", "आज पाऊस पडला , आणि आम्ही घरी बसलो"]
+    tokens = [d.split() for d in docs]
+    targets = [[j for j, t in enumerate(ts) if t not in (".", ",")] for ts in tokens]
+    res = scorer.evaluate_docs(tokens, targets, 3, lambda n: None)
+    for d, ts in enumerate(targets):
+        for j in ts:
+            state, lp = scorer.pred.read([scorer.pred.context_ids(" ".join(tokens[d][:j]))])
+            assert res["top"][(d, j)] == [w for w, _ in scorer.pred.top_words(state, lp, 3)[0]]
+
+
+def test_topk_accuracy_on_a_known_case():
+    lm = KneserNey(4).fit(["मी घरी गेलो", "मी घरी गेलो", "तू शाळेत गेलास"])
+    ec = EvalConfig(k=5, context_lengths=(1,), long_document_words=3)
+    r = evaluate_scorer(NgramScorer(lm), ["मी घरी गेलो", "तू घरी गेलो"], ec)
+    # मी✓ घरी✓ गेलो✓ | तू✗(मी) घरी✗(शाळेत) गेलो✓ ; every target is among the 5 most probable of 6 words
+    assert r["words"] == 6 and r["top1"] == pytest.approx(4 / 6) and r["top5"] == 1.0
+    assert r["by_distance"]["first"]["n"] == 6 and r["by_position"]["1-4"]["top1"] == pytest.approx(4 / 6)
+    # with one word of context, "घरी" after "तू घरी" no longer sees "तू"; the curve covers positions 1..2 of both
+    assert r["context"]["positions"] == 4 and r["context"]["curve"]["1"]["top1"] == pytest.approx(3 / 4)
+    assert r["word_ppl"] > 1 and math.isfinite(r["word_ppl"])
+    m = flat_metrics(r, "test", 5)
+    assert m["test/top1"] == r["top1"] and m["test/top1_first"] == r["top1"] and "test/top5_pos1_4" in m
+
+
+def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, tmp_path):
+    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_documents=8, long_document_words=20,
+                                                       context_lengths=(1, 4)))
+    args = SimpleNamespace(model=[str(trained_checkpoint)], data=None, baseline=True, out=str(tmp_path / "ev"))
+    assert cli(args, cfg) == 0
+    out = tmp_path / "ev"
+    for f in ("results.json", "summary.csv", "by_distance.csv", "by_position.csv", "context.csv", "probes.csv",
+              "accuracy_by_distance.png", "context_length.png", "probes_by_distance.png"):
+        assert (out / f).stat().st_size > 0, f
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["models"]) == {"lstm-1x32", "kn4gram"}
+    for r in res["models"].values():
+        assert 0 <= r["metrics"]["test/top1"] <= r["metrics"]["test/top5"] <= 1
+        assert "probe/agreement_d2" in r["metrics"] and "probe/recall" in r["metrics"]
+        assert r["metrics"]["test/top1_first"] == r["by_distance"]["first"]["top1"]
+    assert (out / "summary.csv").read_text().count("\n") == 3
