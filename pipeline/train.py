@@ -242,7 +242,8 @@ def make_trainer(cfg: Config, run_dir: Path, logger=None, extra_callbacks=()) ->
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
     callbacks = [last, best, RunSummary(), *extra_callbacks]
     if tc.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(monitor="val/loss", patience=tc.early_stopping_patience, check_finite=False))
+        callbacks.append(EarlyStopping(monitor="val/loss", patience=tc.early_stopping_patience, check_finite=False,
+                                       check_on_train_epoch_end=False))
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs: dict[str, Any] = dict(
