@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-browser prepare train evaluate probe ui serve bench clean
+.PHONY: help setup run test test-browser prepare train evaluate probe experiment gradients ui serve bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ evaluate: setup ## evaluate MODEL (run id, models:/..., checkpoint) on the test 
 probe: setup ## score the probe set with MODEL
 	$(PY) -m pipeline probe --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
 
+experiment: setup ## the comparison grid on the full corpus + reports/experiment.md (BUDGET=minutes, default 120)
+	$(PY) -m pipeline experiment --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) $(if $(BUDGET),--budget-minutes $(BUDGET)) $(ARGS)
+
+gradients: setup ## gradient by distance (init and trained) for MODEL; plot and decay rates
+	$(PY) -m pipeline gradients --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
+
 ui: setup ## the MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(PY) -m mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
 
@@ -46,6 +52,9 @@ serve: setup ## serve the champion model on http://127.0.0.1:8000 (MODEL=... to 
 
 bench: setup ## benchmarks on the full corpus (configs/full.yaml); results appended to bench/results.json
 	$(PY) -m pipeline bench --config $(or $(BENCH_CONFIG),configs/full.yaml) $(ARGS)
+
+stress: setup ## kill/resume x5 with MLflow history + 60 s of /predict at concurrency 32 -> bench/stress.json
+	$(PY) bench/stress.py
 
 clean: ## remove caches, runs and the local MLflow store (keeps .venv)
 	rm -rf data/cache runs lightning_logs mlflow.db mlartifacts .pytest_cache

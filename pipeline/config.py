@@ -130,6 +130,39 @@ class ServeConfig:
     cache_megabytes: float = 64.0
 
 
+GRID_MODELS = ("rnn_tanh", "rnn_tanh_noclip", "irnn", "rnn_tanh_residual", "gru", "lstm")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    # The comparison grid (`python -m pipeline experiment`, pipeline/experiment.py). Every model gets the parameter
+    # count of `model` (its cell, hidden_dim × scale, num_layers) by choosing its own hidden size.
+    models: tuple[Literal["rnn_tanh", "rnn_tanh_noclip", "irnn", "rnn_tanh_residual", "gru", "lstm"], ...] = GRID_MODELS
+    residual_layers: int = 3  # layers of the residual rnn_tanh stack (skip connections around layers 2…)
+    baseline: bool = True  # the eval.ngram_order Kneser-Ney row
+    parameter_tolerance: float = 0.10  # relative; an unreachable match is an error
+    scale: float | None = None  # hidden/embedding multiplier; null: 1 on CPU, gpu_scale when the Trainer uses a GPU
+    gpu_scale: float = 4.0
+    # The budget: whole grid in budget_minutes. Fixed reserves first, then shares of the rest; training gets what is
+    # left, the same train.max_time_minutes for every model.
+    budget_minutes: float = 120.0
+    overhead_minutes: float = 6.0  # prepare, baseline build + evaluation, report
+    eval_minutes_per_model: float = 3.0  # test-split evaluation, probes, gradient curves, model logging (estimate)
+    longrange_share: float = 0.10
+    exploding_share: float = 0.04
+    exploding_steps: int = 400  # per run (unclipped, clipped); also bounded by its time share
+    exploding_init_scale: float = 1.5
+    exploding_lr: float = 5.0
+    gradient_windows: int = 64
+    longrange_distances: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 200)
+    longrange_hidden: int = 64
+    longrange_embedding: int = 32
+    longrange_batch: int = 32
+    longrange_n_test: int = 200
+    log_models: bool = True  # log each trained model as a pyfunc (so `--model RUN_ID` works); no registration
+    report_dir: str = "reports"  # writes <report_dir>/experiment.md and <report_dir>/experiment/*.png
+
+
 @dataclass(frozen=True)
 class Config:
     name: str = "default"
@@ -140,6 +173,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -188,6 +222,14 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval.batch_size": (1, None), "eval.long_document_words": (1, None), "eval.max_documents": (1, None),
     "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None),
     "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None),
+    "experiment.residual_layers": (2, None), "experiment.parameter_tolerance": (0.0, 1.0),
+    "experiment.scale": (0.01, None), "experiment.gpu_scale": (0.01, None), "experiment.budget_minutes": (0.01, None),
+    "experiment.overhead_minutes": (0.0, None), "experiment.eval_minutes_per_model": (0.0, None),
+    "experiment.longrange_share": (0.0, 0.9), "experiment.exploding_share": (0.0, 0.9),
+    "experiment.exploding_steps": (1, None), "experiment.exploding_init_scale": (0.0, None),
+    "experiment.exploding_lr": (0.0, None), "experiment.gradient_windows": (1, None),
+    "experiment.longrange_hidden": (1, None), "experiment.longrange_embedding": (1, None),
+    "experiment.longrange_batch": (1, None), "experiment.longrange_n_test": (2, None),
 }
 
 
@@ -303,6 +345,16 @@ def _check(cfg: Config, source: str) -> None:
     if sum(cfg.data.split_fractions) >= 1.0 or min(cfg.data.split_fractions) < 0:
         raise ConfigError(f"{source}: data.split_fractions {list(cfg.data.split_fractions)} must be >= 0 "
                           "and sum to less than 1")
+    e = cfg.experiment
+    if not e.models or len(set(e.models)) != len(e.models):
+        raise ConfigError(f"{source}: experiment.models {list(e.models)} must name at least one model, each once "
+                          f"(allowed: {', '.join(GRID_MODELS)})")
+    if e.longrange_share + e.exploding_share >= 1.0:
+        raise ConfigError(f"{source}: experiment.longrange_share + experiment.exploding_share must be below 1 "
+                          "(the rest is training time)")
+    if not e.longrange_distances or min(e.longrange_distances) < 2:
+        raise ConfigError(f"{source}: experiment.longrange_distances {list(e.longrange_distances)} must be "
+                          "non-empty and each >= 2")
     if cfg.data.hub is None and not cfg.data.train:
         raise ConfigError(f"{source}: set data.train (a file or glob) or data.hub (a dataset name)")
 

@@ -31,7 +31,7 @@ from pipeline.cleaning import is_word
 from pipeline.config import Config, EvalConfig, resolve_path
 from pipeline.distance import DISTANCE_BUCKETS, POSITION_BUCKETS, accuracy_by, bucket, distances, metric_suffix, \
     position_bucket
-from pipeline.predict import WordPredictor, cat_states, select_state
+from pipeline.predict import WordPredictor, cat_states, select_state, stepwise
 
 CONTEXT_SAMPLES = 500  # target positions sampled (seeded) from the long documents for the context-length curve
 CONTEXT_SEED = 1234
@@ -70,7 +70,7 @@ class NeuralScorer:
             ids += p
         return ids, starts
 
-    @torch.no_grad()
+    @stepwise
     def _force(self, rows: list[list[int]], want: list[list[int]], on_state: Callable, need_lp: bool = True):
         """Teacher-force rows (B, T); at each wanted position t of row r call on_state(r, t, state_t, lp_t) in
         batches; return tok_lp and bnd (B, T) when need_lp."""

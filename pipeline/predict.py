@@ -10,6 +10,7 @@ the final bookkeeping of the top-k lists.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,16 @@ from torch import Tensor
 from models.recurrent import RecurrentLM, State
 from pipeline.cleaning import clean_text, is_word
 from pipeline.tokenizer import Tokenizer
+
+
+def stepwise(fn):
+    """For loops that feed the model one piece at a time: no autograd, and PyTorch's native RNN kernels instead of
+    oneDNN's, whose fixed cost per call dominates when T = 1 (measured: bench/evaluate.py)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -98,7 +109,7 @@ class WordPredictor:
             self._word_cache[pieces] = text if text and " " not in text and is_word(text) else None
         return self._word_cache[pieces]
 
-    @torch.no_grad()
+    @stepwise
     def top_words(self, state: State, next_lp: Tensor, k: int) -> list[list[tuple[str, float]]]:
         """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
         words with their log-probabilities, best first. Segmentations of the same word are summed."""

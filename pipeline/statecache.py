@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from models.recurrent import State
-from pipeline.predict import WordPredictor, cat_states
+from pipeline.predict import WordPredictor, cat_states, stepwise
 
 
 def _state_bytes(state: State) -> int:
@@ -122,7 +122,7 @@ class IncrementalPredictor:
         cuts = [m for m in range(1, len(ids)) if m == 1 or self._opens[ids[m]]]
         return cuts + [len(ids)]
 
-    @torch.no_grad()
+    @stepwise
     def _context(self, ids: list[int]) -> tuple[State, Tensor]:
         """State after `ids` and the next-piece log-probs (1, V)."""
         n, cuts = len(ids), self.boundaries(ids)

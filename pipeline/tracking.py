@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from pipeline.bundle import CheckpointError, ModelBundle, export, load_export, load_local
 from pipeline.config import PROJECT_ROOT, Config, resolve_path
@@ -103,10 +105,53 @@ def run_tags(cfg: Config, prepared) -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path):
-    """An MLFlowLogger for this run; a resumed training run continues the same MLflow run."""
-    from pytorch_lightning.loggers import MLFlowLogger
+def drop_metrics_from(client: MlflowClient, run_id: str, step: int) -> int:
+    """Delete the run's metric points at `step` or later (they are about to be logged again) and recompute the
+    run's latest values from what remains; returns the number of points deleted.
 
+    MLflow has no delete-metric API, so this goes through the SQL store's own session and ORM models (the schema
+    MLflow migrates); a store without them (a tracking server over HTTP) is left as it is, and 0 is returned.
+    """
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = client._tracking_client.store
+    if not isinstance(store, SqlAlchemyStore):
+        return 0
+    with store.ManagedSessionMaker(read_only=False) as session:
+        stale = session.query(SqlMetric).filter(SqlMetric.run_uuid == run_id, SqlMetric.step >= step)
+        keys = {k for (k,) in stale.with_entities(SqlMetric.key).distinct()}
+        deleted = stale.delete(synchronize_session=False)
+        for key in keys:  # latest_metrics must follow: the newest remaining point per key, or none
+            session.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid == run_id,
+                                                  SqlLatestMetric.key == key).delete(synchronize_session=False)
+            newest = (session.query(SqlMetric).filter(SqlMetric.run_uuid == run_id, SqlMetric.key == key)
+                      .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc()).first())
+            if newest is not None:
+                session.add(SqlLatestMetric(run_uuid=run_id, key=key, value=newest.value, timestamp=newest.timestamp,
+                                            step=newest.step, is_nan=newest.is_nan))
+    return deleted
+
+
+class ResumedMLFlowLogger(MLFlowLogger):
+    """The logger of a resumed run. The killed attempt logged steps past its last checkpoint, and the resumed one
+    logs those steps again: the first step this process logs is the first one redone, so every point of the run at
+    that step or later is stale and is deleted before it is logged anew. The history then reads as one run, with
+    no step twice and none missing, whichever checkpoint (last or previous) training resumed from."""
+
+    _truncated = False
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        if not self._truncated and step is not None:
+            self._truncated = True
+            drop_metrics_from(self.experiment, self.run_id, step)
+        super().log_metrics(metrics, step)
+
+
+def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path, extra_tags: dict[str, str] | None = None):
+    """An MLFlowLogger for this run; a resumed training run continues the same MLflow run. `extra_tags` are added to
+    the run's tags (e.g. `nested_tags(parent_id)` to show it under a parent run)."""
     id_file = run_dir / "mlflow_run_id"
     run_id = id_file.read_text().strip() if id_file.exists() else None
     if run_id is not None:
@@ -115,16 +160,89 @@ def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path):
             client.update_run(run_id, status="RUNNING")
         except MlflowException:
             run_id = None
-    logger = MLFlowLogger(experiment_name=experiment_name(cfg), run_name=f"{cfg.model.cell}",
-                          tracking_uri=tracking_uri(cfg), tags=run_tags(cfg, prepared),
-                          artifact_location=artifact_location(cfg, experiment_name(cfg)), run_id=run_id)
+    cls = ResumedMLFlowLogger if run_id is not None else MLFlowLogger
+    tags = {**run_tags(cfg, prepared), **(extra_tags or {})}
+    run_name = tags.pop(RUN_NAME_TAG, cfg.model.cell)  # MLFlowLogger sets the name tag itself
+    logger = cls(experiment_name=experiment_name(cfg), run_name=run_name,
+                 tracking_uri=tracking_uri(cfg), tags=tags,
+                 artifact_location=artifact_location(cfg, experiment_name(cfg)), run_id=run_id)
     ensure_experiment(client, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(logger.run_id)
     if run_id is not None:
-        for k, v in run_tags(cfg, prepared).items():
+        for k, v in tags.items():
             client.set_tag(run_id, k, v)
     return logger
+
+
+# ------------------------------------------------------------------------------------- parent and nested runs
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI shows the run under its parent
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def nested_tags(parent_run_id: str, name: str | None = None, **tags: str) -> dict[str, str]:
+    """Tags that put a run under `parent_run_id` (pass them to `make_logger(extra_tags=...)`)."""
+    return {PARENT_TAG: parent_run_id, **({RUN_NAME_TAG: name} if name else {}), **tags}
+
+
+def find_runs(client: MlflowClient, cfg: Config, tags: dict[str, str], status: str | None = None) -> list:
+    """Runs of the config's experiment carrying all `tags` (and `status`, e.g. FINISHED), newest first."""
+    exp = client.get_experiment_by_name(experiment_name(cfg))
+    if exp is None:
+        return []
+    parts = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    if status:
+        parts.append(f"attributes.status = '{status}'")
+    return client.search_runs([exp.experiment_id], filter_string=" and ".join(parts),
+                              order_by=["attributes.start_time DESC"])
+
+
+def open_parent_run(client: MlflowClient, cfg: Config, name: str, tags: dict[str, str]) -> tuple[str, bool]:
+    """The newest run with `tags` (set RUNNING again), or a new one; returns (run_id, reused)."""
+    found = find_runs(client, cfg, tags)
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id, True
+    run = client.create_run(ensure_experiment(client, cfg), run_name=name, tags=tags)
+    return run.info.run_id, False
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Params once per run; a value already logged with the same content is skipped (MLflow rejects changes)."""
+    from mlflow.entities import Param
+
+    have = client.get_run(run_id).data.params
+    new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
+    for i in range(0, len(new), 100):
+        client.log_batch(run_id, params=new[i:i + 100])
+
+
+def finish_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    client.set_terminated(run_id, status)
+
+
+def latest_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    return dict(client.get_run(run_id).data.metrics)
+
+
+def log_file(client: MlflowClient, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    client.log_artifact(run_id, str(path), artifact_path)
+
+
+def download_artifact(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
+    """A run's artifact file or directory copied under `dst`, or None when the run does not have it."""
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run_id, path, str(dst)))
+    except (MlflowException, OSError):
+        return None
 
 
 @contextmanager
@@ -137,13 +255,38 @@ def terminated_on_interrupt(client: MlflowClient, run_id: str) -> Iterator[None]
     try:
         yield
     except (KeyboardInterrupt, SystemExit):
-        client.set_terminated(run_id, "KILLED")
+        _set_terminated(client, run_id, "KILLED")
         raise
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except BaseException as e:
+        _set_terminated(client, run_id, "FAILED")
+        if _is_store_fault(e):
+            raise store_fault(client.tracking_uri, e) from e
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _is_store_fault(e: BaseException) -> bool:
+    import sqlalchemy.exc
+
+    return isinstance(e, (MlflowException, sqlalchemy.exc.OperationalError, sqlite3.Error))
+
+
+def store_fault(uri: str, e: BaseException) -> TrackingError:
+    """The store failed mid-run (locked by another process, no longer writable, gone): say which and what to do.
+    Checkpoints are written atomically apart from the store, so the run resumes once the store works again."""
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return TrackingError(f"the MLflow store {uri} failed during the run ({type(e).__name__}: {detail}); another "
+                         "process may hold a lock on it (close it) or it is no longer writable (fix its directory, or "
+                         "set MLFLOW_TRACKING_URI / tracking.tracking_uri to a writable store). The checkpoints under "
+                         "runs/ are intact: run the same command again to resume.")
+
+
+def _set_terminated(client: MlflowClient, run_id: str, status: str) -> None:
+    try:
+        client.set_terminated(run_id, status)
+    except Exception:  # noqa: BLE001 - the store itself may be what failed; the original error is the one to show
+        pass
 
 
 def log_run_files(client: MlflowClient, run_id: str, cfg: Config, prepared, checkpoint: str | None) -> None:

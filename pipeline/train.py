@@ -188,7 +188,10 @@ class LanguageModelModule(pl.LightningModule):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint under a temporary name and rename it into place: a run killed while saving (SIGKILL,
-    power loss) leaves the previous last.ckpt intact instead of a truncated file that the next run would resume from."""
+    power loss) leaves the previous last.ckpt intact instead of a truncated file that the next run would resume from.
+
+    The last.ckpt being replaced is kept as previous.ckpt (hard link, then rename: at every instant both names hold
+    a complete file), so a last.ckpt damaged on disk later still leaves a good checkpoint to resume from."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
@@ -198,7 +201,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if path.name == LAST and path.is_file():
+            keep = path.with_name(f".{PREVIOUS}.tmp-{os.getpid()}")
+            keep.unlink(missing_ok=True)
+            os.link(path, keep)
+            os.replace(keep, path.with_name(PREVIOUS))
         os.replace(tmp, path)
+
+
+LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
+
+
+def resume_checkpoint(ckpt_dir: Path, log=print) -> Path | None:
+    """The newest checkpoint that loads: last.ckpt, else previous.ckpt. A damaged one (truncated, bit rot) is
+    renamed `*.corrupt` with a message, so it is neither resumed from nor rotated into previous.ckpt later."""
+    from pipeline.bundle import CheckpointError, _torch_load
+
+    for name in (LAST, PREVIOUS):
+        path = ckpt_dir / name
+        if not path.is_file():
+            continue
+        try:
+            ckpt = _torch_load(path)
+            if "state_dict" not in ckpt or "loops" not in ckpt:
+                raise CheckpointError(f"{path} is not a training checkpoint (no loop state)")
+            return path
+        except CheckpointError as e:
+            bad = path.with_name(path.name + ".corrupt")
+            os.replace(path, bad)
+            log(f"warning: cannot resume from {path}: {e}; moved it to {bad.name} and trying the previous checkpoint")
+    return None
 
 
 class RunSummary(Callback):
@@ -269,11 +301,13 @@ def train(cfg: Config, prepared: Prepared, logger=None, fresh: bool = False, log
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / "checkpoints" / LAST
     resume = None
-    if last.exists() and not fresh:
-        resume = str(last)
-        log(f"resuming from {last} (same config hash; pass --fresh to start over)")
+    if not fresh and (found := resume_checkpoint(run_dir / "checkpoints", log)) is not None:
+        resume = str(found)
+        log(f"resuming from {found} (same config hash; pass --fresh to start over)")
+    elif not fresh and any((run_dir / "checkpoints").glob("*.corrupt")):
+        log("warning: no loadable checkpoint is left; training starts over")
     elif fresh and (run_dir / "checkpoints").exists():
         for p in (run_dir / "checkpoints").glob("*.ckpt"):
             p.unlink()

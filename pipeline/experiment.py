@@ -1,0 +1,620 @@
+"""The comparison experiment (`python -m pipeline experiment`, issue 8): the grid, the budget, one MLflow parent run
+with a nested run per model, and `reports/experiment.md`.
+
+    budget_minutes ─ overhead (prepare, baseline, report) ─ eval_minutes_per_model × models
+                   └ rest ─ longrange_share (long-range task) ─ exploding_share (two demo runs)
+                          └ what is left / models = train.max_time_minutes of every model (the same for all)
+
+Every model of the grid gets the parameter count of `model` (its cell at hidden_dim × scale) by choosing its own
+hidden size. A nested run is reused when a FINISHED run carries the same cell-config hash and the `done` tag (set as
+its very last step), so a re-run after an interruption retrains only what is missing; the parent run and its
+long-range / exploding / baseline results are reused the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import longrange
+from pipeline.config import Config, ConfigError, resolve_path
+from pipeline.gradients import decay_rate, gradient_by_distance, half_life, validation_windows
+
+CELL_HASH_TAG = "marathi_nwp.experiment_cell_hash"
+EXPERIMENT_HASH_TAG = "marathi_nwp.experiment_hash"
+VARIANT_TAG = "marathi_nwp.experiment_model"
+DONE_TAG = "marathi_nwp.experiment_done"
+SMALL_N = 1000  # below this many targets a figure is shown with its 95 % Wilson interval
+
+
+def _say(msg: str, log=print) -> None:
+    log(f"\n==> {msg}")
+
+
+# --------------------------------------------------------------------------------------------- grid and budget
+
+def scale_of(cfg: Config) -> float:
+    ec = cfg.experiment
+    if ec.scale is not None:
+        return ec.scale
+    accel = str(cfg.train.trainer.get("accelerator", "cpu")).lower()
+    on_gpu = accel in ("gpu", "cuda") or accel == "auto" and torch.cuda.is_available()
+    return ec.gpu_scale if on_gpu else 1.0
+
+
+def variant_config(cfg: Config, name: str, hidden: int | None = None, train_minutes: float | None = None) -> Config:
+    """The config of one grid model: the cell and what sets it apart (longrange.MODELS), its hidden size, the
+    experiment's MLflow experiment and its own run directory name."""
+    spec = longrange.MODELS[name]
+    s = scale_of(cfg)
+    layers = cfg.experiment.residual_layers if spec.get("residual") else cfg.model.num_layers
+    model = dataclasses.replace(cfg.model, cell=spec["cell"], init=spec.get("init", "default"),
+                                residual=bool(spec.get("residual", False)), num_layers=layers,
+                                embedding_dim=max(1, round(cfg.model.embedding_dim * s)),
+                                hidden_dim=hidden or max(1, round(cfg.model.hidden_dim * s)))
+    clip = None if "clip" in spec and spec["clip"] is None else cfg.train.gradient_clip_val
+    train = dataclasses.replace(cfg.train, gradient_clip_val=clip,
+                                max_time_minutes=train_minutes if train_minutes is not None else
+                                cfg.train.max_time_minutes)
+    tracking = dataclasses.replace(cfg.tracking, experiment=cfg.tracking.experiment or cfg.name)
+    return cfg.replace(name=f"{cfg.name}-{name}", model=model, train=train, tracking=tracking)
+
+
+def count_parameters(cfg: Config, vocab_size: int) -> tuple[int, int]:
+    """(all parameters, those of the recurrent layers) of the config's model, by building it."""
+    from pipeline.train import build_model, model_args
+
+    m = build_model(model_args(cfg.model, vocab_size))
+    return sum(p.numel() for p in m.parameters()), sum(p.numel() for p in m.layers.parameters())
+
+
+def match_parameters(cfg: Config, vocab_size: int) -> dict[str, dict[str, Any]]:
+    """Per grid model the hidden size whose parameter count is closest to the reference model's (`model` at
+    hidden_dim × scale); an error when one cannot get within experiment.parameter_tolerance."""
+    s = scale_of(cfg)
+    ref_cfg = cfg.replace(model=dataclasses.replace(cfg.model, hidden_dim=max(1, round(cfg.model.hidden_dim * s)),
+                                                    embedding_dim=max(1, round(cfg.model.embedding_dim * s))))
+    target, _ = count_parameters(ref_cfg, vocab_size)
+    out: dict[str, dict[str, Any]] = {}
+    for name in cfg.experiment.models:
+        def total(h: int) -> int:
+            return count_parameters(variant_config(cfg, name, h), vocab_size)[0]
+
+        lo, hi = 1, max(8, 16 * ref_cfg.model.hidden_dim)
+        while lo < hi:  # smallest h with total(h) >= target (the count grows with h)
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if total(mid) < target else (lo, mid)
+        h = min((c for c in (lo - 1, lo) if c >= 1), key=lambda c: abs(total(c) - target))
+        params, recurrent = count_parameters(variant_config(cfg, name, h), vocab_size)
+        off = params / target - 1
+        if abs(off) > cfg.experiment.parameter_tolerance:
+            raise ConfigError(f"experiment: {name} cannot match {target} parameters within "
+                              f"{cfg.experiment.parameter_tolerance:.0%} (best: hidden {h}, {params}); change "
+                              "model.hidden_dim or experiment.parameter_tolerance")
+        out[name] = {"hidden_dim": h, "num_layers": variant_config(cfg, name, h).model.num_layers,
+                     "parameters": params, "recurrent_parameters": recurrent, "relative_to_target": off}
+    return {"target": target, "models": out}
+
+
+def plan_budget(cfg: Config, n_models: int | None = None) -> dict[str, float]:
+    """Minutes for each part of the grid; every model gets the same `train_minutes`."""
+    ec = cfg.experiment
+    n = n_models if n_models is not None else len(ec.models)
+    fixed = ec.overhead_minutes + n * ec.eval_minutes_per_model
+    rest = ec.budget_minutes - fixed
+    if rest <= 0:
+        raise ConfigError(f"experiment.budget_minutes={ec.budget_minutes} leaves no training time after the "
+                          f"reserves ({fixed:.1f} min: overhead {ec.overhead_minutes} + {n} × eval "
+                          f"{ec.eval_minutes_per_model}); give more minutes or lower the reserves")
+    lr_min, ex_min = rest * ec.longrange_share, rest * ec.exploding_share
+    return {"budget_minutes": ec.budget_minutes, "models": n, "overhead_minutes": ec.overhead_minutes,
+            "eval_minutes_per_model": ec.eval_minutes_per_model, "longrange_minutes": lr_min,
+            "exploding_minutes": ex_min, "train_minutes": (rest - lr_min - ex_min) / n}
+
+
+def longrange_steps(cfg: Config, minutes: float) -> int:
+    """Steps per model that make the long-range task fit `minutes`, timed on one cycle over the distances."""
+    ec = cfg.experiment
+    ds = list(ec.longrange_distances)
+    rng = random.Random(0)
+    per_step = 0.0
+    for name in ec.models:
+        torch.manual_seed(0)
+        model = longrange.build(longrange.MODELS[name], ec.longrange_embedding, ec.longrange_hidden)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        t0 = time.perf_counter()
+        for d in ds:
+            x, y, _ = longrange.batch(rng, d, ec.longrange_batch)
+            features, _ = model(x)
+            loss = model.loss(features[:, -1:], y[:, None])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        per_step += (time.perf_counter() - t0) / len(ds)
+    return max(len(ds), int(minutes * 60 / max(per_step, 1e-6)))
+
+
+# ------------------------------------------------------------------------------------------------- gradients
+
+def bundle_gradient_curves(bundle, prepared, n_windows: int, length: int, seed: int = 0) -> dict[str, Any]:
+    """g(d) at initialisation (same model arguments, weights drawn with `seed`) and for the bundle's weights, on
+    the same seeded validation windows."""
+    from pipeline.train import build_model
+
+    windows = validation_windows(prepared, n_windows, length, seed)
+    torch.manual_seed(seed)
+    out: dict[str, Any] = {"length": length, "n_windows": n_windows, "seed": seed}
+    for when, model in (("init", build_model(bundle.model_args)), ("trained", bundle.model)):
+        g = gradient_by_distance(model, windows)
+        rate = decay_rate(g)
+        out[when] = {"g": g.tolist(), "decay_rate": rate, "half_life": half_life(rate)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- the models
+
+def _reuse(client, run_cfg: Config, h: str, tmp: Path) -> dict[str, Any] | None:
+    from pipeline import tracking
+
+    for run in tracking.find_runs(client, run_cfg, {CELL_HASH_TAG: h, DONE_TAG: "1"}, status="FINISHED"):
+        f = tracking.download_artifact(client, run.info.run_id, "experiment/row.json", tmp / run.info.run_id)
+        if f is not None and f.is_file():
+            row = json.loads(f.read_text(encoding="utf-8"))
+            row["reused"] = True
+            return row
+    return None
+
+
+def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client, parent_id: str,
+              docs: list[str], probes, log=print) -> dict[str, Any]:
+    """One grid model as one nested MLflow run: train, gradient curves, test evaluation, metrics, row.json."""
+    from pipeline import tracking
+    from pipeline.bundle import load_checkpoint
+    from pipeline.evaluate import NeuralScorer, evaluate, write_outputs
+    from pipeline.gradients import gradient_metrics
+    from pipeline.train import run_dir_for, train
+
+    h = cfg.hash("data", "tokenizer", "model", "train", "eval")
+    with tempfile.TemporaryDirectory() as tmp:
+        row = _reuse(client, cfg, h, Path(tmp))
+    if row is not None:
+        log(f"    reusing finished run {row['run_id']} ({name}, config {h})")
+        return row
+    run_dir = run_dir_for(cfg)
+    logger = tracking.make_logger(cfg, client, prepared, run_dir,
+                                  tracking.nested_tags(parent_id, name, **{CELL_HASH_TAG: h, VARIANT_TAG: name}))
+    run_id = logger.run_id
+    with tracking.terminated_on_interrupt(client, run_id):
+        result = train(cfg, prepared, logger=logger, log=log)
+        ckpt = result.best_checkpoint if Path(result.best_checkpoint).is_file() else result.last_checkpoint
+        bundle = load_checkpoint(ckpt)
+        curves = bundle_gradient_curves(bundle, prepared, cfg.experiment.gradient_windows, cfg.data.bptt,
+                                        cfg.train.seed)
+        test = evaluate([NeuralScorer(bundle, cfg.eval, name)], docs, cfg, "test", probes)
+        out = run_dir / "experiment"
+        write_outputs(test, out)
+        logged = tracking.latest_metrics(client, run_id)
+        tokens_per_s = result.tokens / max(result.seconds, 1e-9)
+        metrics = {**test["models"][name]["metrics"], **gradient_metrics(curves), "train/seconds": result.seconds,
+                   "train/tokens_per_s_mean": tokens_per_s, "model/parameters": matched["parameters"],
+                   "model/recurrent_parameters": matched["recurrent_parameters"]}
+        tracking.log_metrics(client, run_id, metrics, step=int(bundle.meta.get("global_step") or 0))
+        row = {"name": name, "run_id": run_id, "config_hash": h, "cell": cfg.model.cell, "init": cfg.model.init,
+               "residual": cfg.model.residual, "clip": cfg.train.gradient_clip_val, **matched,
+               "train_minutes_budget": cfg.train.max_time_minutes, "train_seconds": result.seconds,
+               "tokens": result.tokens, "tokens_per_s": tokens_per_s,
+               "resumed": result.resumed_from is not None,
+               "clipped_share": logged.get("train/clipped_share") if cfg.train.gradient_clip_val else None,
+               "best_val_loss": result.best_val_loss, "diverged_at": result.diverged_at,
+               "test": test["models"][name], "gradients": curves, "reused": False}
+        (out / "row.json").write_text(json.dumps(row, indent=1, ensure_ascii=False, allow_nan=True))
+        (out / "gradients.json").write_text(json.dumps(curves, indent=1, allow_nan=True))
+        tracking.log_artifacts(client, run_id, out, "experiment")
+        tracking.log_run_files(client, run_id, cfg, prepared, ckpt)
+        if cfg.experiment.log_models:
+            tracking.log_pyfunc(bundle, run_id)
+        tracking.set_tags(client, run_id, {DONE_TAG: "1"})
+        tracking.finish_run(client, run_id)
+    return row
+
+
+def _parent_piece(client, parent_id: str, piece: str, dest: Path, make) -> dict[str, Any]:
+    """A parent-level result (`piece`/<piece>.json + plots): from the parent run when it has it, else made and
+    logged."""
+    from pipeline import tracking
+
+    got = tracking.download_artifact(client, parent_id, piece, dest.parent)
+    f = dest / f"{piece}.json"
+    if got is not None and f.is_file():
+        result = json.loads(f.read_text(encoding="utf-8"))
+        result["reused"] = True
+        return result
+    dest.mkdir(parents=True, exist_ok=True)
+    result = make(dest)
+    (dest / f"{piece}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=True,
+                                                   default=str))
+    tracking.log_artifacts(client, parent_id, dest, piece)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- the experiment
+
+def run_experiment(cfg: Config, command: str = "", log=print) -> dict[str, Any]:
+    from pipeline import tracking
+    from pipeline.bench import git_commit, machine
+    from pipeline.data import documents, prepare
+    from pipeline.evaluate import NgramScorer, evaluate
+    from pipeline.gradients import exploding_demo
+    from pipeline.ngram import build_baseline
+    from pipeline.probes import load_probes
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    ec = cfg.experiment
+    plan = plan_budget(cfg)
+    client = tracking.open_store(cfg)  # fail before any training time is spent
+    exp_cfg = cfg.replace(tracking=dataclasses.replace(cfg.tracking, experiment=tracking.experiment_name(cfg)))
+    _say(f"prepare: {cfg.data.train}", log)
+    prepared = prepare(cfg, log=log)
+    vocab = prepared.manifest["tokenizer"]["vocab_size"]
+    matched = match_parameters(cfg, vocab)
+    log(f"    budget {ec.budget_minutes} min: {plan['train_minutes']:.2f} min training per model, long-range "
+        f"{plan['longrange_minutes']:.2f} min, exploding demo {plan['exploding_minutes']:.2f} min")
+    for name, m in matched["models"].items():
+        log(f"    {name:<18} {m['num_layers']}×{m['hidden_dim']:<5} {m['parameters']:>10,} parameters "
+            f"({m['relative_to_target']:+.1%})")
+    parent_tags = {EXPERIMENT_HASH_TAG: cfg.hash(), "git_commit": git_commit(), "seed": str(cfg.train.seed)}
+    parent_id, parent_reused = tracking.open_parent_run(client, exp_cfg, f"experiment-{cfg.name}",
+                                                        {EXPERIMENT_HASH_TAG: cfg.hash()})
+    tracking.set_tags(client, parent_id, parent_tags)
+    with tracking.terminated_on_interrupt(client, parent_id):
+        tracking.log_params(client, parent_id, {f"experiment.{k}": v for k, v in plan.items()})
+        report_dir = resolve_path(ec.report_dir)
+        assets = report_dir / "experiment"
+        assets.mkdir(parents=True, exist_ok=True)
+        timings["prepare"] = time.perf_counter() - t_start
+        docs = documents(cfg, "test")[:cfg.eval.max_documents]
+        probes = None
+        if cfg.eval.probes and resolve_path(cfg.eval.probes).exists():
+            probes = load_probes(resolve_path(cfg.eval.probes))
+
+        rows = []
+        for i, name in enumerate(ec.models, 1):
+            m = matched["models"][name]
+            run_cfg = variant_config(cfg, name, m["hidden_dim"], plan["train_minutes"])
+            _say(f"[{i}/{len(ec.models)}] {name}: {m['num_layers']}×{m['hidden_dim']} {run_cfg.model.cell}, "
+                 f"{plan['train_minutes']:.2f} min", log)
+            t0 = time.perf_counter()
+            from pipeline.train import DivergenceError
+
+            try:
+                rows.append(run_model(run_cfg, name, m, prepared, client, parent_id, docs, probes, log))
+            except DivergenceError as e:  # recorded as a FAILED nested run; the grid goes on
+                rows.append({"name": name, "cell": run_cfg.model.cell, **m, "failed": str(e), "run_id": None})
+                log(f"    {name} failed: {e}")
+            timings[f"model {name}"] = time.perf_counter() - t0
+
+        baseline = None
+        if ec.baseline:
+            _say(f"baseline: word {cfg.eval.ngram_order}-gram Kneser-Ney", log)
+            t0 = time.perf_counter()
+
+            def make_baseline(dest: Path) -> dict[str, Any]:
+                scorer = NgramScorer(build_baseline(cfg, log=log))
+                return evaluate([scorer], docs, cfg, "test", probes)["models"][scorer.name] | {"name": scorer.name}
+
+            baseline = _parent_piece(client, parent_id, "baseline", assets / "baseline", make_baseline)
+            timings["baseline"] = time.perf_counter() - t0
+
+        _say("long-range task", log)
+        t0 = time.perf_counter()
+
+        def make_longrange(dest: Path) -> dict[str, Any]:
+            steps = longrange_steps(cfg, plan["longrange_minutes"])
+            log(f"    {steps} steps per model")
+            return longrange.run_longrange(list(ec.models), steps, cfg.train.seed, dest,
+                                           distances=tuple(ec.longrange_distances), batch_size=ec.longrange_batch,
+                                           embedding_dim=ec.longrange_embedding, hidden_dim=ec.longrange_hidden,
+                                           n_test=ec.longrange_n_test, log=log)
+
+        long_range = _parent_piece(client, parent_id, "longrange", assets / "longrange", make_longrange)
+        timings["longrange"] = time.perf_counter() - t0
+
+        _say("exploding gradients: rnn_tanh without and with clipping (plain SGD)", log)
+        t0 = time.perf_counter()
+        m = matched["models"].get("rnn_tanh") or next(iter(matched["models"].values()))
+        ex_cfg = variant_config(cfg, "rnn_tanh", m["hidden_dim"], plan["exploding_minutes"] / 2)
+
+        def make_exploding(dest: Path) -> dict[str, Any]:
+            return exploding_demo(ex_cfg, prepared, ec.exploding_steps, init_scale=ec.exploding_init_scale,
+                                  lr=ec.exploding_lr, clip=cfg.train.gradient_clip_val or 0.25, cell="rnn_tanh",
+                                  out_dir=dest, log=log)
+
+        exploding = _parent_piece(client, parent_id, "exploding", assets / "exploding", make_exploding)
+        timings["exploding"] = time.perf_counter() - t0
+
+        from pipeline.evaluate import write_outputs
+        from pipeline.gradients import plot_gradient_by_distance
+
+        done = [r for r in rows if "test" in r]
+        plot_gradient_by_distance({r["name"]: r["gradients"] for r in done}, assets / "gradients.png")
+        models = {r["name"]: r["test"] for r in done}
+        if baseline is not None:
+            models[baseline["name"]] = baseline
+        if models:
+            write_outputs({"split": "test", "k": cfg.eval.k, "documents": len(docs), "models": models}, assets)
+        timings["total"] = time.perf_counter() - t_start
+        summary = {"name": cfg.name, "command": command, "commit": git_commit(), "config_hash": cfg.hash(),
+                   "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                   "machine": machine(), "plan": plan, "scale": scale_of(cfg), "parameters": matched,
+                   "parent_run_id": parent_id, "parent_reused": parent_reused, "k": cfg.eval.k,
+                   "documents": len(docs), "test_file": cfg.data.test, "rows": rows, "baseline": baseline,
+                   "longrange": long_range, "exploding": exploding, "timings": timings,
+                   "tracking_uri": tracking.tracking_uri(cfg), "experiment": tracking.experiment_name(cfg)}
+        (assets / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, allow_nan=True,
+                                                        default=str))
+        report = write_report(summary, report_dir / "experiment.md")
+        tracking.log_file(client, parent_id, report)
+        for f in sorted(assets.glob("*")):
+            if f.is_file():
+                tracking.log_file(client, parent_id, f, "report")
+        tracking.log_metrics(client, parent_id, {f"time/{k.replace(' ', '_')}_s": v for k, v in timings.items()})
+        tracking.finish_run(client, parent_id)
+    summary["report"] = str(report)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------------ report
+
+def _wilson(p: float | None, n: int) -> tuple[float, float]:
+    from pipeline.probes import wilson
+
+    return wilson(round((p or 0.0) * n), n)
+
+
+def _acc(p: float | None, n: int, small: int = SMALL_N) -> str:
+    if p is None or n == 0:
+        return "—"
+    if n < small:
+        lo, hi = _wilson(p, n)
+        return f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{p:.3f}"
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def write_report(s: dict[str, Any], path: Path) -> Path:
+    """reports/experiment.md from the summary: every figure generated from data; the reading left to a person."""
+    from pipeline.distance import DISTANCE_BUCKETS, POSITION_BUCKETS
+
+    k = s["k"]
+    rows = [r for r in s["rows"] if "test" in r]
+    evaluated = [(r["name"], r["test"]) for r in rows] + ([(s["baseline"]["name"], s["baseline"])]
+                                                          if s.get("baseline") else [])
+    plan, p = s["plan"], s["parameters"]
+    L = [f"# Experiment: {s['name']}", "",
+         "Generated by `pipeline/experiment.py` from the runs named below; every figure comes from those runs.", "",
+         f"- command: `{s['command']}`", f"- commit: `{s['commit']}`, config hash `{s['config_hash']}`, {s['date']}",
+         f"- machine: {s['machine'].get('cpu')} ({s['machine'].get('cores')} cores), torch "
+         f"{s['machine'].get('torch')}, GPU {s['machine'].get('gpu') or 'none'}",
+         f"- MLflow: experiment `{s['experiment']}`, parent run `{s['parent_run_id']}` ({s['tracking_uri']})",
+         f"- test split: `{s['test_file']}`, first {s['documents']} documents; whole-word exact match, OOV targets "
+         f"counted; [a, b] = 95 % Wilson interval (shown where a figure rests on fewer than {SMALL_N} targets)",
+         f"- budget {plan['budget_minutes']:g} min: {plan['train_minutes']:.2f} min training per model (the same "
+         f"for all), reserves {plan['overhead_minutes']:g} min + {plan['eval_minutes_per_model']:g} min/model, "
+         f"long-range {plan['longrange_minutes']:.2f} min, exploding demo {plan['exploding_minutes']:.2f} min; "
+         f"took {s['timings']['total'] / 60:.1f} min in all; model scale {s['scale']:g}", "",
+         "## Models", "",
+         f"Parameter counts matched to {p['target']:,} (the reference `model` section) by choosing each model's "
+         "hidden size.", ""]
+    head = ["model", "layers × hidden", "params", "recurrent params", "train min", "tokens/s", "clipped share",
+            "val ppl (pieces)", "top-1", f"top-{k}", "word ppl", "grad decay/step init → trained", "run"]
+    table = []
+    for r in s["rows"]:
+        if "test" not in r:
+            table.append([r["name"], f"{r['num_layers']}×{r['hidden_dim']}", f"{r['parameters']:,}",
+                          f"{r['recurrent_parameters']:,}", *["—"] * 8, f"failed: {r['failed'][:80]}"])
+            continue
+        t, g = r["test"], r["gradients"]
+        table.append([r["name"] + (" (reused)" if r.get("reused") else ""), f"{r['num_layers']}×{r['hidden_dim']}",
+                      f"{r['parameters']:,}", f"{r['recurrent_parameters']:,}", _num(r["train_seconds"] / 60, ".1f"),
+                      _num(r["tokens_per_s"], ",.0f"),
+                      "no clipping" if r["clip"] is None else _num(r["clipped_share"], ".2f"),
+                      _num(math.exp(r["best_val_loss"]) if math.isfinite(r["best_val_loss"] or math.nan) else None,
+                           ".1f"),
+                      _acc(t["top1"], t["words"]), _acc(t[f"top{k}"], t["words"]), _num(t["word_ppl"], ".0f"),
+                      f"{_num(g['init']['decay_rate'], '.3f')} → {_num(g['trained']['decay_rate'], '.3f')}",
+                      f"`{r['run_id'][:8]}`" + (f", diverged at step {r['diverged_at']}" if r.get("diverged_at")
+                                                 is not None else "")])
+    if s.get("baseline"):
+        b = s["baseline"]
+        table.append([b["name"], "—", "—", "—", "—", "—", "—", "—", _acc(b["top1"], b["words"]),
+                      _acc(b[f"top{k}"], b["words"]), _num(b["word_ppl"], ".0f"), "—", "parent run"])
+    L += _table(head, table)
+    L += ["", f"{rows[0]['test']['words'] if rows else 0} test words per model.", ""]
+
+    for title, key, order, what in (("Top-1 accuracy by distance", "by_distance", DISTANCE_BUCKETS,
+                                     "words since the target word last occurred in the document"),
+                                    ("Top-1 accuracy by position", "by_position", POSITION_BUCKETS,
+                                     "the target's position in its document (words of context available)")):
+        L += [f"## {title}", "", f"Buckets: {what}; n per bucket in the header.", ""]
+        if evaluated:
+            ns = [evaluated[0][1][key][b]["n"] for b in order]
+            L += _table(["model", *(f"{b} (n={n})" for b, n in zip(order, ns))],
+                        [[name, *(_acc(t[key][b]["top1"], t[key][b]["n"]) for b in order)] for name, t in evaluated])
+        L += ["", f"![{key}](experiment/accuracy_by_distance.png)" if key == "by_distance" else "", ""]
+
+    L += ["## Context-length curve", ""]
+    if evaluated:
+        c0 = evaluated[0][1]["context"]
+        cols = list(c0["curve"])
+        L += [f"Top-1 when the model may read only the last k words: {c0['positions']} positions sampled from "
+              f"{c0['documents']} documents of at least {c0['min_document_words']} words.", ""]
+        if c0["positions"]:
+            L += _table(["model", *(f"k={c}" for c in cols)],
+                        [[name, *(_acc(t["context"]["curve"][c]["top1"], t["context"]["curve"][c]["n"])
+                                  for c in cols)] for name, t in evaluated])
+            L += ["", "![context](experiment/context_length.png)"]
+        else:
+            L += ["No test document is long enough: no curve."]
+    L += [""]
+
+    L += ["## Probes by distance", ""]
+    kinds = sorted({kd for _, t in evaluated for kd in t.get("probes", {}).get("kinds", {})})
+    if not kinds:
+        L += ["No probe file was scored.", ""]
+    for kind in kinds:
+        cols = list(next(t["probes"]["kinds"][kind] for _, t in evaluated if kind in t.get("probes", {}).get(
+            "kinds", {})))
+        first = next(t["probes"]["kinds"][kind] for _, t in evaluated if kind in t.get("probes", {}).get("kinds", {}))
+        L += [f"**{kind}** (chance {first['all']['chance']:.2f}; accuracy [95 % Wilson])", ""]
+        L += _table(["model", *(f"d={c} (n={first[c]['n']})" if c != "all" else f"all (n={first[c]['n']})"
+                                for c in cols)],
+                    [[name, *(_acc(t["probes"]["kinds"][kind][c]["accuracy"], t["probes"]["kinds"][kind][c]["n"],
+                                   small=10 ** 9) if c in t["probes"]["kinds"].get(kind, {}) else "—"
+                              for c in cols)] for name, t in evaluated if "probes" in t])
+        L += [""]
+    if kinds:
+        L += ["![probes](experiment/probes_by_distance.png)", ""]
+
+    L += ["## Gradient by distance", "",
+          "g(d) = mean ‖∂L_T/∂e_{T−d}‖ over fixed validation windows, loss at the last position only; decay rate = "
+          "slope of log g(d) per piece (negative: vanishing), half-life = pieces for g to halve.", ""]
+    L += _table(["model", "rate at init", "half-life at init", "rate trained", "half-life trained"],
+                [[r["name"], _num(r["gradients"]["init"]["decay_rate"], ".4f"),
+                  _num(r["gradients"]["init"]["half_life"], ".1f"), _num(r["gradients"]["trained"]["decay_rate"],
+                                                                          ".4f"),
+                  _num(r["gradients"]["trained"]["half_life"], ".1f")] for r in rows])
+    L += ["", "![gradients](experiment/gradients.png)", ""]
+
+    lr = s["longrange"]
+    ds = lr["settings"]["distances"]
+    L += ["## Long-range task (controlled)", "",
+          f"Verb agreement with a subject d words back; chance {lr['chance']}; {lr['settings']['budget_steps']} "
+          f"steps per model (batch {lr['settings']['batch_size']}, hidden {lr['settings']['hidden_dim']}, "
+          f"Adam {lr['settings']['lr']}, clip {lr['settings']['clip']}); n = {lr['settings']['n_test']} test "
+          "sequences per d; [95 % Wilson].", ""]
+    L += _table(["model", "params", *(f"d={d}" for d in ds)],
+                [[name, f"{m['parameters']:,}", *(_acc(m["by_d"][str(d)]["accuracy"] if str(d) in m["by_d"] else
+                                                      m["by_d"][d]["accuracy"], lr["settings"]["n_test"], 10 ** 9)
+                                                 for d in ds)] for name, m in lr["models"].items()])
+    L += ["", "![longrange](experiment/longrange/longrange.png)", ""]
+
+    ex = s["exploding"]
+    es = ex["settings"]
+    L += ["## Exploding gradients", "",
+          f"{es['cell']} {es['num_layers']}×{es['hidden_dim']}, recurrent init orthogonal × {es['init_scale']}, "
+          f"plain SGD lr {es['lr']}, bptt {es['bptt']}, up to {es['steps']} steps; the same run without clipping and "
+          f"with clipping at {es['clip']}.", ""]
+    L += _table(["run", "steps run", "diverged at step", "median pre-clip norm", "max pre-clip norm",
+                 "share above clip", "last finite loss"],
+                [[name, str(ex[name]["steps_run"]), str(ex[name]["diverged_at"]) if ex[name]["diverged_at"]
+                  is not None else "no", _num(ex[name]["median_grad_norm"], ".3g"),
+                  _num(ex[name]["max_grad_norm"], ".3g"), _num(ex[name]["share_above_clip"], ".2f"),
+                  _num(next((v for v in reversed(ex[name]["losses"]) if math.isfinite(v)), None), ".3f")]
+                 for name in ("unclipped", "clipped")])
+    L += ["", "![exploding](experiment/exploding/exploding.png)", ""]
+
+    L += ["## Facts computed from the tables", ""] + [f"- {f}" for f in _facts(s, rows, evaluated)] + [""]
+    L += ["## Time spent", "", "Wall time of this invocation (parts reused from earlier runs take seconds).", ""]
+    L += _table(["part", "minutes"], [[k_, f"{v / 60:.2f}"] for k_, v in s["timings"].items()]) + [""]
+    L += ["## Reading", "", "<!-- TO BE WRITTEN by the lead after looking at the numbers above: what they show and do "
+          "not show. Nothing below this line is generated. -->", "", "_Not written yet._"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(L) + "\n", encoding="utf-8")
+    return path
+
+
+def _facts(s: dict[str, Any], rows: list[dict], evaluated: list) -> list[str]:
+    """Plain statements that follow from the numbers (orderings, overlaps, where accuracy leaves chance)."""
+    out = []
+    ranked = sorted(((t["top1"], t["words"], name) for name, t in evaluated if t["top1"] is not None), reverse=True)
+    if len(ranked) >= 2:
+        (p1, n1, a), (p2, n2, b) = ranked[:2]
+        lo1, hi1 = _wilson(p1, n1)
+        lo2, hi2 = _wilson(p2, n2)
+        overlap = "overlap" if lo1 <= hi2 and lo2 <= hi1 else "do not overlap"
+        out.append(f"Highest test top-1: {a} {p1:.3f} [{lo1:.3f}, {hi1:.3f}], next {b} {p2:.3f} "
+                   f"[{lo2:.3f}, {hi2:.3f}]; the intervals {overlap}.")
+    lr = s["longrange"]
+    for name, m in lr["models"].items():
+        above = [int(d) for d, b in m["by_d"].items() if b["low"] > lr["chance"]]
+        out.append(f"Long-range, {name}: above chance (interval lower bound > {lr['chance']}) at "
+                   + (f"d ∈ {{{', '.join(map(str, sorted(above)))}}}" if above else "no distance"))
+    ex = s["exploding"]
+    u, c = ex["unclipped"], ex["clipped"]
+    out.append(f"Exploding demo: unclipped " + (f"diverged at step {u['diverged_at']}" if u["diverged_at"] is not None
+                                                 else f"did not diverge in {u['steps_run']} steps")
+               + "; clipped " + (f"diverged at step {c['diverged_at']}" if c["diverged_at"] is not None
+                                 else f"ran {c['steps_run']} steps without diverging") + ".")
+    for r in rows:
+        gi, gt = r["gradients"]["init"]["decay_rate"], r["gradients"]["trained"]["decay_rate"]
+        if math.isfinite(gi) and math.isfinite(gt):
+            out.append(f"Gradient decay, {r['name']}: {gi:.4f}/piece at init, {gt:.4f}/piece trained.")
+    failed = [r["name"] for r in s["rows"] if "failed" in r]
+    if failed:
+        out.append("Failed (no figures): " + ", ".join(failed) + ".")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ commands
+
+def cli(args, cfg: Config) -> int:
+    if args.budget_minutes is not None:
+        cfg = cfg.replace(experiment=dataclasses.replace(cfg.experiment, budget_minutes=args.budget_minutes))
+        plan_budget(cfg)  # a bad budget is a ConfigError before anything runs
+    torch.set_num_threads(cfg.train.num_threads or torch.get_num_threads())
+    summary = run_experiment(cfg, "python -m pipeline " + " ".join(sys.argv[1:]))
+    _say(f"report: {summary['report']} (parent run {summary['parent_run_id']})")
+    return 0
+
+
+def gradients_cli(args, cfg: Config) -> int:
+    """g(d) at init and trained for each --model; one plot; decay rates printed (and JSON beside the plot)."""
+    from pipeline.data import prepare
+    from pipeline.evaluate import load_model, model_name
+    from pipeline.gradients import plot_gradient_by_distance
+
+    if not args.model:
+        print("error: give at least one --model (run id, models:/NAME@ALIAS, checkpoint or export directory)")
+        return 2
+    prepared = prepare(cfg, log=lambda *a: None)
+    curves: dict[str, Any] = {}
+    for ref in args.model:
+        bundle, _ = load_model(ref, cfg)
+        if bundle.model.vocab_size != prepared.manifest["tokenizer"]["vocab_size"]:
+            print(f"error: {ref} has {bundle.model.vocab_size} pieces but the config's tokenizer has "
+                  f"{prepared.manifest['tokenizer']['vocab_size']}; pass the --config the model was trained with")
+            return 2
+        name = model_name(bundle, ref)
+        while name in curves:
+            name += "'"
+        curves[name] = bundle_gradient_curves(bundle, prepared, args.windows, args.length or cfg.data.bptt,
+                                              cfg.train.seed)
+    out = Path(args.out) if args.out else resolve_path(cfg.train.runs_dir) / "gradients" / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    plot = plot_gradient_by_distance(curves, out / "gradients.png")
+    (out / "gradients.json").write_text(json.dumps(curves, indent=1, allow_nan=True))
+    print(f"{'model':<24}{'rate init':>11}{'half-life':>11}{'rate trained':>14}{'half-life':>11}")
+    for name, c in curves.items():
+        print(f"{name:<24}{c['init']['decay_rate']:>11.4f}{c['init']['half_life']:>11.1f}"
+              f"{c['trained']['decay_rate']:>14.4f}{c['trained']['half_life']:>11.1f}")
+    print(f"wrote {plot} and gradients.json")
+    return 0

@@ -1,0 +1,105 @@
+"""The comparison experiment: budget split, parameter matching, one parent run with nested runs, the report, reuse."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.experiment import match_parameters, plan_budget
+
+from conftest import _overrides_of
+
+
+def _cfg(tiny_config, store, *extra: str):
+    return load_config(None, ["name=tiny", *_overrides_of(tiny_config),
+                              f"tracking.tracking_uri=sqlite:///{store / 'mlflow.db'}",
+                              f"tracking.artifact_location={store / 'artifacts'}", "tracking.experiment=tiny-exp",
+                              f"train.runs_dir={store / 'runs'}", "train.max_steps=8", "train.val_check_interval=4",
+                              "eval.max_documents=4", "experiment.models=[rnn_tanh, lstm]",
+                              "experiment.budget_minutes=1", "experiment.overhead_minutes=0",
+                              "experiment.eval_minutes_per_model=0", "experiment.longrange_share=0.04",
+                              "experiment.exploding_share=0.04", "experiment.exploding_steps=6",
+                              "experiment.longrange_distances=[2, 5]", "experiment.longrange_hidden=8",
+                              "experiment.longrange_embedding=8", "experiment.longrange_batch=8",
+                              "experiment.longrange_n_test=10", "experiment.gradient_windows=4",
+                              "experiment.log_models=false", f"experiment.report_dir={store / 'reports'}", *extra])
+
+
+def test_budget_gives_every_model_the_same_training_time_and_fits_the_budget(tiny_config):
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "experiment.budget_minutes=120"])
+    plan = plan_budget(cfg)
+    assert plan["models"] == 6
+    total = (plan["overhead_minutes"] + plan["models"] * (plan["eval_minutes_per_model"] + plan["train_minutes"])
+             + plan["longrange_minutes"] + plan["exploding_minutes"])
+    assert total == pytest.approx(120)
+    assert plan["train_minutes"] > 0
+    half = plan_budget(cfg.replace(experiment=cfg.experiment.__class__(budget_minutes=60)))
+    assert half["train_minutes"] < plan["train_minutes"]
+    with pytest.raises(ConfigError, match="budget_minutes"):
+        plan_budget(cfg.replace(experiment=cfg.experiment.__class__(budget_minutes=5)))
+
+
+def test_grid_parameter_counts_match_within_ten_percent(tiny_config):
+    from pipeline.experiment import count_parameters, variant_config
+
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
+                             "model.num_layers=2"])
+    matched = match_parameters(cfg, 600)
+    assert set(matched["models"]) == set(cfg.experiment.models)
+    for name, m in matched["models"].items():
+        assert abs(m["parameters"] / matched["target"] - 1) <= 0.10, name
+        assert count_parameters(variant_config(cfg, name, m["hidden_dim"]), 600)[0] == m["parameters"]
+    assert matched["models"]["lstm"]["hidden_dim"] == 64
+    assert matched["models"]["rnn_tanh"]["hidden_dim"] > matched["models"]["gru"]["hidden_dim"] > 64
+    assert matched["models"]["rnn_tanh_residual"]["num_layers"] == cfg.experiment.residual_layers
+    noclip = variant_config(cfg, "rnn_tanh_noclip")
+    assert noclip.train.gradient_clip_val is None and variant_config(cfg, "rnn_tanh").train.gradient_clip_val
+    assert variant_config(cfg, "irnn").model.init == "identity"
+
+
+def test_bad_experiment_settings_are_config_errors(tiny_config):
+    for bad in ("experiment.models=[rnn_foo]", "experiment.budget_minutes=0", "experiment.nope=1",
+                "experiment.longrange_share=0.6", "experiment.models=[]"):
+        with pytest.raises(ConfigError, match="experiment"):
+            load_config(None, ["name=tiny", *_overrides_of(tiny_config), bad,
+                               *(["experiment.exploding_share=0.5"] if "share" in bad else [])])
+
+
+@pytest.mark.slow
+def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, prepared, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import tracking
+    from pipeline.experiment import run_experiment
+
+    cfg = _cfg(tiny_config, tmp_path)
+    s = run_experiment(cfg, "test", log=lambda *a: None)
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    exp = client.get_experiment_by_name("tiny-exp")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    nested = [r for r in runs if r.data.tags.get(tracking.PARENT_TAG) == s["parent_run_id"]]
+    assert [p.info.run_id for p in parent] == [s["parent_run_id"]] and len(runs) == 3
+    assert sorted(r.data.tags["mlflow.runName"] for r in nested) == ["lstm", "rnn_tanh"]
+    for r in nested:
+        assert r.info.status == "FINISHED"
+        for metric in ("test/top1", "test/top5", "test/word_ppl", "grad/decay_rate_init", "grad/decay_rate_trained",
+                       "train/clipped_share", "train/seconds", "train/tokens_per_s_mean", "model/parameters"):
+            assert metric in r.data.metrics, metric
+    assert parent[0].info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(s["parent_run_id"])} >= {"experiment.md", "report", "longrange",
+                                                                          "exploding", "baseline"}
+    report = (tmp_path / "reports" / "experiment.md").read_text(encoding="utf-8")
+    for needle in ("| rnn_tanh ", "| lstm ", "| kn4gram ", "## Long-range task", "## Exploding gradients",
+                   "(experiment/gradients.png)", "## Reading", "Top-1 accuracy by distance", "commit:"):
+        assert needle in report, needle
+    for png in ("gradients.png", "accuracy_by_distance.png", "longrange/longrange.png", "exploding/exploding.png"):
+        assert (tmp_path / "reports" / "experiment" / png).is_file(), png
+    budget = {r["train_minutes_budget"] for r in s["rows"]}
+    assert len(budget) == 1  # the same training time for every model
+
+    again = run_experiment(cfg, "test", log=lambda *a: None)
+    assert len(client.search_runs([exp.experiment_id])) == 3  # nothing new: the grid was reused
+    assert again["parent_run_id"] == s["parent_run_id"]
+    assert all(r["reused"] for r in again["rows"])
+    assert [r["run_id"] for r in again["rows"]] == [r["run_id"] for r in s["rows"]]
+    assert again["longrange"].get("reused") and again["exploding"].get("reused")
