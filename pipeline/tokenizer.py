@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -82,16 +83,15 @@ def train_or_load_tokenizer(cfg: Config, train_docs, corpus_fingerprint: str, lo
     tmp = directory.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    text_file = tmp / "train.txt"
-    with open(text_file, "w", encoding="utf-8") as f:
-        for batch in train_docs.iter(batch_size=1000):
-            for line in _training_lines(batch["text"]):
-                f.write(line + "\n")
+    lines = [line for batch in train_docs.iter(batch_size=1000) for line in _training_lines(batch["text"])]
+    model_bytes = io.BytesIO()
     log(f"training a {tc.vocab_size}-piece {tc.model_type} SentencePiece model on the train split ...")
     spm.set_random_generator_seed(tc.seed)
     try:
         spm.SentencePieceTrainer.train(
-            input=str(text_file), model_prefix=str(tmp / "spm"), model_type=tc.model_type,
+            # sentences from memory, model to memory: no file paths end up in the model's trainer spec, so the same
+            # corpus and settings give byte-identical models (the SHA-256 is part of the cache key downstream)
+            sentence_iterator=iter(lines), model_writer=model_bytes, model_type=tc.model_type,
             vocab_size=tc.vocab_size, character_coverage=1.0, byte_fallback=True,
             # identity: no NFKC folding, so nukta forms and ZWJ/ZWNJ reach the model as the cleaner left them
             normalization_rule_name="identity", remove_extra_whitespaces=False,
@@ -112,8 +112,8 @@ def train_or_load_tokenizer(cfg: Config, train_docs, corpus_fingerprint: str, lo
                                  f"and the 256 byte-fallback pieces need at least {m.group(2)}; set "
                                  f"--set tokenizer.vocab_size={int(m.group(2)) + 100} or higher") from None
         raise TokenizerError(f"SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
-    text_file.unlink()
-    (tmp / "spm.model.sha256").write_text(hashlib.sha256((tmp / "spm.model").read_bytes()).hexdigest())
+    (tmp / "spm.model").write_bytes(model_bytes.getvalue())
+    (tmp / "spm.model.sha256").write_text(hashlib.sha256(model_bytes.getvalue()).hexdigest())
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
     return model
