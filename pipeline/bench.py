@@ -60,7 +60,9 @@ def record(name: str, figures: dict[str, Any], command: str | None = None) -> di
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in (PROJECT_ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
+    # `stress` is not a benchmark of this suite: `make stress` runs it and it writes bench/stress.json
+    return sorted(p.stem for p in (PROJECT_ROOT / "bench").glob("*.py") if not p.stem.startswith("_")
+                  and p.stem != "stress")
 
 
 def cli(args, cfg) -> int:

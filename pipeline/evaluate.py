@@ -110,7 +110,7 @@ class NeuralScorer:
         return out + ([cur] if cur else [])
 
     def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress) -> dict:
-        """For every target token index: the top-k words and the word's exact log-probability."""
+        """For every target token index: the top-k words (none when k = 0) and the word's exact log-probability."""
         encoded = [self._encode(d) for d in docs]
         top: dict[tuple[int, int], list[str]] = {}
         logp: dict[tuple[int, int], float] = {}
@@ -126,7 +126,7 @@ class NeuralScorer:
 
         for batch in self._batches([len(ids) for ids, _ in encoded]):
             rows = [encoded[d][0] for d in batch]
-            want = [[encoded[d][1][j] - 1 for j in targets[d]] for d in batch]
+            want = [[encoded[d][1][j] - 1 for j in targets[d]] if k > 0 else [] for d in batch]
             where = {}  # (row, t) -> (doc, token)
             for r, d in enumerate(batch):
                 for j in targets[d]:
@@ -144,6 +144,8 @@ class NeuralScorer:
                     s = starts[j]
                     e = (starts[j + 1] if j + 1 < len(starts) else len(ids)) - 1  # the word's last piece
                     logp[(d, j)] = float(tok_lp[r, s - 1:e].sum() + bnd[r, e])
+            if k == 0:
+                progress(sum(len(targets[d]) for d in batch))
         if pending:
             flush()
         return {"top": top, "logp": logp}
@@ -190,7 +192,8 @@ class NgramScorer:
             if not ts:
                 continue
             ctxs = [tokens[:j] for j in ts]
-            for j, row, lp in zip(ts, self.lm.top_words(ctxs, k), self.lm.log_prob(ctxs, [tokens[j] for j in ts])):
+            tops = self.lm.top_words(ctxs, k) if k > 0 else [[] for _ in ts]
+            for j, row, lp in zip(ts, tops, self.lm.log_prob(ctxs, [tokens[j] for j in ts])):
                 top[(d, j)] = [w for w, _ in row]
                 logp[(d, j)] = float(lp)
             progress(len(ts))
@@ -242,6 +245,17 @@ def evaluate_scorer(scorer, docs: list[str], ec: EvalConfig, split: str = "test"
            "by_position": accuracy_by(pos_b, hits, POSITION_BUCKETS)}
     out["context"] = context_curve(scorer, tokens, targets, res, ec)
     return out
+
+
+def word_perplexity(scorer, docs: list[str]) -> tuple[float, int]:
+    """Word perplexity alone (no beam search): what ranks models for the registry's champion alias."""
+    tokens = [d.split() for d in docs]
+    targets = [targets_of(t) for t in tokens]
+    with tqdm(total=sum(map(len, targets)), unit="word", desc=f"perplexity {scorer.name}", unit_scale=True,
+              leave=False) as bar:
+        res = scorer.evaluate_docs(tokens, targets, 0, bar.update)
+    n = len(res["logp"])
+    return (math.exp(-sum(res["logp"].values()) / n) if n else math.nan), n
 
 
 def context_curve(scorer, tokens, targets, res, ec: EvalConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
     """One cell, start to finish, as one MLflow run. Returns the run's headline figures."""
     from pipeline import tracking
     from pipeline.bundle import load_checkpoint
-    from pipeline.evaluate import NeuralScorer, evaluate, write_outputs
+    from pipeline.evaluate import NeuralScorer, evaluate, word_perplexity, write_outputs
     from pipeline.train import run_dir_for, train
 
     run_dir = run_dir_for(cfg)
@@ -32,11 +32,11 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         bundle = load_checkpoint(result.best_checkpoint)
         out_dir = run_dir / "evaluation"
         scorers = [NeuralScorer(bundle, cfg.eval, cfg.model.cell)]
-        val = evaluate(scorers, documents["validation"], cfg, "validation")
+        val_ppl, _ = word_perplexity(scorers[0], documents["validation"])
         test = evaluate(scorers + ([baseline] if baseline is not None else []), documents["test"], cfg, "test",
                         probes)
         write_outputs(test, out_dir)
-        metrics = {**val["models"][cfg.model.cell]["metrics"], **test["models"][cfg.model.cell]["metrics"],
+        metrics = {"validation/word_ppl": val_ppl, **test["models"][cfg.model.cell]["metrics"],
                    "train/seconds": result.seconds, "train/tokens_per_s_mean": result.tokens / max(result.seconds, 1e-9)}
         step = bundle.meta.get("global_step") or 0
         tracking.log_metrics(client, run_id, metrics, step=step)
