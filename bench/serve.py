@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,15 +23,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script (the load generator) as well as through `python -m pipeline bench`
+
+from pipeline.bench import running_server  # noqa: E402
 N_LATENCY = int(os.environ.get("MARATHI_NWP_BENCH_REQUESTS", "100"))
 SECONDS = float(os.environ.get("MARATHI_NWP_BENCH_SECONDS", "5"))
 CONTEXT_WORDS = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _contexts(n: int, words: int) -> list[list[str]]:
@@ -151,36 +147,15 @@ def _model(cfg) -> Path:
 def run(cfg) -> dict:
     import httpx
 
-    model, port = _model(cfg), _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--model", str(model),
-                               "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited ({server.returncode}): {server.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(url + "health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not answer /health within 120 s")
-            time.sleep(0.2)
+    model = _model(cfg)
+    with running_server(["--model", str(model)]) as (_, base):
+        url = base + "/"
         gen = subprocess.run([sys.executable, __file__, "--loadgen", url], cwd=ROOT, capture_output=True, text=True,
                              timeout=60 + 12 * SECONDS + N_LATENCY * 2)
         if gen.returncode != 0:
             raise RuntimeError(f"the load generator failed: {gen.stderr[-2000:]}")
         figures = json.loads(gen.stdout.strip().splitlines()[-1])
         health = httpx.get(url + "health", timeout=5).json()
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
     figures.update(model=str(model), served_as=health.get("model"), cache=health.get("cache"),
                    context_words=CONTEXT_WORDS, seconds_per_throughput_phase=SECONDS,
                    goals={"extension_p50_le_20ms": figures["extension_1w"]["p50_ms"] <= 20,

@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -148,12 +147,6 @@ def kill_resume(base_overrides: list[str], work: Path, kills: int, seed: int) ->
 
 # --------------------------------------------------------------------------------------------------- server load
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -213,26 +206,12 @@ def load_generator(url: str, seconds: float, concurrency: int, max_requests: int
 
 def serve_load(model: str, config: str, seconds: float, concurrency: int, max_requests: int = 200_000,
                extra_sets: tuple[str, ...] = ()) -> dict[str, Any]:
-    import httpx
+    from pipeline.bench import running_server
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "pipeline", "serve", "--config", config, "--model", model, "--port", str(port)]
+    args = ["--config", config, "--model", model]
     for s in extra_sets:
-        cmd += ["--set", s]
-    server = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited: {server.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("server did not come up in 90 s")
+        args += ["--set", s]
+    with running_server(args, env=_env(), timeout=90) as (server, url):
         rss_start = _rss_kib(server.pid)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "load.json"
@@ -246,12 +225,6 @@ def serve_load(model: str, config: str, seconds: float, concurrency: int, max_re
             res = json.loads(out.read_text())
         samples.append(_rss_kib(server.pid))
         alive = server.poll() is None
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
     lat = sorted(res["latencies"])
     q = lambda p: round(1000 * lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None  # noqa: E731
     n5xx = sum(v for k, v in res["codes"].items() if k.startswith("5"))

@@ -11,10 +11,14 @@ import importlib.util
 import json
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -57,6 +61,46 @@ def record(name: str, figures: dict[str, Any], command: str | None = None) -> di
     tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, RESULTS)
     return entry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(args: list[str], env: dict[str, str] | None = None,
+                   timeout: float = 120) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m pipeline serve ARGS` on a free loopback port, for benchmarks that drive it from another process:
+    yields (process, base URL) once /health answers, and stops the server afterwards."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *args, "--host", "127.0.0.1",
+                               "--port", str(port)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited ({server.returncode}): {server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer /health within {timeout:.0f} s")
+            time.sleep(0.2)
+        yield server, url
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def available() -> list[str]:

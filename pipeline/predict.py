@@ -122,30 +122,40 @@ class WordPredictor:
         beam_state = select_state(state, rows)
         done: list[dict[str, float]] = [dict() for _ in range(n)]
         cont_mask = ~self.masks.boundary
+        alive = list(range(n))  # the rows still searched; score/piece/beams/beam_state hold only these
         for step in range(self.max_word_pieces):
             feats, beam_state = self.model(piece.reshape(-1, 1), beam_state)
-            lp = self.model.log_probs(feats).squeeze(1)  # (N*W, V)
+            lp = self.model.log_probs(feats).squeeze(1)  # (A*W, V)
             end = score.reshape(-1) + torch.logsumexp(torch.where(self.masks.boundary, lp, neg), dim=1)
             for idx, (s, e) in enumerate(zip(score.reshape(-1).tolist(), end.tolist())):
                 if s == -math.inf:
                     continue
                 word = self._word(beams[idx // width][idx % width])
                 if word is not None:
-                    d = done[idx // width]
+                    d = done[alive[idx // width]]
                     d[word] = _logaddexp(d[word], e) if word in d else e
             if step == self.max_word_pieces - 1:
                 break
-            # Extending only lowers a beam's probability: stop when no beam can still enter any row's top k.
-            kth = torch.tensor([sorted(d.values(), reverse=True)[k - 1] if len(d) >= k else -math.inf
-                                for d in done], device=self.device)
-            if bool((score.max(dim=1).values <= kth).all()):
+            # Extending only lowers a beam's probability: a row is finished once none of its beams can still enter
+            # its top k, and drops out of the batch (so one hard row does not keep every other row computing).
+            kth = torch.tensor([sorted(done[r].values(), reverse=True)[k - 1] if len(done[r]) >= k else -math.inf
+                                for r in alive], device=self.device)
+            keep = (score.max(dim=1).values > kth).nonzero().flatten()  # (A',)
+            if len(keep) == 0:
                 break
-            ext = (score.reshape(-1, 1) + torch.where(cont_mask, lp, neg)).view(n, -1)  # (N, W*V)
+            if len(keep) < len(alive):
+                alive = [alive[i] for i in keep.tolist()]
+                beams = [beams[i] for i in keep.tolist()]
+                score = score.index_select(0, keep)
+                beam_rows = (keep.unsqueeze(1) * width + torch.arange(width, device=self.device)).reshape(-1)
+                lp, beam_state = lp.index_select(0, beam_rows), select_state(beam_state, beam_rows)
+            a = len(alive)
+            ext = (score.reshape(-1, 1) + torch.where(cont_mask, lp, neg)).view(a, -1)  # (A, W*V)
             score, flat = ext.topk(width, dim=1)
-            parent, piece = flat // lp.size(1), flat % lp.size(1)  # (N, W)
+            parent, piece = flat // lp.size(1), flat % lp.size(1)  # (A, W)
             beams = [[beams[r][p] + (c,) for p, c in zip(prow, crow)]
                      for r, (prow, crow) in enumerate(zip(parent.tolist(), piece.tolist()))]
-            gather = (torch.arange(n, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
+            gather = (torch.arange(a, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
             beam_state = select_state(beam_state, gather)
         return [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done]
 

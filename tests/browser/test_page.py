@@ -1,7 +1,6 @@
 """The live-suggestion page in a real browser: the system Chromium driven by Playwright (never a browser download)."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipeline.bench import free_port
 from pipeline.config import ServeConfig
 from pipeline.serve import _load, create_app
 
@@ -19,12 +19,6 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the system Chromium (/usr/bin/chromium): "
                                  "apt-get install -y chromium fonts-lohit-deva")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

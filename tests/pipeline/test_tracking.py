@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
+from pipeline.bench import free_port
 from pipeline.config import PROJECT_ROOT, load_config
 from pipeline.data import documents
 
@@ -136,16 +136,10 @@ def test_cli_reports_store_errors_in_one_line(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_shared_tracking_server_over_http(tiny_config, prepared, tmp_path):
     """The path a team with a shared tracking server takes: MLFLOW_TRACKING_URI=http://..."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--default-artifact-root", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
