@@ -535,8 +535,12 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
     L += ["## Facts computed from the tables", ""] + [f"- {f}" for f in _facts(s, rows, evaluated)] + [""]
     L += ["## Time spent", "", "Wall time of this invocation (parts reused from earlier runs take seconds).", ""]
     L += _table(["part", "minutes"], [[k_, f"{v / 60:.2f}"] for k_, v in s["timings"].items()]) + [""]
-    L += ["## Reading", "", "<!-- TO BE WRITTEN by the lead after looking at the numbers above: what they show and do "
-          "not show. Nothing below this line is generated. -->", "", "_Not written yet._"]
+    # The reading is written by a person; regenerating the report keeps it.
+    marker = "Nothing below this line is generated. -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    reading = old.split(marker, 1)[1].strip() if marker in old else ""
+    L += ["## Reading", "", "<!-- Written by hand after looking at the numbers above: what they show and do not show. "
+          + marker, "", reading or "_Not written yet._"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
     return path

@@ -180,7 +180,8 @@ class StepRecorder(pl.Callback):
         self.grad_norms.append(float(torch.nn.utils.get_total_norm(grads, norm_type=2.0)))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # a step whose loss was not finite returns nothing (the module records the blow-up and stops)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         self.losses.append(float(loss) if loss is not None else math.nan)
 
 

@@ -91,3 +91,14 @@ def test_unclipped_run_explodes_and_clipped_run_trains(tiny_config, prepared, tm
     assert losses[-10:].mean() < losses[:10].mean()
     assert len(cl["grad_norms"]) == 100
     assert (tmp_path / "exploding.png").stat().st_size > 1000 and (tmp_path / "exploding.json").exists()
+
+
+def test_step_recorder_records_a_skipped_step_as_nan():
+    """A diverged step returns no loss (Lightning hands the callback an empty dict): recorded as NaN, no crash."""
+    from pipeline.gradients import StepRecorder
+
+    rec = StepRecorder()
+    rec.on_train_batch_end(None, None, {}, None, 0)
+    rec.on_train_batch_end(None, None, {"loss": torch.tensor(2.5)}, None, 1)
+    rec.on_train_batch_end(None, None, None, None, 2)
+    assert math.isnan(rec.losses[0]) and rec.losses[1] == 2.5 and math.isnan(rec.losses[2])
