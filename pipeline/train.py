@@ -322,6 +322,9 @@ def train(cfg: Config, prepared: Prepared, logger=None, fresh: bool = False, log
         module.model.set_piece_frequencies(counts)
     trainer = make_trainer(cfg, run_dir, logger, extra_callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True if resume else None)
+    # The periodic checkpoint misses the steps after the last multiple of checkpoint_every_n_steps: last.ckpt must
+    # hold the weights training ended with (what a finished run is compared, evaluated and resumed by).
+    trainer.save_checkpoint(last)
     summary = next(c for c in trainer.callbacks if isinstance(c, RunSummary))
     best_cb = next(c for c in trainer.checkpoint_callbacks if c.monitor == "val/loss")
     best_score = best_cb.best_model_score

@@ -42,10 +42,19 @@ def _max_diff(a, b) -> float:
 
 # ------------------------------------------------------------------------------------------- training survives kills
 
-# Repeated SIGKILLs at random moments are `make stress` (bench/stress.py: kill_resume), not a test here: the outcome
-# depends on where the kills land, and at some resume points the final weights still differ from the uninterrupted
-# run (recorded in bench/stress.json; an open bug, see the README's reliability notes). The deterministic single-kill
-# resume test is tests/pipeline/test_train.py::test_resume_after_sigkill_matches_uninterrupted_run.
+@pytest.mark.slow
+def test_training_survives_repeated_sigkills_with_same_weights_and_mlflow_history(tiny_corpus, tmp_path):
+    """SIGKILL at 2 seeded random moments (5 under `make stress`); resumed each time through the same calls as
+    `make run`; the weights and every metric's step history equal the uninterrupted run's."""
+    base = ["name=tiny", *tiny_overrides(tiny_corpus, tmp_path), "model.cell=lstm", "model.dropout=0.3",
+            "train.checkpoint_every_n_steps=7", "data.variable_bptt=true", "train.val_check_interval=40",
+            "train.limit_val_batches=10", "train.max_steps=90"]
+    r = stress.kill_resume(base, tmp_path / "kr", kills=2, seed=10)
+    assert r["kills"] == 2, r
+    assert r["max_abs_weight_diff"] <= 1e-6, r
+    assert r["duplicated_steps"] == {} and r["missing_steps"] == {}, r
+    assert r["train_loss_points"] == r["reference_train_loss_points"] > 50
+    assert r["max_abs_metric_diff"] <= 1e-6, r
 
 
 def test_resumed_logger_drops_points_logged_after_the_checkpoint(tmp_path):
