@@ -247,10 +247,10 @@ def _valid_entry(directory: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def clean_corpus(cfg: Config) -> tuple[Any, dict[str, dict[str, int]], str]:
+def clean_corpus(cfg: Config, fingerprint: str | None = None) -> tuple[Any, dict[str, dict[str, int]], str]:
     """Cleaned documents per split, drop counts per split, and the corpus fingerprint."""
     cache = _cache_root(cfg)
-    fingerprint = corpus_fingerprint(cfg)
+    fingerprint = fingerprint or corpus_fingerprint(cfg)  # prepare() has it already: hash the raw bytes once
     raw = load_raw(cfg.data, cache)
     cleaned, drops = {}, {}
     for split in SPLITS:
@@ -279,7 +279,7 @@ def prepare(cfg: Config, log=print) -> Prepared:
     if directory.exists():
         log(f"cache entry {directory} is incomplete or corrupted: rebuilding it")
 
-    cleaned, drops, fingerprint = clean_corpus(cfg)
+    cleaned, drops, _ = clean_corpus(cfg, fingerprint)
     t_clean = time.perf_counter() - t0
     tok_path = train_or_load_tokenizer(cfg, cleaned["train"], fingerprint, log=log)
     tok = Tokenizer(tok_path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
@@ -95,8 +94,7 @@ def cli(args, cfg: Config) -> int:
     _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")
     table = format_table(rows)
     print(table)
-    summary = Path(cfg.train.runs_dir if Path(cfg.train.runs_dir).is_absolute() else
-                   Path.cwd() / cfg.train.runs_dir) / f"{cfg.name}-summary.json"
+    summary = resolve_path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(rows, indent=1, ensure_ascii=False, default=str))
     print(f"\nNext:\n  make ui      # MLflow UI at http://127.0.0.1:5000 (experiment '{tracking.experiment_name(cfg)}')"
