@@ -1,9 +1,15 @@
 """Time to quality (issue 7): train each cell on the config's corpus and evaluate whole-word top-1 on a fixed sample
 of test documents every few minutes; record when it first passes the Kneser-Ney 4-gram on the same sample.
 
-Environment knobs (so `make bench` stays one command): TTQ_CELLS (default "lstm,rnn_tanh,gru"), TTQ_MINUTES
-(training budget per cell, default 30), TTQ_EVERY_MINUTES (default 3), TTQ_SAMPLE_WORDS (default 3000).
-Evaluation time is excluded from the training clock.
+Environment knobs (so `make bench` stays one command): TTQ_CELLS (default "lstm,rnn_tanh,gru": cells, or the
+names of VARIANTS below), TTQ_MINUTES (training budget per entry, default 30; "lstm=30,gru=15" sets it per entry),
+TTQ_EVERY_MINUTES (default 3), TTQ_SAMPLE_WORDS (default 3000). Evaluation time is excluded from the training clock.
+
+The variants answer the output-layer and vocabulary questions at equal wall time: each changes one thing in the
+config (a different vocabulary retrains the tokenizer; the adaptive cutoffs keep the same share of the vocabulary).
+
+    TTQ_CELLS=lstm-softmax,lstm-4k,lstm-16k TTQ_MINUTES=8 python -m pipeline bench --only time_to_quality \
+        --config configs/full.yaml
 """
 from __future__ import annotations
 
@@ -16,11 +22,33 @@ import pytorch_lightning as pl
 import torch
 
 from pipeline.bundle import ModelBundle, load_checkpoint
-from pipeline.config import Config
+from pipeline.config import Config, build_config
 from pipeline.data import documents, prepare
 from pipeline.evaluate import NeuralScorer, NgramScorer, targets_of
 from pipeline.ngram import build_baseline
 from pipeline.tokenizer import Tokenizer
+
+
+VARIANTS = {  # name -> (cell, config overrides)
+    "lstm-softmax": ("lstm", ["model.output=softmax", "model.cutoffs=[]"]),
+    "lstm-4k": ("lstm", ["tokenizer.vocab_size=4000", "model.cutoffs=[500, 1500]"]),
+    "lstm-16k": ("lstm", ["tokenizer.vocab_size=16000", "model.cutoffs=[2000, 6000]"]),
+}
+
+
+def entry_config(cfg: Config, entry: str, minutes: float) -> Config:
+    cell, overrides = VARIANTS.get(entry, (entry, []))
+    return build_config(cfg.to_dict(), [f"model.cell={cell}", f"train.max_time_minutes={minutes}",
+                                        "train.max_epochs=1000", "train.early_stopping_patience=0",
+                                        f"name={cfg.name}-ttq-{entry}", *overrides], f"time_to_quality {entry}")
+
+
+def budgets(entries: list[str], spec: str) -> dict[str, float]:
+    """TTQ_MINUTES: one number for every entry, or `entry=minutes,...`."""
+    if "=" not in spec:
+        return {e: float(spec) for e in entries}
+    given = {k.strip(): float(v) for k, v in (item.split("=") for item in spec.split(","))}
+    return {e: given[e] for e in entries}
 
 
 def sample_documents(docs: list[str], words: int, seed: int = 1234) -> list[str]:
@@ -86,8 +114,8 @@ class QualityCurve(pl.Callback):
 def run(cfg: Config) -> dict:
     from pipeline.train import train
 
-    cells = os.environ.get("TTQ_CELLS", "lstm,rnn_tanh,gru").split(",")
-    minutes = float(os.environ.get("TTQ_MINUTES", "30"))
+    entries = os.environ.get("TTQ_CELLS", "lstm,rnn_tanh,gru").split(",")
+    minutes = budgets(entries, os.environ.get("TTQ_MINUTES", "30"))
     every = float(os.environ.get("TTQ_EVERY_MINUTES", "3")) * 60
     prepared = prepare(cfg)
     docs = sample_documents(documents(cfg, "test"), int(os.environ.get("TTQ_SAMPLE_WORDS", "3000")))
@@ -97,18 +125,21 @@ def run(cfg: Config) -> dict:
     target, n_words = top1(ngram, docs)
     out = {"sample": {"documents": len(docs), "words": n_words, "seed": 1234},
            "ngram": {"order": cfg.eval.ngram_order, "top1": target, "build_s": round(ngram_build_s, 1)},
-           "budget_minutes": minutes, "cells": {}}
-    for cell in cells:
-        cell_cfg = cfg.replace(model=dataclasses.replace(cfg.model, cell=cell),
-                               train=dataclasses.replace(cfg.train, max_time_minutes=minutes, max_epochs=1000,
-                                                         early_stopping_patience=0),
-                               name=f"{cfg.name}-ttq")
-        probe = QualityCurve(cell_cfg, Tokenizer(prepared.tokenizer_path), docs, every, target)
-        print(f"{cell}: training for {minutes} min, top-1 on {n_words} sample words every {every / 60:.0f} min")
-        result = train(cell_cfg, prepared, fresh=True, extra_callbacks=[probe])
-        out["cells"][cell] = {"curve": probe.curve, "passed_ngram_at_s": probe.passed_at,
-                              "final_top1": probe.curve[-1]["top1"] if probe.curve else None,
-                              "tokens_per_s": result.tokens / max(result.seconds, 1e-9),
-                              "checkpoint": result.best_checkpoint,
-                              "params": sum(p.numel() for p in load_checkpoint(result.best_checkpoint).model.parameters())}
+           "cells": {}}
+    for entry in entries:
+        cell_cfg = entry_config(cfg, entry, minutes[entry])
+        cell_prepared = prepare(cell_cfg)  # the same cache unless the variant changes the tokenizer
+        probe = QualityCurve(cell_cfg, Tokenizer(cell_prepared.tokenizer_path), docs, every, target)
+        print(f"{entry}: training for {minutes[entry]} min, top-1 on {n_words} sample words every {every / 60:.0f} min")
+        result = train(cell_cfg, cell_prepared, fresh=True, extra_callbacks=[probe])
+        m = cell_cfg.model
+        out["cells"][entry] = {
+            "model": {"cell": m.cell, "hidden": m.hidden_dim, "layers": m.num_layers, "output": m.output,
+                      "vocab": cell_cfg.tokenizer.vocab_size},
+            "budget_minutes": minutes[entry], "curve": probe.curve, "passed_ngram_at_s": probe.passed_at,
+            "final_top1": probe.curve[-1]["top1"] if probe.curve else None,
+            "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9)),
+            "pieces_per_word": cell_prepared.manifest["splits"]["test"]["pieces_per_word"],
+            "checkpoint": result.last_checkpoint,
+            "params": sum(p.numel() for p in load_checkpoint(result.last_checkpoint).model.parameters())}
     return out

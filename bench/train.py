@@ -22,7 +22,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from models.recurrent import detach_state
+from pipeline.bench import bare_tokens_per_s
 from pipeline.data import BPTTWindows, batchify
 from pipeline.train import LanguageModelModule, build_model, make_trainer, model_args
 
@@ -69,23 +69,10 @@ def _lightning(cfg, cell: str, warmup: int, steps: int, runs: str) -> float:
 def _bare(cfg, cell: str, warmup: int, steps: int) -> float:
     c = _config(cfg, cell, warmup + steps, "")
     torch.manual_seed(0)
-    model = build_model(model_args(c.model, VOCAB)).train()
+    model = build_model(model_args(c.model, VOCAB))
     tc = c.train
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    state, t0 = None, None
-    for i, (x, y) in enumerate(_windows(warmup + steps)):
-        if i == warmup:
-            t0 = time.perf_counter()
-        features, state = model(x, state)
-        loss = model.loss(features, y)
-        state = detach_state(state)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.gradient_clip_val)
-        opt.step()
-        float(loss.detach())  # the pipeline reads the loss every step too (logging)
-    return steps * BATCH * BPTT / (time.perf_counter() - t0)
+    return bare_tokens_per_s(model, _windows(warmup + steps), warmup, steps, tc.lr, tc.weight_decay,
+                             tc.gradient_clip_val)
 
 
 def run(cfg) -> dict:

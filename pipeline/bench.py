@@ -103,6 +103,33 @@ def running_server(args: list[str], env: dict[str, str] | None = None,
             server.kill()
 
 
+def bare_tokens_per_s(model, windows, warmup: int, steps: int, lr: float, weight_decay: float = 0.0,
+                      clip: float | None = 0.25) -> float:
+    """Training tokens/s of a bare PyTorch loop (carried, detached state; AdamW; norm clipping) over `windows`
+    ((x, y) pairs), timing `steps` steps after `warmup`: the reference the pipeline is compared with."""
+    from models.recurrent import detach_state
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    state, t0, tokens = None, None, 0
+    for i, (x, y) in enumerate(windows):
+        if i == warmup:
+            t0 = time.perf_counter()
+        if i >= warmup + steps:
+            break
+        features, state = model(x, state)
+        loss = model.loss(features, y)
+        state = detach_state(state)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        float(loss.detach())  # the pipeline reads the loss every step too (logging)
+        tokens += y.numel() if i >= warmup else 0
+    return tokens / (time.perf_counter() - t0)
+
+
 def available() -> list[str]:
     # `stress` is not a benchmark of this suite: `make stress` runs it and it writes bench/stress.json
     return sorted(p.stem for p in (PROJECT_ROOT / "bench").glob("*.py") if not p.stem.startswith("_")
@@ -120,6 +147,7 @@ def cli(args, cfg) -> int:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         figures = module.run(cfg)
-        entry = record(name, figures, f"python -m pipeline bench --only {name} --config {args.config}")
+        knobs = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("BENCH_", "TTQ_")))
+        entry = record(name, figures, f"{knobs} python -m pipeline bench --only {name} --config {args.config}".strip())
         print(json.dumps(entry, indent=1, ensure_ascii=False))
     return 0

@@ -52,6 +52,17 @@ def _torch_load(path: Path) -> dict[str, Any]:
                               "checkpoints written by this project can be loaded") from None
 
 
+def _build_with_weights(path: Path, args: dict[str, Any], state: dict[str, Any]) -> RecurrentLM:
+    try:
+        model = build_model(args)
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: its weights do not fit its own model arguments ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160]}); the file was edited or written by another "
+                              "version: retrain or re-export") from None
+    return model.eval()
+
+
 def load_checkpoint(path: str | Path) -> ModelBundle:
     path = Path(path)
     ckpt = _torch_load(path)
@@ -67,10 +78,8 @@ def load_checkpoint(path: str | Path) -> ModelBundle:
     if hp.get("tokenizer_sha256") and tok.sha256() != hp["tokenizer_sha256"]:
         raise CheckpointError(f"the tokenizer {tok_path} differs from the one {path} was trained with "
                               "(SHA-256 mismatch); rebuild it with the run's config.yaml")
-    model = build_model(hp["model_args"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    model.eval()
+    model = _build_with_weights(path, hp["model_args"], state)
     meta = {"source": str(path), "model_args": hp["model_args"], "data_sha256": hp.get("data_sha256", ""),
             "tokenizer_sha256": hp.get("tokenizer_sha256", ""), "global_step": ckpt.get("global_step")}
     return ModelBundle(model, tok, hp["config"], meta)
@@ -93,12 +102,11 @@ def load_export(directory: str | Path) -> ModelBundle:
     directory = Path(directory)
     blob = _torch_load(directory / "model.pt")
     if "model_args" not in blob or "state_dict" not in blob:
-        raise CheckpointError(f"{directory / 'model.pt'} is not an exported marathi-nwp model")
+        raise CheckpointError(f"{directory / 'model.pt'} is not an exported marathi-nwp model (no model arguments "
+                              "or weights); export one with pipeline.bundle.export or pass a training checkpoint")
     if not (directory / "spm.model").is_file():
         raise CheckpointError(f"{directory} has no spm.model next to model.pt; re-export the model")
-    model = build_model(blob["model_args"])
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
+    model = _build_with_weights(directory / "model.pt", blob["model_args"], blob["state_dict"])
     config = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8")) \
         if (directory / "config.yaml").exists() else {}
     meta = {**blob.get("meta", {}), "source": str(directory), "model_args": blob["model_args"],

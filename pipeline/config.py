@@ -5,6 +5,7 @@ what is allowed; nothing downstream re-validates.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -382,6 +383,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections (data, model, train, ...)")
         raw.setdefault("name", p.stem)
+    return build_config(raw, overrides, source)
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] = (), source: str = "defaults") -> Config:
+    """A validated Config from a plain mapping (a YAML file's content, or `Config.to_dict()`) and overrides."""
+    raw = copy.deepcopy(raw)
     for text in overrides:
         keys, value = parse_override(text)
         node = raw

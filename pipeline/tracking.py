@@ -62,7 +62,7 @@ def open_store(cfg: Config) -> MlflowClient:
     if artifact_location(cfg, "x"):
         art = resolve_path(cfg.tracking.artifact_location)
         parent = art if art.exists() else art.parent
-        if not os.access(parent, os.W_OK):
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise TrackingError(f"MLflow artifacts directory {art} is not writable; fix its permissions or set "
                                 "tracking.artifact_location")
     try:

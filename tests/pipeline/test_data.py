@@ -56,6 +56,33 @@ def test_load_csv_and_parquet_with_text_field(tmp_path):
         assert dd["train"].column_names == ["raw"]
 
 
+def test_directory_and_unknown_extension_are_named(tmp_path):
+    from pipeline.data import CorpusError
+
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(CorpusError, match=r"data.train: .*folder is a directory; give a file or a glob"):
+        _load(tmp_path, "folder")
+    (tmp_path / "corpus.docx").write_text("मी आज शाळेत गेलो", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"cannot tell the format of .*corpus.docx from the extension; set "
+                                          r"data.format"):
+        _load(tmp_path, "corpus.docx")
+
+
+def test_hub_dataset_that_cannot_be_loaded_is_named(tmp_path, monkeypatch):
+    import datasets
+
+    from pipeline.data import CorpusError
+
+    def unreachable(*args, **kwargs):  # what load_dataset raises offline or for a name that does not exist
+        raise ConnectionError("Couldn't reach 'nobody/none' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    dc = DataConfig(hub="nobody/none", train=None, validation=None, test=None)
+    with pytest.raises(CorpusError, match=r"data.hub='nobody/none': could not load the dataset \(ConnectionError: "
+                                        r".*check the name and your network, or use local files"):
+        load_raw(dc, tmp_path)
+
+
 def test_split_by_hash_deterministic_and_disjoint(tmp_path):
     docs = [f"दस्तऐवज क्रमांक {i} येथे आहे" for i in range(200)]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs),
@@ -124,6 +151,13 @@ def test_half_written_cache_entry_not_trusted(tiny_corpus, tmp_path, damage):
 
 
 # ------------------------------------------------------------------------------------------------------ windows
+
+def test_stream_too_short_for_the_batch_size():
+    from pipeline.data import CorpusError
+
+    with pytest.raises(CorpusError, match=r"token stream \(10 pieces\) is too short for batch_size=8; use a smaller"):
+        batchify(np.arange(10), 8)
+
 
 def test_batchify_columns_are_contiguous():
     rows = batchify(np.arange(26, dtype=np.int32), 3)

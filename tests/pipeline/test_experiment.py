@@ -64,6 +64,18 @@ def test_bad_experiment_settings_are_config_errors(tiny_config):
                                *(["experiment.exploding_share=0.5"] if "share" in bad else [])])
 
 
+def test_budget_and_parameter_matching_errors_say_what_to_change(tiny_config):
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "experiment.budget_minutes=2",
+                             "experiment.overhead_minutes=1", "experiment.eval_minutes_per_model=1"])
+    with pytest.raises(ConfigError, match=r"leaves no training time .* give more minutes or lower the reserves"):
+        plan_budget(cfg)
+    exact = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
+                               "experiment.parameter_tolerance=0.0"])
+    with pytest.raises(ConfigError, match=r"cannot match \d+ parameters within 0% .* change model.hidden_dim or "
+                                          r"experiment.parameter_tolerance"):
+        match_parameters(exact, 600)
+
+
 @pytest.mark.slow
 def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, prepared, tmp_path):
     from mlflow.tracking import MlflowClient

@@ -102,3 +102,10 @@ def test_step_recorder_records_a_skipped_step_as_nan():
     rec.on_train_batch_end(None, None, {"loss": torch.tensor(2.5)}, None, 1)
     rec.on_train_batch_end(None, None, None, None, 2)
     assert math.isnan(rec.losses[0]) and rec.losses[1] == 2.5 and math.isnan(rec.losses[2])
+
+
+def test_windows_longer_than_the_stream_are_refused(prepared):
+    n = len(prepared.stream("validation"))
+    with pytest.raises(ValueError, match=rf"the validation stream has {n} pieces, fewer than a window of {n + 1}; "
+                                         r"use a shorter length"):
+        validation_windows(prepared, 2, n)

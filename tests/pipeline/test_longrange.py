@@ -63,6 +63,8 @@ def test_tiny_run_writes_accuracies_json_and_png(tmp_path):
 def test_unknown_model_is_named():
     with pytest.raises(ValueError, match="unknown long-range model 'transformer'"):
         run_longrange(["transformer"], 1, 0, "unused")
+    with pytest.raises(ValueError, match="budget_steps=0: give at least one step"):
+        run_longrange(["lstm"], 0, 0, "unused")
 
 
 def test_an_lstm_learns_the_agreement_at_d2(tmp_path):

@@ -49,3 +49,9 @@ def test_adjusted_counts(lm):
     assert _count(lm, 2, ["घरी"], "गेलो") == 1      # continuation: only ever after मी
     assert _count(lm, 2, [], "मी") == 4             # <s> मी: starts 4 documents, raw count kept
     assert _count(lm, 4, ["मी", "घरी"], "गेलो") == 2  # highest order: raw count of <s> मी घरी गेलो
+
+
+def test_vocabulary_too_large_for_the_order_is_named():
+    docs = [" ".join(f"w{i}" for i in range(300))]  # 300 words: 9 bits each, 9 x 9 context bits > 62 for order 10
+    with pytest.raises(ValueError, match=r"vocabulary of 30\d words is too large for a 10-gram .* lower eval.ngram_order"):
+        KneserNey(10).fit(docs)

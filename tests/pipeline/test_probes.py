@@ -20,12 +20,22 @@ def _write(tmp_path, lines):
     (json.dumps({**GOOD, "answer": 2}), "answer 2 is out of range"),
     (json.dumps({**GOOD, "candidates": ["गेला"]}), "at least 2 candidates"),
     (json.dumps({**GOOD, "distance": "दोन"}), "field 'distance' must be int"),
+    (json.dumps([GOOD]), "expected a JSON object, got list"),
+    (json.dumps({**GOOD, "candidates": ["गेला", "दोन शब्द"]}), "every candidate must be one non-empty word"),
+    (json.dumps({**GOOD, "distance": -1}), "distance must be >= 0"),
 ])
 def test_loader_errors_name_the_file_and_line(tmp_path, bad, needle):
     p = _write(tmp_path, [json.dumps(GOOD, ensure_ascii=False), "", bad])
     with pytest.raises(ProbeError) as e:
         load_probes(p)
     assert f"{p}, line 3" in str(e.value) and needle in str(e.value)
+
+
+def test_missing_or_empty_probe_file(tmp_path):
+    with pytest.raises(ProbeError, match=r"probe file .*absent.jsonl does not exist; generate the project's set"):
+        load_probes(tmp_path / "absent.jsonl")
+    with pytest.raises(ProbeError, match=r"holds no probes"):
+        load_probes(_write(tmp_path, ["", "   "]))
 
 
 def test_unknown_kind_is_reported_not_dropped(tmp_path):

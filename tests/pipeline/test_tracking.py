@@ -121,6 +121,31 @@ def test_unwritable_store_fails_before_training(tmp_path):
         tracking.open_store(cfg)
 
 
+def test_unwritable_artifacts_directory_fails_before_training(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    cfg = load_config(None, [f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                             f"tracking.artifact_location={blocker / 'artifacts'}"])
+    with pytest.raises(tracking.TrackingError, match=r"MLflow artifacts directory .* is not writable"):
+        tracking.open_store(cfg)
+
+
+def test_model_references_that_do_not_resolve(tmp_path):
+    from pipeline.bundle import CheckpointError
+
+    cfg = load_config(None, [f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                             f"tracking.artifact_location={tmp_path / 'artifacts'}"])
+    client = tracking.open_store(cfg)
+    run_id = client.create_run(client.create_experiment("bare")).info.run_id
+    with pytest.raises(CheckpointError, match=f"MLflow run {run_id} has no logged model"):
+        tracking.load_bundle(run_id, cfg)
+    with pytest.raises(CheckpointError, match=r"'no-such-thing' is neither a file, an MLflow run id, nor"):
+        tracking.load_bundle("no-such-thing", cfg)
+    with pytest.raises(CheckpointError, match=r"cannot load models:/ghost@champion from the MLflow store .* run "
+                                              r"`make run`"):
+        tracking.load_bundle("models:/ghost@champion", cfg)
+
+
 def test_bad_uri_fails_with_the_uri_named(tmp_path):
     cfg = load_config(None, ["tracking.tracking_uri=nosuchscheme://x/y"])
     with pytest.raises(tracking.TrackingError, match="nosuchscheme://x/y"):
