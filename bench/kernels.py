@@ -5,7 +5,9 @@
 1. sgemm GFLOP/s (square fp32 matmuls) and, in the same run, the fused recurrent layers (2 layers, hidden 512,
    input 256, batch 32, bptt 64, forward + backward). FLOPs are counted for the GEMMs only:
    forward = 2·B·T·G·H·(in + H) per layer (G = 4 LSTM, 3 GRU, 1 RNN), backward = 2 × forward (input and weight
-   gradients); the element-wise gate math is not counted, so the fraction is a lower bound on useful work.
+   gradients); the element-wise gate math is not counted, so the fraction is a lower bound on useful work. A second
+   reference is the GEMM of one time step's shape, (B × H) @ (H × G·H): with B = 32 rows it runs well below the
+   square sgemm, and no recurrence can batch across time steps, since each needs the previous step's output.
 2. A torch.profiler trace of the Lightning pipeline training the config's model (B, T from the config) on a seeded
    random piece stream: self CPU time by category (recurrence, output layer, embedding, optimizer, clipping, other
    ops) and what is left outside any op (Python, Lightning, data loading).
@@ -42,6 +44,12 @@ def _timed(fn, repeats: int) -> float:
 def sgemm_gflops(n: int) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n ** 3 / _timed(lambda: a @ b, max(3, int(4e10 / (2 * n ** 3)))) / 1e9
+
+
+def step_gemm_gflops(gates: int) -> float:
+    """The recurrence's own GEMM shape, one time step: (B × H) @ (H × G·H), the best a fused cell can hope for."""
+    a, b = torch.randn(B, H), torch.randn(H, gates * H)
+    return 2 * B * H * gates * H / _timed(lambda: a @ b, 2000) / 1e9
 
 
 def recurrence_gflops(cell: str) -> tuple[float, float]:
@@ -111,7 +119,10 @@ def run(cfg) -> dict:
     cells = {}
     for cell in os.environ.get("BENCH_KERNEL_CELLS", "lstm,gru,rnn_tanh").split(","):
         gflops, tps = recurrence_gflops(cell)
-        cells[cell] = {"gflops": round(gflops, 1), "tokens_per_s": round(tps), "fraction_of_sgemm": round(gflops / peak, 3)}
+        shaped = step_gemm_gflops(GATES[cell])
+        cells[cell] = {"gflops": round(gflops, 1), "tokens_per_s": round(tps),
+                       "fraction_of_sgemm": round(gflops / peak, 3),
+                       "step_gemm_gflops": round(shaped, 1), "fraction_of_step_gemm": round(gflops / shaped, 3)}
     sgemm_after = sgemm_gflops(1024)  # drift check: the machine is shared
     return {"threads": THREADS, "sizes": {"batch": B, "bptt": T, "input": IN, "hidden": H, "layers": LAYERS},
             "sgemm_gflops": {str(n): round(v, 1) for n, v in sgemm.items()} | {"1024_after": round(sgemm_after, 1)},

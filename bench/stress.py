@@ -37,16 +37,25 @@ from pipeline.config import load_config
 from pipeline.data import prepare
 from pipeline.train import run_dir_for, train
 
-class Started(pl.Callback):
+class Progress(pl.Callback):
+    """Publishes the global step so the harness can kill at a chosen step (tmp + rename: never read half-written)."""
+    def _publish(self, trainer):
+        tmp = Path(sys.argv[2] + ".tmp")
+        tmp.write_text(str(trainer.global_step))
+        tmp.replace(sys.argv[2])
+
     def on_train_start(self, trainer, pl_module):
-        Path(sys.argv[2]).write_text(str(trainer.global_step))
+        self._publish(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._publish(trainer)
 
 cfg = load_config(None, json.loads(sys.argv[1]))
 client = tracking.open_store(cfg)
 prepared = prepare(cfg, log=lambda *a: None)
 logger = tracking.make_logger(cfg, client, prepared, run_dir_for(cfg))
 with tracking.terminated_on_interrupt(client, logger.run_id):
-    result = train(cfg, prepared, logger=logger, extra_callbacks=[Started()])
+    result = train(cfg, prepared, logger=logger, extra_callbacks=[Progress()])
 client.set_terminated(logger.run_id, "FINISHED")
 print(json.dumps({"run_id": logger.run_id, "last": result.last_checkpoint, "resumed_from": result.resumed_from,
                   "seconds": result.seconds}))
@@ -90,35 +99,46 @@ def metric_history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
 
 
+def _step(marker: Path) -> int:
+    try:
+        return int(marker.read_text())
+    except (OSError, ValueError):
+        return -1
+
+
 def kill_resume(base_overrides: list[str], work: Path, kills: int, seed: int) -> dict[str, Any]:
-    """Reference run, then the same run SIGKILLed `kills` times at seeded random moments and resumed each time."""
+    """Reference run, then the same run SIGKILLed at `kills` seeded random training steps and resumed each time.
+
+    The kill steps are drawn without replacement from the run's steps and sorted, so every kill lands inside training
+    (each resume restarts from a checkpoint at or before the previous kill step); a seeded random delay of up to one
+    step after the target step is reached puts kills at different moments within a step: forward, backward,
+    optimizer, checkpoint writing, metric logging."""
     import torch
 
     rng = random.Random(seed)
+    max_steps = next(int(o.split("=", 1)[1]) for o in base_overrides if o.startswith("train.max_steps="))
     ref_dir, killed_dir = work / "reference", work / "killed"
     t0 = time.perf_counter()
     ref_dir.mkdir(parents=True, exist_ok=True)
     killed_dir.mkdir(parents=True, exist_ok=True)
-    ref_proc = train_attempt(training_overrides(base_overrides, ref_dir), ref_dir / "started")
-    ref = _finish(ref_proc)
-    train_s = ref["seconds"]
+    ref = _finish(train_attempt(training_overrides(base_overrides, ref_dir), ref_dir / "started"))
+    step_s = ref["seconds"] / max_steps
     overrides = training_overrides(base_overrides, killed_dir)
     marker = killed_dir / "started"
-    delivered, attempts, steps_at_kill = 0, 0, []
-    while delivered < kills and attempts < 3 * kills:
+    targets = sorted(rng.sample(range(2, max_steps - 1), kills))
+    steps_at_kill, attempts = [], 0
+    for target in targets:
         attempts += 1
         proc = train_attempt(overrides, marker)
-        while not marker.exists() and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.8 * train_s))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            delivered += 1
-            ckpts = list(killed_dir.glob("runs/*/checkpoints/last.ckpt"))
-            steps_at_kill.append(torch.load(ckpts[0], weights_only=True)["global_step"] if ckpts else 0)
-        else:
-            proc.communicate()
+        while _step(marker) < target and proc.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, step_s))
+        if proc.poll() is not None:
+            raise RuntimeError(f"the run ended before the kill at step {target}: {proc.communicate()[1][-2000:]}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        steps_at_kill.append(_step(marker))
+    delivered = len(steps_at_kill)
     final = _finish(train_attempt(overrides, marker))
     a, b = _weights(ref["last"]), _weights(final["last"])
     max_diff = max(float((a[k] - b[k]).abs().max()) for k in a)
@@ -137,7 +157,7 @@ def kill_resume(base_overrides: list[str], work: Path, kills: int, seed: int) ->
     timing = ("train/tokens_per_s",)  # wall-clock figures differ between any two runs
     value_diff = max((abs(x[1] - y[1]) for k in h_ref if k not in timing
                       for x, y in zip(h_ref[k], h_got.get(k, []))), default=0.0)
-    return {"kills": delivered, "attempts": attempts + 1, "steps_at_kill": steps_at_kill,
+    return {"kills": delivered, "attempts": attempts + 1, "kill_targets": targets, "steps_at_kill": steps_at_kill,
             "final_step": torch.load(final["last"], weights_only=True)["global_step"],
             "max_abs_weight_diff": max_diff, "metric_keys": sorted(h_ref),
             "train_loss_points": len(h_got.get("train/loss", [])), "reference_train_loss_points":

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMon
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from models.recurrent import RecurrentLM, State, detach_state
-from pipeline.config import Config, ModelConfig, resolve_path
+from pipeline.config import Config, ConfigError, ModelConfig, resolve_path
 from pipeline.data import CorpusDataModule, Prepared
 
 
@@ -314,6 +314,13 @@ def train(cfg: Config, prepared: Prepared, logger=None, fresh: bool = False, log
     dc = cfg.data
     datamodule = CorpusDataModule(prepared, dc.batch_size, dc.eval_batch_size, dc.bptt, dc.variable_bptt,
                                   seed=cfg.train.seed)
+    vci = cfg.train.val_check_interval
+    if vci > 1 and cfg.train.limit_val_batches != 0:  # above 1 it counts windows, not a fraction of an epoch
+        per_epoch = len(datamodule.train_dataloader())
+        if vci > per_epoch:  # Lightning refuses this only once fit has started, in its own terms
+            raise ConfigError(f"train.val_check_interval={vci:g} is more than the {per_epoch} training windows in one "
+                              f"epoch (batch_size {dc.batch_size} × bptt {dc.bptt}); set it to at most {per_epoch} or "
+                              "to a fraction of an epoch such as 0.5")
     module = LanguageModelModule(model_args(cfg.model, prepared.manifest["tokenizer"]["vocab_size"]), cfg.to_dict(),
                                  prepared.data_sha256, prepared.tokenizer_sha256, str(prepared.tokenizer_path))
     if cfg.model.output == "adaptive":

@@ -230,3 +230,31 @@ def test_trained_checkpoint_fixture_carries_what_resume_needs(trained_checkpoint
     assert hp["tokenizer_sha256"] == prepared.tokenizer_sha256 and hp["config"]["train"]["seed"] == 1234
     assert ckpt["carried_state"] is not None and "torch_rng_state" in ckpt
     assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["position"] > 0
+
+
+@pytest.mark.parametrize("cell,output", [("lstm", "adaptive"), ("gru", "softmax")])
+def test_bf16_mixed_precision_trains_and_its_checkpoint_loads(tiny_config, prepared, tmp_path, cell, output):
+    """The GPU recipe's precision flag (`train.trainer.precision: bf16-mixed`), exercised on CPU autocast: carried
+    state, both output layers and the checkpoint survive it. (No GPU in CI; the accelerator flag itself is Lightning's.)"""
+    from pipeline.bundle import load_checkpoint
+
+    cfg = cfg_with(tiny_config, tmp_path, f"model.cell={cell}", f"model.output={output}", "model.tie_weights=false",
+                   "model.cutoffs=[100, 300]", "train.max_steps=12", "train.limit_val_batches=2",
+                   "train.val_check_interval=6", 'train.trainer={"precision": "bf16-mixed"}')
+    losses = Losses()
+    result = train(cfg, prepared, fresh=True, log=lambda *a: None, extra_callbacks=[losses])
+    assert len(losses.losses) == 12 and all(torch.isfinite(torch.tensor(losses.losses)))
+    assert result.best_val_loss == result.best_val_loss  # validation ran under autocast and gave a number
+    bundle = load_checkpoint(result.last_checkpoint)
+    assert all(p.dtype == torch.float32 for p in bundle.model.parameters())  # mixed: fp32 master weights
+    lp = bundle.model.log_probs(bundle.model(torch.tensor([[5, 6, 7]]))[0])
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(1, 3), atol=1e-4)
+
+
+def test_validation_interval_longer_than_an_epoch_is_a_config_error(tiny_config, prepared, tmp_path):
+    from pipeline.config import ConfigError
+
+    cfg = cfg_with(tiny_config, tmp_path, "train.val_check_interval=100000")
+    with pytest.raises(ConfigError, match=r"train.val_check_interval=100000 is more than the \d+ training windows in "
+                                          r"one epoch .* set it to at most \d+"):
+        train(cfg, prepared, fresh=True, log=lambda *a: None)

@@ -1,0 +1,56 @@
+"""The performance benchmarks on tiny sizes: they run end to end and their figures mean what they say."""
+import math
+
+import pytest
+
+from bench import kernels, sweep, time_to_quality
+from pipeline.config import load_config
+
+from tests.conftest import _overrides_of
+
+
+def test_flop_counts_and_gemm_rates_are_finite_and_positive():
+    gflops, tokens_per_s = kernels.recurrence_gflops("rnn_tanh")
+    assert gflops > 0 and tokens_per_s > 0 and math.isfinite(gflops)
+    assert kernels.step_gemm_gflops(1) > 0
+
+
+def test_sweep_point_trains_the_configured_model(tiny_config):
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.output=adaptive",
+                             "model.tie_weights=false", "model.cutoffs=[100, 300]"])
+    assert sweep._scaled_cutoffs((100, 300), 1200, 600) == (200, 600)
+    for output in ("adaptive", "softmax"):
+        assert sweep.point(cfg, threads=1, batch=4, bptt=8, vocab=600, output=output, steps=2) > 0
+
+
+def test_time_to_quality_budgets_and_variants(tiny_config):
+    assert time_to_quality.budgets(["lstm", "gru"], "7") == {"lstm": 7.0, "gru": 7.0}
+    assert time_to_quality.budgets(["lstm", "gru"], "lstm=30,gru=12") == {"lstm": 30.0, "gru": 12.0}
+    with pytest.raises(KeyError):
+        time_to_quality.budgets(["lstm", "gru"], "lstm=30")
+    v = time_to_quality.entry_config(tiny_config, "lstm-4k", 5)
+    assert (v.model.cell, v.tokenizer.vocab_size, v.model.cutoffs, v.train.max_time_minutes) == ("lstm", 4000,
+                                                                                                 (500, 1500), 5)
+    assert time_to_quality.entry_config(tiny_config, "gru", 5).model.cell == "gru"
+
+
+@pytest.mark.slow
+def test_time_to_quality_curve_on_a_tiny_run(tiny_config, monkeypatch):
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "train.max_steps=100000",
+                             "train.val_check_interval=10", "train.limit_val_batches=2"])
+    monkeypatch.setenv("TTQ_CELLS", "rnn_tanh")
+    monkeypatch.setenv("TTQ_MINUTES", "0.05")
+    monkeypatch.setenv("TTQ_EVERY_MINUTES", "0.01")
+    monkeypatch.setenv("TTQ_SAMPLE_WORDS", "120")
+    out = time_to_quality.run(cfg)
+    assert out["sample"]["words"] >= 120 and 0 < out["ngram"]["top1"] < 1
+    cell = out["cells"]["rnn_tanh"]
+    assert len(cell["curve"]) >= 2
+    times = [p["train_s"] for p in cell["curve"]]
+    assert times == sorted(times) and times[-1] <= 0.05 * 60 + 2  # evaluation time is not on the training clock
+    assert all(p["words"] == out["sample"]["words"] and 0 <= p["top1"] <= 1 for p in cell["curve"])
+    passed = cell["passed_ngram_at_s"]
+    first_above = next((p["train_s"] for p in cell["curve"] if p["top1"] > out["ngram"]["top1"]), None)
+    assert (passed is None) == (first_above is None)
+    if passed is not None:
+        assert passed == pytest.approx(first_above, abs=0.06)
