@@ -38,7 +38,7 @@ from pipeline.data import prepare
 from pipeline.train import run_dir_for, train
 
 class Progress(pl.Callback):
-    """Publishes the global step so the harness can kill at a chosen step (tmp + rename: never read half-written)."""
+    # publishes the global step so the harness can kill at a chosen step (tmp + rename: never read half-written)
     def _publish(self, trainer):
         tmp = Path(sys.argv[2] + ".tmp")
         tmp.write_text(str(trainer.global_step))
