@@ -126,9 +126,8 @@ def kill_resume(base_overrides: list[str], work: Path, kills: int, seed: int) ->
     overrides = training_overrides(base_overrides, killed_dir)
     marker = killed_dir / "started"
     targets = sorted(rng.sample(range(2, max_steps - 1), kills))
-    steps_at_kill, attempts = [], 0
+    steps_at_kill = []
     for target in targets:
-        attempts += 1
         proc = train_attempt(overrides, marker)
         while _step(marker) < target and proc.poll() is None:
             time.sleep(0.005)
@@ -138,7 +137,6 @@ def kill_resume(base_overrides: list[str], work: Path, kills: int, seed: int) ->
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         steps_at_kill.append(_step(marker))
-    delivered = len(steps_at_kill)
     final = _finish(train_attempt(overrides, marker))
     a, b = _weights(ref["last"]), _weights(final["last"])
     max_diff = max(float((a[k] - b[k]).abs().max()) for k in a)
@@ -157,7 +155,8 @@ def kill_resume(base_overrides: list[str], work: Path, kills: int, seed: int) ->
     timing = ("train/tokens_per_s",)  # wall-clock figures differ between any two runs
     value_diff = max((abs(x[1] - y[1]) for k in h_ref if k not in timing
                       for x, y in zip(h_ref[k], h_got.get(k, []))), default=0.0)
-    return {"kills": delivered, "attempts": attempts + 1, "kill_targets": targets, "steps_at_kill": steps_at_kill,
+    return {"kills": len(steps_at_kill), "attempts": len(targets) + 1, "kill_targets": targets,
+            "steps_at_kill": steps_at_kill,
             "final_step": torch.load(final["last"], weights_only=True)["global_step"],
             "max_abs_weight_diff": max_diff, "metric_keys": sorted(h_ref),
             "train_loss_points": len(h_got.get("train/loss", [])), "reference_train_loss_points":

@@ -109,12 +109,14 @@ class RecurrentLM(nn.Module):
         # Under autocast (bf16-mixed) on CPU, PyTorch casts the LSTM's weights but not its input or carried state,
         # and oneDNN refuses mixed dtypes: both follow the autocast dtype (CUDA's autocast casts all three itself).
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        if dtype is not None:
+            x = x.to(dtype)
         new_h, new_c = [], []
         for i, layer in enumerate(self.layers):
             s = (state[0][i:i + 1].contiguous(), state[1][i:i + 1].contiguous()) if lstm \
                 else state[i:i + 1].contiguous()
             if dtype is not None:
-                x, s = x.to(dtype), (tuple(t.to(dtype) for t in s) if lstm else s.to(dtype))
+                s = tuple(t.to(dtype) for t in s) if lstm else s.to(dtype)
             out, s = layer(x, s)  # (B, T, H)
             if self.residual and i > 0:
                 out = out + x
