@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 DISTANCE_BUCKETS = ("1-4", "5-16", "17-64", "65-256", "257+", "first")
-POSITION_BUCKETS = ("1-4", "5-16", "17-64", "65-256", "257+")
+POSITION_BUCKETS = ("0", "1-4", "5-16", "17-64", "65-256", "257+")  # words of context before the target
 _EDGES = ((1, 4), (5, 16), (17, 64), (65, 256))
 
 
@@ -28,10 +28,11 @@ def bucket(d: int | None) -> str:
 
 
 def position_bucket(context_words: int) -> str:
-    """Bucket of the target's 1-based position in its document (= words of context available + 1)."""
+    """Bucket of the words of context available before the target: '0' for a document's first word, then the
+    distance buckets (a target with 4 words before it is in '1-4')."""
     if context_words < 0:
         raise ValueError(f"context_words must be >= 0, got {context_words}")
-    return bucket(context_words + 1)
+    return "0" if context_words == 0 else bucket(context_words)
 
 
 def distances(doc_words: Sequence[str]) -> list[int | None]:

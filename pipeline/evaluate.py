@@ -31,10 +31,10 @@ from pipeline.cleaning import is_word
 from pipeline.config import Config, EvalConfig, resolve_path
 from pipeline.distance import DISTANCE_BUCKETS, POSITION_BUCKETS, accuracy_by, bucket, distances, metric_suffix, \
     position_bucket
+from pipeline.intervals import accuracy_cell
 from pipeline.predict import WordPredictor, cat_states, select_state, stepwise
+from pipeline.sampling import word_sample
 
-CONTEXT_SAMPLES = 500  # target positions sampled (seeded) from the long documents for the context-length curve
-CONTEXT_SEED = 1234
 _STEP_TOKENS = 16384  # documents per teacher-forcing batch: B * T at most this many pieces (one doc at least)
 
 
@@ -57,14 +57,14 @@ class NeuralScorer:
 
     def __init__(self, bundle: ModelBundle, ec: EvalConfig, name: str):
         self.name, self.ec = name, ec
-        self.pred = WordPredictor(bundle.model, bundle.tokenizer, ec.beam_width, ec.max_word_pieces)
+        self.pred = WordPredictor(bundle.model, bundle.tokenizer, ec.beam_width, ec.max_word_pieces, ec.max_beam_width)
         self.model, self.tok = self.pred.model, self.pred.tok
         self.device = self.pred.device
 
-    def _encode(self, tokens: list[str]) -> tuple[list[int], list[int]]:
-        """`bos` + pieces of the tokens, and the index in ids where each token's first piece sits."""
+    def _encode(self, tokens: list[str], bos: bool = True) -> tuple[list[int], list[int]]:
+        """(`bos` +) pieces of the tokens, and the index in ids where each token's first piece sits."""
         pieces = self.tok.encode_batch(tokens) if tokens else []
-        ids, starts = [self.tok.bos_id], []
+        ids, starts = [self.tok.bos_id] if bos else [], []
         for p in pieces:
             starts.append(len(ids))
             ids += p
@@ -150,9 +150,10 @@ class NeuralScorer:
             flush()
         return {"top": top, "logp": logp}
 
-    def top_words(self, contexts: list[list[str]], k: int) -> list[list[str]]:
-        """Top-k words after each (possibly truncated) context, read from a fresh state after `bos`."""
-        rows = [self._encode(c)[0] for c in contexts]
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
+        """Top-k words after each context, read from a fresh state (after `bos` when the context is a document's
+        start; without it for a truncated context, which starts mid-document)."""
+        rows = [self._encode(c, bos)[0] for c in contexts]
         out: dict[int, list[str]] = {}
         for batch in self._batches([len(r) for r in rows]):
             got = []
@@ -199,8 +200,8 @@ class NgramScorer:
             progress(len(ts))
         return {"top": top, "logp": logp}
 
-    def top_words(self, contexts: list[list[str]], k: int) -> list[list[str]]:
-        return [[w for w, _ in row] for row in self.lm.top_words(contexts, k)]
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
+        return [[w for w, _ in row] for row in self.lm.top_words(contexts, k, bos=bos)]
 
     def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         from pipeline.cleaning import clean_text
@@ -218,66 +219,97 @@ def targets_of(tokens: Sequence[str]) -> list[int]:
     return [j for j, t in enumerate(tokens) if is_word(t)]
 
 
-def evaluate_scorer(scorer, docs: list[str], ec: EvalConfig, split: str = "test") -> dict[str, Any]:
-    """All natural-text measurements for one model on cleaned documents."""
-    k = ec.k
+def sampled_targets(docs: list[str], ec: EvalConfig) -> tuple[list[list[str]], list[list[int]], list[list[int]],
+                                                             dict[str, Any]]:
+    """Tokens and word targets of every document, and which of its words are scored (indices into its targets):
+    all of them, or the seeded sample of pipeline/sampling.py when eval.max_words is set."""
     tokens = [d.split() for d in docs]
     targets = [targets_of(t) for t in tokens]
-    total = sum(len(t) for t in targets)
-    with tqdm(total=total, unit="word", desc=f"evaluate {scorer.name}", unit_scale=True, leave=False) as bar:
-        res = scorer.evaluate_docs(tokens, targets, k, bar.update)
-        rate = bar.format_dict.get("rate")
+    chosen = word_sample([len(t) for t in targets], ec.max_words, ec.sample_seed)
+    available = sum(map(len, targets))
+    scored = sum(map(len, chosen))
+    info = {"words_available": available, "documents_available": len(docs), "words": scored,
+            "documents": sum(1 for c in chosen if c), "max_words": ec.max_words,
+            "seed": ec.sample_seed if scored < available else None}
+    return tokens, targets, chosen, info
+
+
+def sample_line(info: dict[str, Any]) -> str:
+    """What was scored, in words: every figure's denominator."""
+    if info["words"] < info["words_available"]:
+        return (f"scored {info['words']:,} of {info['words_available']:,} words ({info['documents']:,} of "
+                f"{info['documents_available']:,} documents): seeded sample (eval.sample_seed={info['seed']}), "
+                "stratified by document length")
+    return f"scored every word: {info['words']:,} words in {info['documents_available']:,} documents"
+
+
+def _score(scorer, docs: list[str], ec: EvalConfig, k: int, desc: str):
+    """Run the scorer on the sampled words; each document is read from its start up to its last sampled word."""
+    tokens, targets, chosen, info = sampled_targets(docs, ec)
+    keep = [d for d, c in enumerate(chosen) if c]
+    want = [[targets[d][i] for i in chosen[d]] for d in keep]
+    cut = [tokens[d][:w[-1] + 1] for d, w in zip(keep, want)]
+    with tqdm(total=info["words"], unit="word", desc=f"{desc} {scorer.name}", unit_scale=True, leave=False) as bar:
+        res = scorer.evaluate_docs(cut, want, k, bar.update)
+        info["words_per_s"] = bar.format_dict.get("rate")
+    return tokens, targets, chosen, keep, res, info
+
+
+def evaluate_scorer(scorer, docs: list[str], ec: EvalConfig, split: str = "test") -> dict[str, Any]:
+    """All natural-text measurements for one model on cleaned documents (every word, or eval.max_words of them)."""
+    k = ec.k
+    search = getattr(scorer, "pred", None)
+    before = dict(search.search_stats) if search else {}
+    tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, k, "evaluate")
+    if search:  # how often the beam had to widen to prove its top k exact, and how often it could not
+        info["beam"] = {key: v - before[key] for key, v in search.search_stats.items()}
     hit1, hitk, dist_b, pos_b, nll = [], [], [], [], 0.0
-    for d, (toks, ts) in enumerate(zip(tokens, targets)):
-        ws = [toks[j] for j in ts]
-        for i, (j, dist) in enumerate(zip(ts, distances(ws))):
-            top = res["top"][(d, j)]
-            hit1.append(bool(top) and top[0] == toks[j])
-            hitk.append(toks[j] in top[:k])
-            dist_b.append(bucket(dist))
+    for r, d in enumerate(keep):
+        ws = [tokens[d][j] for j in targets[d]]
+        dists = distances(ws)  # over the whole document, sampled or not
+        for i in chosen[d]:
+            j = targets[d][i]
+            top = res["top"][(r, j)]
+            hit1.append(bool(top) and top[0] == ws[i])
+            hitk.append(ws[i] in top[:k])
+            dist_b.append(bucket(dists[i]))
             pos_b.append(position_bucket(i))
-            nll -= res["logp"][(d, j)]
+            nll -= res["logp"][(r, j)]
     n = len(hit1)
     hits = {"top1": hit1, f"top{k}": hitk}
-    out = {"words": n, "documents": len(docs), "top1": sum(hit1) / n if n else None,
-           f"top{k}": sum(hitk) / n if n else None, "word_ppl": math.exp(nll / n) if n else None,
-           "words_per_s": rate, "by_distance": accuracy_by(dist_b, hits, DISTANCE_BUCKETS),
+    out = {**info, "top1": sum(hit1) / n if n else None, f"top{k}": sum(hitk) / n if n else None,
+           "word_ppl": math.exp(nll / n) if n else None,
+           "by_distance": accuracy_by(dist_b, hits, DISTANCE_BUCKETS),
            "by_position": accuracy_by(pos_b, hits, POSITION_BUCKETS)}
-    out["context"] = context_curve(scorer, tokens, targets, res, ec)
+    full = {(d, targets[d][i]): res["top"][(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]}
+    out["context"] = context_curve(scorer, tokens, targets, chosen, full, ec)
     return out
 
 
-def word_perplexity(scorer, docs: list[str]) -> tuple[float, int]:
+def word_perplexity(scorer, docs: list[str], ec: EvalConfig) -> tuple[float, int]:
     """Word perplexity alone (no beam search): what ranks models for the registry's champion alias."""
-    tokens = [d.split() for d in docs]
-    targets = [targets_of(t) for t in tokens]
-    with tqdm(total=sum(map(len, targets)), unit="word", desc=f"perplexity {scorer.name}", unit_scale=True,
-              leave=False) as bar:
-        res = scorer.evaluate_docs(tokens, targets, 0, bar.update)
+    *_, res, info = _score(scorer, docs, ec, 0, "perplexity")
     n = len(res["logp"])
     return (math.exp(-sum(res["logp"].values()) / n) if n else math.nan), n
 
 
-def context_curve(scorer, tokens, targets, res, ec: EvalConfig) -> dict[str, Any]:
-    """Accuracy when only the last k words may be read, on sampled positions of the long documents."""
-    k = ec.k
-    long_docs = [d for d, ts in enumerate(targets) if len(ts) >= ec.long_document_words]
-    pool = [(d, i) for d in long_docs for i in range(1, len(targets[d]))]
-    rng = random.Random(CONTEXT_SEED)
-    sample = sorted(rng.sample(pool, min(CONTEXT_SAMPLES, len(pool))))
+def context_curve(scorer, tokens, targets, chosen, full_top, ec: EvalConfig) -> dict[str, Any]:
+    """Accuracy when only the last c words may be read (Khandelwal et al. 2018). The same seeded target positions
+    for every c, each with at least max(context_lengths) words before it, so every c really truncates; a truncated
+    context starts mid-document (no `bos`)."""
+    k, need = ec.k, max(ec.context_lengths)
+    pool = [(d, i) for d, idx in enumerate(chosen) for i in idx if i >= need]
+    rng = random.Random(f"context-curve-{ec.sample_seed}")
+    sample = sorted(rng.sample(pool, min(ec.context_positions, len(pool))))
+    gold = [tokens[d][targets[d][i]] for d, i in sample]
     curve: dict[str, dict] = {}
     for c in ec.context_lengths:
-        ctxs, gold = [], []
-        for d, i in sample:
-            start = targets[d][i - c] if i > c else 0  # the c-th word back, with the punctuation after it
-            ctxs.append(tokens[d][start:targets[d][i]])
-            gold.append(tokens[d][targets[d][i]])
-        tops = scorer.top_words(ctxs, k) if ctxs else []
+        ctxs = [tokens[d][targets[d][i - c]:targets[d][i]] for d, i in sample]  # from the c-th word back
+        tops = scorer.top_words(ctxs, k, bos=False) if ctxs else []
         curve[str(c)] = _acc(tops, gold, k)
-    gold = [tokens[d][targets[d][i]] for d, i in sample]
-    curve["all"] = _acc([res["top"][(d, targets[d][i])] for d, i in sample], gold, k)
-    return {"documents": len(long_docs), "positions": len(sample), "positions_available": len(pool),
-            "min_document_words": ec.long_document_words, "curve": curve}
+    curve["all"] = _acc([full_top[(d, targets[d][i])] for d, i in sample], gold, k)
+    return {"documents": len({d for d, _ in sample}), "positions": len(sample), "positions_available": len(pool),
+            "min_context_words": need, "curve": curve}
 
 
 def _acc(tops: list[list[str]], gold: list[str], k: int) -> dict[str, Any]:
@@ -288,7 +320,7 @@ def _acc(tops: list[list[str]], gold: list[str], k: int) -> dict[str, Any]:
 
 def flat_metrics(result: dict[str, Any], split: str, k: int) -> dict[str, float]:
     """MLflow-ready names: test/top1, test/top5_d17_64, test/top1_pos65_256, test/top1_ctx16, probe/agreement_d32."""
-    m: dict[str, float] = {}
+    m: dict[str, float] = {f"{split}/words": result["words"]} if "words" in result else {}
     for key in ("top1", f"top{k}", "word_ppl"):
         if result.get(key) is not None:
             m[f"{split}/{key}"] = result[key]
@@ -355,15 +387,39 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     return files
 
 
+def format_tables(results: dict[str, Any]) -> str:
+    """The summary, then top-1 by distance, by position and by context length: n per cell, a 95 % interval on every
+    accuracy, "—" where fewer than MIN_N targets."""
+    k, models = results["k"], results["models"]
+    first = next(iter(models.values()))
+    lines = [sample_line(first), "",
+             f"{'model':<22}{'words':>8}{'top-1 % [95% CI]':>22}{f'top-{k} % [95% CI]':>22}{'word ppl':>12}"]
+    for name, r in models.items():
+        lines.append(f"{name:<22}{r['words']:>8}{accuracy_cell(r['top1'], r['words']):>22}"
+                     f"{accuracy_cell(r[f'top{k}'], r['words']):>22}{r['word_ppl'] or math.nan:>12.1f}")
+    for title, key, order in (("by distance to the word's last occurrence (words)", "by_distance",
+                               DISTANCE_BUCKETS),
+                              ("by words of context before the target", "by_position", POSITION_BUCKETS)):
+        lines += ["", f"top-1 % {title}; n per bucket",
+                  f"{'':<22}" + "".join(f"{b:>20}" for b in order),
+                  f"{'n':<22}" + "".join(f"{first[key][b]['n']:>20}" for b in order)]
+        lines += [f"{name:<22}" + "".join(f"{accuracy_cell(r[key][b]['top1'], r[key][b]['n']):>20}" for b in order)
+                  for name, r in models.items()]
+    ctx = first["context"]
+    if ctx["positions"]:
+        cs = list(ctx["curve"])
+        lines += ["", f"top-1 % when only the last c words are read: {ctx['positions']} positions (seeded) with >= "
+                      f"{ctx['min_context_words']} words before them, in {ctx['documents']} documents",
+                  f"{'c':<22}" + "".join(f"{c:>20}" for c in cs)]
+        lines += [f"{name:<22}" + "".join(f"{accuracy_cell(r['context']['curve'][c]['top1'], r['context']['curve'][c]['n']):>20}"
+                                          for c in cs) for name, r in models.items()]
+    else:
+        lines += ["", f"context-length curve: no scored position has {ctx['min_context_words']} words before it"]
+    return "\n".join(lines)
+
+
 def print_table(results: dict[str, Any]) -> None:
-    k = results["k"]
-    print(f"{'model':<22}{'words':>8}{'top1':>8}{f'top{k}':>8}{'word ppl':>12}")
-    for name, r in results["models"].items():
-        print(f"{name:<22}{r['words']:>8}{r['top1']:>8.3f}{r[f'top{k}']:>8.3f}{r['word_ppl']:>12.1f}")
-    print("top1 by distance: " + "  ".join(DISTANCE_BUCKETS))
-    for name, r in results["models"].items():
-        print(f"  {name:<20}" + "  ".join("-" if r["by_distance"][b]["top1"] is None
-                                          else f"{r['by_distance'][b]['top1']:.3f}" for b in DISTANCE_BUCKETS))
+    print(format_tables(results))
 
 
 def corpus_file_documents(path: str, cfg: Config) -> list[str]:
@@ -379,11 +435,9 @@ def corpus_file_documents(path: str, cfg: Config) -> list[str]:
 def eval_documents(cfg: Config, data: str | None) -> tuple[list[str], str]:
     from pipeline.data import documents
 
-    docs, split = (corpus_file_documents(data, cfg), "data") if data else (documents(cfg, cfg.eval.split),
-                                                                           cfg.eval.split)
-    if cfg.eval.max_documents is not None:
-        docs = docs[:cfg.eval.max_documents]
-    return docs, split
+    if data:
+        return corpus_file_documents(data, cfg), "data"
+    return documents(cfg, cfg.eval.split), cfg.eval.split
 
 
 def _run_id_of_checkpoint(ref: str) -> str | None:

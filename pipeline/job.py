@@ -31,7 +31,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         bundle = load_checkpoint(result.best_checkpoint)
         out_dir = run_dir / "evaluation"
         scorers = [NeuralScorer(bundle, cfg.eval, cfg.model.cell)]
-        val_ppl, _ = word_perplexity(scorers[0], documents["validation"])
+        val_ppl, _ = word_perplexity(scorers[0], documents["validation"], cfg.eval)
         test = evaluate(scorers + ([baseline] if baseline is not None else []), documents["test"], cfg, "test",
                         probes)
         write_outputs(test, out_dir)
@@ -49,7 +49,10 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'model':<12}{'params':>10}{'train s':>9}{'top-1':>8}{'top-5':>8}{'word ppl':>10}{'val ppl':>9}  registry"
+    from pipeline.intervals import wilson
+
+    head = (f"{'model':<12}{'params':>10}{'train s':>9}{'top-1 [95% interval]':>24}{'top-5':>8}{'word ppl':>10}"
+            f"{'val ppl':>9}  registry")
     lines = [head, "-" * len(head)]
     for r in rows:
         m = r["metrics"]
@@ -57,9 +60,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         tag = f"{reg['name']} v{reg['version']}{' @champion' if reg.get('promoted') else ''}" if reg else ""
         params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "—"
         secs = f"{r['seconds']:.0f}" if r.get("seconds") else "—"
-        lines.append(f"{r['cell']:<12}{params:>10}{secs:>9}{m.get('test/top1', float('nan')):>8.2%}"
+        n, top1 = int(m.get("test/words", 0)), m.get("test/top1", float("nan"))
+        lo, hi = wilson(round(top1 * n), n) if n else (float("nan"), float("nan"))
+        lines.append(f"{r['cell']:<12}{params:>10}{secs:>9}{f'{top1:.2%} [{lo:.1%}, {hi:.1%}]':>24}"
                      f"{m.get('test/top5', float('nan')):>8.2%}{m.get('test/word_ppl', float('nan')):>10.0f}"
                      f"{m.get('validation/word_ppl', float('nan')):>9.0f}  {tag}")
+    n = next((int(r["metrics"]["test/words"]) for r in rows if "test/words" in r["metrics"]), None)
+    if n:
+        lines.append(f"n = {n:,} test words (whole words, exact match, OOV targets counted)")
     return "\n".join(lines)
 
 
@@ -78,7 +86,7 @@ def cli(args, cfg: Config) -> int:
     s = prepared.manifest["splits"]
     print(f"    {s['train']['documents']} training documents, {s['train']['words']} words, "
           f"{prepared.manifest['tokenizer']['vocab_size']} pieces ({s['train']['pieces_per_word']:.2f} per word)")
-    docs = {split: documents(cfg, split)[:cfg.eval.max_documents] for split in ("validation", "test")}
+    docs = {split: documents(cfg, split) for split in ("validation", "test")}
     probes = load_probes(resolve_path(cfg.eval.probes)) if cfg.eval.probes else None
     _say(f"baseline: word {cfg.eval.ngram_order}-gram (interpolated Kneser-Ney) on the train split")
     baseline = NgramScorer(build_baseline(cfg))

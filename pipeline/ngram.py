@@ -119,10 +119,12 @@ class KneserNey:
     def ids(self, tokens: Sequence[str]) -> list[int]:
         return [self.index.get(t, UNK) for t in tokens]
 
-    def _context_keys(self, contexts: Sequence[Sequence[str]]) -> np.ndarray:
-        """(N, order) context keys per order (column n-1 for order n): the last order-1 tokens, <s>-padded."""
-        m = self.order - 1
-        ctx = np.array([([BOS] * m + self.ids(c[-m:] if m else []))[-m:] if m else [] for c in contexts],
+    def _context_keys(self, contexts: Sequence[Sequence[str]], bos: bool = True) -> np.ndarray:
+        """(N, order) context keys per order (column n-1 for order n): the last order-1 tokens, <s>-padded at a
+        document's start. A truncated context (bos=False) is padded with <unk> instead: no training context holds
+        <unk>, so those orders are unseen and the estimate backs off to what the context really shows."""
+        m, pad = self.order - 1, BOS if bos else UNK
+        ctx = np.array([([pad] * m + self.ids(c[-m:] if m else []))[-m:] if m else [] for c in contexts],
                        np.int64).reshape(len(contexts), m)
         keys = np.zeros((len(contexts), self.order), np.int64)
         for n in range(2, self.order + 1):
@@ -161,11 +163,11 @@ class KneserNey:
                 out.append(t["w"][t["start"][ci]:t["start"][ci + 1]])
         return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
-    def top_words(self, contexts: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+    def top_words(self, contexts: Sequence[Sequence[str]], k: int, bos: bool = True) -> list[list[tuple[str, float]]]:
         """The k most probable next *words* (punctuation, </s> and <unk> skipped) with log-probabilities, exactly:
         a word seen after none of the context's suffixes scores (product of γ) · P_1, so beyond the followers only
         the unigram ranking's head can enter the top k."""
-        all_keys = self._context_keys(contexts)
+        all_keys = self._context_keys(contexts, bos)
         out = []
         for keys in all_keys:
             seen = self.followers(keys)

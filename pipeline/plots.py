@@ -9,7 +9,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.distance import DISTANCE_BUCKETS  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.distance import DISTANCE_BUCKETS, POSITION_BUCKETS  # noqa: E402
+from pipeline.intervals import MIN_N, wilson  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -19,37 +22,44 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _with_interval(ax, xs, rows: list[dict], metric: str, **kw) -> None:
+    """Accuracy points with 95 % Wilson bars; buckets under MIN_N targets are left out (as in the tables)."""
+    pts = [(x, r[metric], *wilson(round(r[metric] * r["n"]), r["n"])) for x, r in zip(xs, rows)
+           if r["n"] >= MIN_N and r[metric] is not None]
+    if pts:
+        x, y, lo, hi = map(np.array, zip(*pts))
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, **kw)
+
+
 def distance_plot(results: dict[str, Any], path: Path) -> Path:
-    k = results["k"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, metric in zip(axes, ("top1", f"top{k}")):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, order, xlabel in ((axes[0], "by_distance", DISTANCE_BUCKETS, "words since the target last occurred"),
+                                   (axes[1], "by_position", POSITION_BUCKETS, "words of context before the target")):
         for name, r in results["models"].items():
-            ys = [r["by_distance"][b][metric] for b in DISTANCE_BUCKETS]
-            ax.plot(range(len(ys)), [float("nan") if y is None else y for y in ys], marker="o", label=name)
-        ax.set_xticks(range(len(DISTANCE_BUCKETS)), DISTANCE_BUCKETS)
-        ax.set_xlabel("words since the target last occurred")
-        ax.set_title(f"{metric} accuracy by distance")
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend()
+            _with_interval(ax, range(len(order)), [r[key][b] for b in order], "top1", label=name)
+        first = next(iter(results["models"].values()))
+        ax.set_xticks(range(len(order)), [f"{b}\nn={first[key][b]['n']}" for b in order], fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 accuracy (95% interval)")
+    axes[0].set_title("by distance to the word's last occurrence")
+    axes[1].set_title("by position in the document")
+    axes[0].legend(fontsize=7)
     return _save(fig, path)
 
 
 def context_plot(results: dict[str, Any], path: Path) -> Path:
-    k = results["k"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    n = 0
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    n, first_ctx = 0, 0
     for name, r in results["models"].items():
         curve = r["context"]["curve"]
-        n = r["context"]["positions"]
+        n, first_ctx = r["context"]["positions"], r["context"]["min_context_words"]
         labels = list(curve)
-        for metric, style in (("top1", "-o"), (f"top{k}", "--s")):
-            ys = [curve[c][metric] for c in labels]
-            ax.plot(range(len(labels)), [float("nan") if y is None else y for y in ys], style,
-                    label=f"{name} {metric}")
+        _with_interval(ax, range(len(labels)), [curve[c] for c in labels], "top1", label=name)
         ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("words of context the model may read")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"context-length curve ({n} positions of long documents)")
+    ax.set_ylabel("top-1 accuracy (95% interval)")
+    ax.set_title(f"context-length curve ({n} positions with >= {first_ctx} "
+                 "words before them)", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -1,9 +1,18 @@
-"""Whole-word prediction from a piece-level model (DESIGN §7): beam search over pieces, exact word log-probability.
+"""Whole-word prediction from a piece-level model (DESIGN §7): exact top-k whole words, exact word log-probability.
 
 A word is one piece that starts with `▁` followed by continuation pieces; it ends where the next piece starts with
-`▁` (or is eos). So, with `B` = the set of boundary pieces (word starts and eos):
+`▁` (or is eos). With `B` = the set of boundary pieces (word starts and eos) and w's pieces the tokenizer's own
+segmentation of w (the one the model was trained on):
 
     log P(word | ctx) = Σ_j log p(piece_j | ctx, piece_<j) + log Σ_{b ∈ B} p(b | ctx, pieces)
+
+Ranking and word perplexity use this same P(word): a piece sequence that decodes to w but is not w's own
+segmentation is not a candidate (its mass is the model's error, not w's), so each word is one path in the search.
+
+The search is a beam search over pieces that knows when it is exact: extending a prefix only lowers its score, so
+every word under a dropped prefix scores at most the best dropped score. A row whose k-th word scores at least that
+bound has its exact top k; any other row is searched again with a 4× wider beam (up to `max_beam_width`). Pieces that
+cannot be part of a word (punctuation, pad, unk, bos, eos) never enter a beam.
 
 Every function here is batched over many starting points at once (rows); nothing loops over words in Python except
 the final bookkeeping of the top-k lists.
@@ -12,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import unicodedata
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +42,6 @@ def stepwise(fn):
     return wrapper
 
 
-def _logaddexp(a: float, b: float) -> float:
-    hi, lo = max(a, b), min(a, b)
-    return hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
-
-
 def select_state(state: State, index: Tensor) -> State:
     """Rows of a state by index: (L, N, H) -> (L, len(index), H)."""
     if isinstance(state, tuple):
@@ -50,28 +55,44 @@ def cat_states(states: list[State]) -> State:
     return torch.cat(states, 1)
 
 
+def _word_char(ch: str) -> bool:
+    """A character a cleaned word can hold: letters, marks, digits, ZWJ/ZWNJ, and . or , inside numbers."""
+    return unicodedata.category(ch)[0] in "LMN" or ch in "\u200c\u200d.,"
+
+
 @dataclass
 class PieceMasks:
     starts: Tensor    # (V,) bool: pieces that can open a word
+    inner: Tensor     # (V,) bool: pieces that can continue a word
     boundary: Tensor  # (V,) bool: pieces that end the current word when they come next (word starts + eos)
 
     @classmethod
     def of(cls, tok: Tokenizer, device=None) -> "PieceMasks":
-        starts = torch.tensor([p.startswith("\u2581") for p in tok.pieces], device=device)
-        boundary = starts.clone()
+        special = [tok.sp.is_control(i) or tok.sp.is_unknown(i) for i in range(tok.vocab_size)]
+        start, inner = [], []
+        for i, p in enumerate(tok.pieces):
+            body = p[1:] if p.startswith("\u2581") else p
+            ok = not special[i] and (tok.sp.is_byte(i) or all(map(_word_char, body)))
+            start.append(ok and p.startswith("\u2581") and not body[:1] in (".", ","))
+            inner.append(ok and not p.startswith("\u2581"))
+        boundary = torch.tensor([p.startswith("\u2581") for p in tok.pieces], device=device)
         boundary[tok.eos_id] = True
-        return cls(starts, boundary)
+        return cls(torch.tensor(start, device=device), torch.tensor(inner, device=device), boundary)
 
 
 class WordPredictor:
     """Next whole words for contexts; shared by evaluation, the MLflow pyfunc and the HTTP server."""
 
-    def __init__(self, model: RecurrentLM, tokenizer: Tokenizer, beam_width: int = 8, max_word_pieces: int = 12):
+    def __init__(self, model: RecurrentLM, tokenizer: Tokenizer, beam_width: int = 8, max_word_pieces: int = 12,
+                 max_beam_width: int = 128):
         self.model, self.tok = model.eval(), tokenizer
         self.beam_width, self.max_word_pieces = beam_width, max_word_pieces
+        self.max_beam_width = max(max_beam_width, beam_width)
         self.device = next(model.parameters()).device
         self.masks = PieceMasks.of(tokenizer, self.device)
         self._word_cache: dict[tuple[int, ...], str | None] = {}
+        # rows searched, rows searched again wider, rows still not proven exact at max_beam_width
+        self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0}
 
     # --------------------------------------------------------------------------------------------- reading text
     def context_ids(self, text: str) -> list[int]:
@@ -102,26 +123,55 @@ class WordPredictor:
 
     # ---------------------------------------------------------------------------------------------- beam search
     def _word(self, pieces: tuple[int, ...]) -> str | None:
+        """The word these pieces spell, when they are its own segmentation and it is a word cleaning could leave."""
         if len(self._word_cache) > 200_000:  # bounded: a long-running server sees endless piece sequences
             self._word_cache.clear()
         if pieces not in self._word_cache:
             text = self.tok.decode(list(pieces)).strip()
-            self._word_cache[pieces] = text if text and " " not in text and is_word(text) else None
+            ok = text and is_word(text) and clean_text(text) == text and tuple(self.tok.encode(text)) == pieces
+            self._word_cache[pieces] = text if ok else None
         return self._word_cache[pieces]
 
     @stepwise
     def top_words(self, state: State, next_lp: Tensor, k: int) -> list[list[tuple[str, float]]]:
         """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
-        words with their log-probabilities, best first. Segmentations of the same word are summed."""
-        n, width = next_lp.size(0), max(self.beam_width, k)
+        words of at most max_word_pieces pieces with their log-probabilities, best first: exact (see the module
+        docstring) unless a row stays unproven at max_beam_width (counted in search_stats["not_exact"])."""
+        n = next_lp.size(0)
+        out: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+        todo, width = torch.arange(n), max(self.beam_width, k)
+        self.search_stats["rows"] += n
+        while True:
+            sub = todo.to(self.device)
+            found, exact = self._search(select_state(state, sub), next_lp.index_select(0, sub), k, width)
+            for i, row, ok in zip(todo.tolist(), found, exact):
+                out[i] = row
+            again = [j for j, ok in enumerate(exact) if not ok]
+            if not again:
+                break
+            if width >= self.max_beam_width:
+                self.search_stats["not_exact"] += len(again)
+                break
+            self.search_stats["widened"] += len(again)
+            todo, width = todo[again], min(width * 4, self.max_beam_width)
+        return out
+
+    def _search(self, state: State, next_lp: Tensor, k: int, width: int) -> tuple[list[list[tuple[str, float]]],
+                                                                                    list[bool]]:
+        """One beam search of `width`; per row the k best words found and whether they are proven exact."""
+        n = next_lp.size(0)
         neg = torch.tensor(-math.inf, device=self.device)
         first = torch.where(self.masks.starts, next_lp, neg)  # only word starts can open the word
-        score, piece = first.topk(width, dim=1)  # (N, W)
+        width = min(width, int(self.masks.starts.sum()))
+        top = first.topk(min(width + 1, first.size(1)), dim=1)
+        score, piece = top.values[:, :width], top.indices[:, :width]  # (N, W)
+        # bound[r]: the best score of anything this search dropped; no word under it can score higher
+        bound = top.values[:, width] if top.values.size(1) > width else torch.full((n,), -math.inf)
+        bound = bound.tolist()
         beams = [[(int(p),) for p in row] for row in piece.tolist()]
         rows = torch.arange(n, device=self.device).repeat_interleave(width)  # beam b of row r sits at r*W + b
         beam_state = select_state(state, rows)
         done: list[dict[str, float]] = [dict() for _ in range(n)]
-        cont_mask = ~self.masks.boundary
         alive = list(range(n))  # the rows still searched; score/piece/beams/beam_state hold only these
         for step in range(self.max_word_pieces):
             feats, beam_state = self.model(piece.reshape(-1, 1), beam_state)
@@ -132,10 +182,9 @@ class WordPredictor:
                     continue
                 word = self._word(beams[idx // width][idx % width])
                 if word is not None:
-                    d = done[alive[idx // width]]
-                    d[word] = _logaddexp(d[word], e) if word in d else e
+                    done[alive[idx // width]][word] = e  # one path per word: its own segmentation
             if step == self.max_word_pieces - 1:
-                break
+                break  # longer words are not candidates
             # Extending only lowers a beam's probability: a row is finished once none of its beams can still enter
             # its top k, and drops out of the batch (so one hard row does not keep every other row computing).
             kth = torch.tensor([sorted(done[r].values(), reverse=True)[k - 1] if len(done[r]) >= k else -math.inf
@@ -150,14 +199,20 @@ class WordPredictor:
                 beam_rows = (keep.unsqueeze(1) * width + torch.arange(width, device=self.device)).reshape(-1)
                 lp, beam_state = lp.index_select(0, beam_rows), select_state(beam_state, beam_rows)
             a = len(alive)
-            ext = (score.reshape(-1, 1) + torch.where(cont_mask, lp, neg)).view(a, -1)  # (A, W*V)
-            score, flat = ext.topk(width, dim=1)
+            ext = (score.reshape(-1, 1) + torch.where(self.masks.inner, lp, neg)).view(a, -1)  # (A, W*V)
+            top = ext.topk(width + 1, dim=1)
+            for r, dropped in zip(alive, top.values[:, width].tolist()):
+                bound[r] = max(bound[r], dropped)
+            score, flat = top.values[:, :width], top.indices[:, :width]
             parent, piece = flat // lp.size(1), flat % lp.size(1)  # (A, W)
             beams = [[beams[r][p] + (c,) for p, c in zip(prow, crow)]
                      for r, (prow, crow) in enumerate(zip(parent.tolist(), piece.tolist()))]
             gather = (torch.arange(a, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
             beam_state = select_state(beam_state, gather)
-        return [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done]
+        found = [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done]
+        # exact: the k-th word found beats everything dropped (fewer than k words: nothing may have been dropped)
+        exact = [(row[-1][1] if len(row) == k else -math.inf) >= b for row, b in zip(found, bound)]
+        return found, exact
 
     # ----------------------------------------------------------------------------------------------- scoring
     @torch.no_grad()

@@ -192,7 +192,8 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
     """The app for one loaded model. Everything it serves is in memory once this returns."""
     ecfg = bundle.config.get("eval", {}) if isinstance(bundle.config, dict) else {}
     predictor = WordPredictor(bundle.model, bundle.tokenizer, beam_width=int(ecfg.get("beam_width", 8)),
-                              max_word_pieces=int(ecfg.get("max_word_pieces", 12)))
+                              max_word_pieces=int(ecfg.get("max_word_pieces", 12)),
+                              max_beam_width=int(ecfg.get("max_beam_width", 128)))
     cache = StateCache(serve_cfg.cache_entries, int(serve_cfg.cache_megabytes * 2**20))
     engine = IncrementalPredictor(predictor, cache)
     label = model_label(model_info)

@@ -14,6 +14,7 @@ import re
 import signal
 import sqlite3
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -133,7 +134,29 @@ def drop_metrics_from(client: MlflowClient, run_id: str, step: int) -> int:
     return deleted
 
 
-class ResumedMLFlowLogger(MLFlowLogger):
+class RunLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger plus one call for a metric at many steps (one store write for all of them)."""
+
+    def _starting_at(self, step: int) -> None:
+        """Called with the step of every write, before it is made (see ResumedMLFlowLogger)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        if step is not None:
+            self._starting_at(step)
+        super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def log_metric_steps(self, key: str, pairs: list[tuple[int, float]]) -> None:
+        from mlflow.entities import Metric
+
+        self._starting_at(pairs[0][0])
+        now = int(time.time() * 1000)
+        for i in range(0, len(pairs), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.experiment.log_batch(self.run_id, metrics=[Metric(key, v, now, s) for s, v in pairs[i:i + 1000]])
+
+
+class ResumedMLFlowLogger(RunLogger):
     """The logger of a resumed run. The killed attempt logged steps past its last checkpoint, and the resumed one
     logs those steps again: the first step this process logs is the first one redone, so every point of the run at
     that step or later is stale and is deleted before it is logged anew. The history then reads as one run, with
@@ -141,12 +164,10 @@ class ResumedMLFlowLogger(MLFlowLogger):
 
     _truncated = False
 
-    @rank_zero_only
-    def log_metrics(self, metrics, step: int | None = None) -> None:
-        if not self._truncated and step is not None:
+    def _starting_at(self, step: int) -> None:
+        if not self._truncated:
             self._truncated = True
             drop_metrics_from(self.experiment, self.run_id, step)
-        super().log_metrics(metrics, step)
 
 
 def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path, extra_tags: dict[str, str] | None = None):
@@ -160,7 +181,7 @@ def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path, extr
             client.update_run(run_id, status="RUNNING")
         except MlflowException:
             run_id = None
-    cls = ResumedMLFlowLogger if run_id is not None else MLFlowLogger
+    cls = ResumedMLFlowLogger if run_id is not None else RunLogger
     tags = {**run_tags(cfg, prepared), **(extra_tags or {})}
     run_name = tags.pop(RUN_NAME_TAG, cfg.model.cell)  # MLFlowLogger sets the name tag itself
     logger = cls(experiment_name=experiment_name(cfg), run_name=run_name,
@@ -329,7 +350,7 @@ class NextWordModel(mlflow.pyfunc.PythonModel):
         self.bundle = load_export(context.artifacts["model_dir"])
         ev = self.bundle.config.get("eval", {})
         self.predictor = WordPredictor(self.bundle.model, self.bundle.tokenizer, ev.get("beam_width", 8),
-                                       ev.get("max_word_pieces", 12))
+                                       ev.get("max_word_pieces", 12), ev.get("max_beam_width", 128))
 
     # MLflow builds the signature from `predict`'s type hints when there are any, and a hint-derived signature
     # cannot declare params, so `k` would be dropped: opt out of hint validation and log an explicit signature.

@@ -44,7 +44,7 @@ def tiny_overrides(corpus: Path, work: Path) -> list[str]:
             "data.batch_size=4", "data.eval_batch_size=4", "data.bptt=16", "tokenizer.vocab_size=600",
             "model.embedding_dim=32", "model.hidden_dim=32", "model.num_layers=1", "model.dropout=0.0",
             "train.max_epochs=1", "train.log_every_n_steps=1", "train.checkpoint_every_n_steps=5",
-            "train.early_stopping_patience=0", "train.num_threads=1", "eval.max_documents=20",
+            "train.early_stopping_patience=0", "train.num_threads=1", "eval.max_words=300",
             "eval.beam_width=4", "eval.max_word_pieces=6"]
 
 

@@ -42,8 +42,31 @@ def test_out_of_range_and_cross_checks():
         load_config(None, ["model.init=identity", "model.cell=lstm"])
     with pytest.raises(ConfigError, match="cutoffs"):
         load_config(None, ["model.output=adaptive"])
+    with pytest.raises(ConfigError, match=r"model.gate_bias=1.0 sets the LSTM forget gate .* use lstm or gru"):
+        load_config(None, ["model.gate_bias=1", "model.cell=rnn_tanh"])
+    assert load_config(None, ["model.gate_bias=1", "model.cell=gru"]).model.gate_bias == 1.0
 
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_first_n_documents_knob_is_gone_with_a_pointer_to_its_replacement():
+    with pytest.raises(ConfigError, match=r"eval.max_documents' was replaced: use eval.max_words"):
+        load_config(None, ["eval.max_documents=400"])
+    assert load_config(None, ["eval.max_words=5000"]).eval.max_words == 5000
+
+
+def test_the_long_range_share_is_now_a_fixed_reserve():
+    with pytest.raises(ConfigError, match=r"experiment.longrange_share' was replaced: use experiment.longrange_minutes"):
+        load_config(None, ["experiment.longrange_share=0.1"])
+    with pytest.raises(ConfigError, match=r"experiment.longrange_cells \[\] must name at least one cell"):
+        load_config(None, ["experiment.longrange_cells=[]"])
+    with pytest.raises(ConfigError, match=r"experiment.longrange_cells'\[0\]: got 'transformer'.*expected one of 'rnn_tanh'"):
+        load_config(None, ["experiment.longrange_cells=[transformer]"])
+    with pytest.raises(ConfigError, match=r"experiment.longrange_distances \[1, 5\] must be non-empty and each >= 2"):
+        load_config(None, ["experiment.longrange_distances=[1, 5]"])
+    for key in ("longrange_steps", "longrange_seeds", "longrange_workers"):
+        with pytest.raises(ConfigError, match=f"experiment.{key}' = 0 is out of range"):
+            load_config(None, [f"experiment.{key}=0"])

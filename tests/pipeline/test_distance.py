@@ -20,8 +20,11 @@ def test_bucket_edges(d, b):
 
 
 def test_position_bucket_counts_context_words():
-    assert [position_bucket(c) for c in (0, 3, 4, 15, 16, 255, 256)] == ["1-4", "1-4", "5-16", "5-16", "17-64",
-                                                                          "65-256", "257+"]
+    # a target with 4 words before it has 4 words of context: bucket "1-4" (DESIGN §7), the first word "0"
+    assert [position_bucket(c) for c in (0, 1, 4, 5, 16, 17, 256, 257)] == ["0", "1-4", "1-4", "5-16", "5-16",
+                                                                            "17-64", "65-256", "257+"]
+    with pytest.raises(ValueError, match="context_words must be >= 0"):
+        position_bucket(-1)
 
 
 def test_accuracy_by_keeps_empty_buckets_and_counts():

@@ -8,7 +8,8 @@ import torch
 
 from pipeline.bundle import load_local
 from pipeline.config import EvalConfig
-from pipeline.evaluate import NeuralScorer, NgramScorer, cli, evaluate_scorer, flat_metrics
+from pipeline.evaluate import NeuralScorer, NgramScorer, cli, evaluate_scorer, flat_metrics, format_tables, \
+    sample_line, sampled_targets
 from pipeline.ngram import KneserNey
 
 CONTEXT = "मी काल संध्याकाळी घरी"
@@ -82,8 +83,11 @@ def test_topk_accuracy_on_a_known_case():
     r = evaluate_scorer(NgramScorer(lm), ["मी घरी गेलो", "तू घरी गेलो"], ec)
     # मी✓ घरी✓ गेलो✓ | तू✗(मी) घरी✗(शाळेत) गेलो✓ ; every target is among the 5 most probable of 6 words
     assert r["words"] == 6 and r["top1"] == pytest.approx(4 / 6) and r["top5"] == 1.0
-    assert r["by_distance"]["first"]["n"] == 6 and r["by_position"]["1-4"]["top1"] == pytest.approx(4 / 6)
-    # with one word of context, "घरी" after "तू घरी" no longer sees "तू"; the curve covers positions 1..2 of both
+    # by words of context: the first words (0 before them) मी✓ तू✗; the rest (1-2 before them) 3 of 4
+    assert r["by_distance"]["first"]["n"] == 6
+    assert r["by_position"]["0"] == {"n": 2, "top1": 0.5, "top5": 1.0}
+    assert r["by_position"]["1-4"]["n"] == 4 and r["by_position"]["1-4"]["top1"] == pytest.approx(3 / 4)
+    # one word of context, read mid-document: "घरी" after "तू" backs off to the bigram (शाळेत), not a document start
     assert r["context"]["positions"] == 4 and r["context"]["curve"]["1"]["top1"] == pytest.approx(3 / 4)
     assert r["word_ppl"] > 1 and math.isfinite(r["word_ppl"])
     m = flat_metrics(r, "test", 5)
@@ -91,7 +95,7 @@ def test_topk_accuracy_on_a_known_case():
 
 
 def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, tmp_path):
-    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_documents=8, long_document_words=20,
+    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=120, long_document_words=20,
                                                        context_lengths=(1, 4)))
     args = SimpleNamespace(model=[str(trained_checkpoint)], data=None, baseline=True, out=str(tmp_path / "ev"))
     assert cli(args, cfg) == 0
@@ -106,3 +110,64 @@ def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, t
         assert "probe/agreement_d2" in r["metrics"] and "probe/recall" in r["metrics"]
         assert r["metrics"]["test/top1_first"] == r["by_distance"]["first"]["top1"]
     assert (out / "summary.csv").read_text().count("\n") == 3
+
+
+class RecordingScorer:
+    """Predicts the previous word; records what the context curve asks for."""
+    name = "echo"
+
+    def __init__(self):
+        self.calls = []
+
+    def evaluate_docs(self, docs, targets, k, progress):
+        top = {(d, j): [docs[d][j - 1]] if j else [] for d, ts in enumerate(targets) for j in ts}
+        progress(sum(map(len, targets)))
+        return {"top": top, "logp": {key: -1.0 for key in top}}
+
+    def top_words(self, contexts, k, bos=True):
+        self.calls.append((contexts, bos))
+        return [[c[-1]] for c in contexts]
+
+
+def test_sample_scores_max_words_and_says_so():
+    rnd = __import__("random").Random(0)
+    vocab = ["मी", "घरी", "गेलो", "आज", "पाऊस", "आणि", "ते"]
+    docs = [" ".join(rnd.choice(vocab) for _ in range(rnd.randint(2, 12))) for _ in range(200)]
+    docs += [" ".join(rnd.choice(vocab) for _ in range(900))]
+    ec = EvalConfig(k=1, max_words=500, context_lengths=(4, 64), context_positions=50)
+    r = evaluate_scorer(RecordingScorer(), docs, ec)
+    total = sum(len(d.split()) for d in docs)
+    assert r["words"] == 500 and r["words_available"] == total and r["documents_available"] == 201
+    assert sum(row["n"] for row in r["by_position"].values()) == 500
+    assert "scored 500 of" in sample_line(r) and "seeded sample" in sample_line(r)
+    # the long document keeps its share of the 500 words
+    *_, chosen, _ = sampled_targets(docs, ec)
+    assert len(chosen[-1]) == pytest.approx(500 * 900 / total, abs=1)
+    assert sum(r["by_position"][b]["n"] for b in ("17-64", "65-256", "257+")) >= len(chosen[-1]) - 16
+    whole = evaluate_scorer(RecordingScorer(), docs, EvalConfig(k=1, context_lengths=(4,)))
+    assert whole["words"] == total and "every word" in sample_line(whole)
+
+
+def test_context_curve_truncates_every_position_without_bos():
+    docs = [" ".join(f"w{i % 50}" for i in range(400)), "मी घरी गेलो"]
+    scorer = RecordingScorer()
+    r = evaluate_scorer(scorer, docs, EvalConfig(k=1, context_lengths=(1, 8, 256), context_positions=40))
+    ctx = r["context"]
+    assert ctx["positions"] == 40 and ctx["positions_available"] == 400 - 256 and ctx["min_context_words"] == 256
+    for (contexts, bos), c in zip(scorer.calls, (1, 8, 256)):
+        assert not bos and all(len(x) == c for x in contexts)
+    # the echo model is right whenever a word repeats its predecessor's... never here: every point is 0
+    assert all(row["n"] == 40 for row in ctx["curve"].values())
+
+
+def test_tables_print_n_and_hide_small_cells():
+    lm = KneserNey(2).fit(["मी घरी गेलो"] * 3)
+    ec = EvalConfig(k=5, context_lengths=(1,))
+    res = {"k": 5, "models": {"kn2gram": evaluate_scorer(NgramScorer(lm), ["मी घरी गेलो"] * 40, ec)}}
+    text = format_tables(res)
+    assert "scored every word: 120 words in 40 documents" in text
+    lines = text.splitlines()
+    at = next(i for i, l in enumerate(lines) if "by words of context" in l)
+    assert lines[at + 2].split()[1:] == ["40", "80", "0", "0", "0", "0"]  # n per bucket: 0 | 1-4 | 5-16 | ...
+    row = lines[at + 3]
+    assert row.startswith("kn2gram") and row.count("100.0 [") == 2 and row.count("—") == 4

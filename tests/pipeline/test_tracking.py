@@ -38,7 +38,7 @@ def _run_job(cfg, prepared):
 @pytest.fixture(scope="module")
 def tracked(tiny_config, prepared, tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
-    cfg = _cfg(tiny_config, store)
+    cfg = _cfg(tiny_config, store, "train.log_every_n_steps=5")
     client, row = _run_job(cfg, prepared)
     return cfg, client, row, store
 
@@ -60,6 +60,9 @@ def test_one_run_with_params_tags_metrics_and_artifacts(tracked):
         history = client.get_metric_history(run.info.run_id, metric)
         assert len(history) > 1, metric
         assert len({m.step for m in history}) == len(history), f"{metric} has duplicated steps"
+    # the pre-clip norm at every optimizer step, whatever log_every_n_steps is
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/grad_norm"))
+    assert steps == list(range(cfg.train.max_steps))
     assert client.get_metric_history(run.info.run_id, "val/loss")
     assert client.get_metric_history(run.info.run_id, "val/ppl")
     assert any(k.startswith("lr") for k in run.data.metrics)

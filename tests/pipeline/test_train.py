@@ -65,7 +65,7 @@ class AppliedGradNorm(pl.Callback):
                 grads = [p.grad.detach().double() for p in params if p.grad is not None]
                 self.applied.append(float(torch.linalg.vector_norm(torch.stack(
                     [torch.linalg.vector_norm(g) for g in grads]))))
-                self.logged.append(float(trainer.callback_metrics["train/grad_norm"]))
+                self.logged.append(trainer.lightning_module.grad_norms[-1][1])  # this step's, as recorded
                 return out
             return step(closure=inner, **kw)
 
@@ -245,6 +245,8 @@ def test_bf16_mixed_precision_trains_and_its_checkpoint_loads(tiny_config, prepa
     result = train(cfg, prepared, fresh=True, log=lambda *a: None, extra_callbacks=[losses])
     assert len(losses.losses) == 12 and all(torch.isfinite(torch.tensor(losses.losses)))
     assert result.best_val_loss == result.best_val_loss  # validation ran under autocast and gave a number
+    carried = torch.load(result.last_checkpoint, weights_only=True)["carried_state"]
+    assert all(t.dtype == torch.float32 for t in (carried if isinstance(carried, list) else [carried]))
     bundle = load_checkpoint(result.last_checkpoint)
     assert all(p.dtype == torch.float32 for p in bundle.model.parameters())  # mixed: fp32 master weights
     lp = bundle.model.log_probs(bundle.model(torch.tensor([[5, 6, 7]]))[0])

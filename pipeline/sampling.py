@@ -1,0 +1,61 @@
+"""Which words an evaluation scores (DESIGN §7): every word, or a seeded, word-weighted, stratified sample.
+
+Long context lives in long documents (in the full test split five documents of >= 512 words hold a third of the
+words, the first 200 documents average 13), so "the first N documents" would score short sentences only. Instead:
+
+    documents ──> strata by length (words): ≤16 │ 17–64 │ 65–256 │ 257–1024 │ >1024
+    each document ──> chunks of ≤ chunk_words consecutive words (a long document gives many)
+    stratum s gets max_words · (words in s / all words)          (largest remainder: the shares add up exactly)
+    within s: chunks in seeded random order, taken whole until the stratum's budget; the last one cut to a random
+              window of the words still owed
+
+Every chunk of a stratum is equally likely, so every word is (up to the last, cut chunk): estimates are unbiased
+per word, and long documents keep their share of words exactly. The scorer still reads each document from its start
+up to the last sampled word, so a word deep in a long document keeps all of its context.
+"""
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+
+LENGTH_EDGES = (16, 64, 256, 1024)  # stratum upper bounds (words); the last stratum is everything longer
+CHUNK_WORDS = 256
+
+
+def stratum_of(words: int) -> int:
+    return bisect.bisect_left(LENGTH_EDGES, words)
+
+
+def word_sample(doc_words: Sequence[int], max_words: int | None, seed: int,
+                chunk_words: int = CHUNK_WORDS) -> list[list[int]]:
+    """For each document (given by its number of words), the sorted indices of the words to score."""
+    total = sum(doc_words)
+    if max_words is None or max_words >= total:
+        return [list(range(n)) for n in doc_words]
+    if max_words < 1:
+        raise ValueError(f"max_words={max_words}: give a positive word budget, or null to score every word")
+    strata: dict[int, list[tuple[int, int, int]]] = {}  # stratum -> chunks (doc, start, end)
+    for d, n in enumerate(doc_words):
+        for a in range(0, n, chunk_words):
+            strata.setdefault(stratum_of(n), []).append((d, a, min(a + chunk_words, n)))
+    words = {s: sum(e - a for _, a, e in chunks) for s, chunks in strata.items()}
+    exact = {s: max_words * w / total for s, w in words.items()}
+    budget = {s: int(x) for s, x in exact.items()}
+    for s in sorted(exact, key=lambda s: (budget[s] - exact[s], s))[:max_words - sum(budget.values())]:
+        budget[s] += 1  # largest remainders first
+    rng = random.Random(f"word-sample-{seed}")
+    chosen: list[list[int]] = [[] for _ in doc_words]
+    for s in sorted(strata):
+        chunks = strata[s][:]
+        rng.shuffle(chunks)
+        owed = budget[s]
+        for d, a, e in chunks:
+            if owed <= 0:
+                break
+            if e - a > owed:  # the last chunk: a random window of the words still owed
+                a = a + rng.randrange(e - a - owed + 1)
+                e = a + owed
+            chosen[d].extend(range(a, e))
+            owed -= e - a
+    return [sorted(c) for c in chosen]
