@@ -18,6 +18,11 @@ from torch import Tensor, nn
 # (num_layers, B, H) for rnn_tanh / rnn_relu / gru; (h, c), each (num_layers, B, H), for lstm
 State = Union[Tensor, tuple[Tensor, Tensor]]
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+# The gate whose bias `gate_bias` sets, as a block of PyTorch's stacked gate rows: LSTM rows i, f, g, o (the forget
+# gate f, block 1: c' = f*c + i*g); GRU rows r, z, n (the update gate z, block 1: h' = (1-z)*n + z*h). In both a
+# larger bias keeps more of the old state at the start, so gradient crosses more steps (Gers et al. 2000;
+# Jozefowicz et al. 2015; Tallec & Ollivier 2018).
+GATED = {"lstm": 1, "gru": 1}
 
 
 def detach_state(state: State) -> State:
@@ -28,10 +33,14 @@ def detach_state(state: State) -> State:
 class RecurrentLM(nn.Module):
     def __init__(self, vocab_size: int, cell: str, embedding_dim: int, hidden_dim: int, num_layers: int,
                  dropout: float, tie_weights: bool, init: str = "default", residual: bool = False,
-                 output: str = "softmax", cutoffs: tuple[int, ...] = (), init_scale: float = 1.0):
+                 output: str = "softmax", cutoffs: tuple[int, ...] = (), init_scale: float = 1.0,
+                 gate_bias: float | None = None):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell={cell!r} is not one of {CELLS}")
+        if gate_bias is not None and cell not in GATED:
+            raise ValueError(f"gate_bias={gate_bias} sets the LSTM forget gate or the GRU update gate; cell={cell!r} "
+                             "has neither: use cell='lstm' or 'gru', or gate_bias=None")
         if init == "identity" and cell not in ("rnn_relu", "rnn_tanh"):
             raise ValueError("init='identity' (IRNN) is defined for the plain RNN cells; use cell='rnn_relu'")
         if output == "adaptive" and tie_weights:
@@ -61,6 +70,8 @@ class RecurrentLM(nn.Module):
         # `set_piece_frequencies` is called); it is a buffer, so it travels in the state_dict.
         self.register_buffer("rank", torch.arange(vocab_size), persistent=True)
         self.init_weights(init, init_scale)
+        if gate_bias is not None:
+            self.set_gate_bias(gate_bias)
 
     def _layer(self, inp: int, hid: int) -> nn.Module:
         if self.cell == "lstm":
@@ -89,6 +100,15 @@ class RecurrentLM(nn.Module):
                 elif init != "default":
                     raise ValueError(f"init={init!r} is not 'default', 'identity' or 'scaled'")
 
+    def set_gate_bias(self, value: float) -> None:
+        """The keep gate's total bias (b_ih + b_hh) = `value` in every layer: the LSTM forget gate, the GRU update
+        gate. The other gates keep their default initialisation."""
+        block = slice(GATED[self.cell] * self.hidden_dim, (GATED[self.cell] + 1) * self.hidden_dim)
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.bias_ih_l0[block] = value
+                layer.bias_hh_l0[block] = 0.0
+
     def set_piece_frequencies(self, counts: Tensor) -> None:
         """Order the adaptive softmax's clusters by piece frequency (most frequent piece gets rank 0)."""
         order = torch.argsort(counts.to(self.rank.device), descending=True, stable=True)
@@ -106,6 +126,7 @@ class RecurrentLM(nn.Module):
         if state is None:
             state = self.init_state(x.size(0), x.device)
         lstm = isinstance(state, tuple)
+        state_dtype = (state[0] if lstm else state).dtype
         # Under autocast (bf16-mixed) on CPU, PyTorch casts the LSTM's weights but not its input or carried state,
         # and oneDNN refuses mixed dtypes: both follow the autocast dtype (CUDA's autocast casts all three itself).
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
@@ -125,7 +146,10 @@ class RecurrentLM(nn.Module):
             if lstm:
                 new_c.append(s[1])
         h = torch.cat(new_h, 0)  # (L, B, H)
-        return x, ((h, torch.cat(new_c, 0)) if lstm else h)
+        new_state = (h, torch.cat(new_c, 0)) if lstm else h
+        if dtype is not None:  # the carried state stays in the caller's precision across bf16 steps
+            new_state = tuple(t.to(state_dtype) for t in new_state) if lstm else new_state.to(state_dtype)
+        return x, new_state
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         return self.recur(self.embed(tokens), state)

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--probes", default=None, help="probe file (default: eval.probes)")
     p.add_argument("--generate", action="store_true", help="(re)write the project's own probe set first")
+    p.add_argument("--count", action="store_true",
+                   help="count in the train split how often each construction of the probes occurs")
+    p.add_argument("--data", default=None, help="with --count: count this corpus file instead of the train split")
     p = add("baseline", _lazy("pipeline.ngram:cli"), "build and evaluate the Kneser-Ney word n-gram")
     p = add("serve", _lazy("pipeline.serve:cli"), "HTTP API + live-suggestion page")
     p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
@@ -91,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the comparison grid (matched parameters, one budget), MLflow parent + nested runs, reports/experiment.md")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="fit the whole grid in this many minutes (default: experiment.budget_minutes)")
+    p = add("longrange", _lazy("pipeline.longrange:cli"),
+            "the controlled long-range task alone (experiment.longrange_*): success rate per cell and distance")
+    p.add_argument("--out", default=None,
+                   help="directory for longrange.json and longrange.png (default: <experiment.report_dir>/experiment/"
+                        "longrange, where the experiment reuses a result of equal settings)")
     p = add("gradients", _lazy("pipeline.experiment:gradients_cli"),
             "gradient by distance at init and trained for one or more models; plot and decay rates")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")

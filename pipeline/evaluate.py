@@ -319,7 +319,7 @@ def _acc(tops: list[list[str]], gold: list[str], k: int) -> dict[str, Any]:
 
 
 def flat_metrics(result: dict[str, Any], split: str, k: int) -> dict[str, float]:
-    """MLflow-ready names: test/top1, test/top5_d17_64, test/top1_pos65_256, test/top1_ctx16, probe/agreement_d32."""
+    """MLflow-ready names: test/top1, test/top5_d17_64, test/top1_pos65_256, test/top1_ctx16, probe/recall_d32."""
     m: dict[str, float] = {f"{split}/words": result["words"]} if "words" in result else {}
     for key in ("top1", f"top{k}", "word_ppl"):
         if result.get(key) is not None:

@@ -1,8 +1,8 @@
 """The comparison experiment (`python -m pipeline experiment`, issue 8): the grid, the budget, one MLflow parent run
 with a nested run per model, and `reports/experiment.md`.
 
-    budget_minutes ─ overhead (prepare, baseline, report) ─ eval_minutes_per_model × models
-                   └ rest ─ longrange_share (long-range task) ─ exploding_share (two demo runs)
+    budget_minutes ─ overhead (prepare, baseline, report) ─ eval_minutes_per_model × models ─ longrange_minutes
+                   └ rest ─ exploding_share (two demo runs)
                           └ what is left / models = train.max_time_minutes of every model (the same for all)
 
 Every model of the grid gets the parameter count of `model` (its cell at hidden_dim × scale) by choosing its own
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import random
 import sys
 import tempfile
 import time
@@ -29,6 +28,15 @@ from pipeline.config import Config, ConfigError, resolve_path
 from pipeline.experiment_report import write_report
 from pipeline.gradients import decay_rate, gradient_by_distance, half_life, validation_windows
 
+# The grid's models: the cell and what sets it apart. All share the sizes chosen by `match_parameters`.
+GRID: dict[str, dict[str, Any]] = {
+    "rnn_tanh": {"cell": "rnn_tanh"},
+    "irnn": {"cell": "rnn_relu", "init": "identity"},
+    "rnn_tanh_residual": {"cell": "rnn_tanh", "num_layers": 2, "residual": True},
+    "gru": {"cell": "gru"},
+    "lstm": {"cell": "lstm"},
+    "rnn_tanh_noclip": {"cell": "rnn_tanh", "clip": None},
+}
 CELL_HASH_TAG = "marathi_nwp.experiment_cell_hash"
 EXPERIMENT_HASH_TAG = "marathi_nwp.experiment_hash"
 VARIANT_TAG = "marathi_nwp.experiment_model"
@@ -51,12 +59,13 @@ def scale_of(cfg: Config) -> float:
 
 
 def variant_config(cfg: Config, name: str, hidden: int | None = None, train_minutes: float | None = None) -> Config:
-    """The config of one grid model: the cell and what sets it apart (longrange.MODELS), its hidden size, the
+    """The config of one grid model: the cell and what sets it apart (GRID), its hidden size, the
     experiment's MLflow experiment and its own run directory name."""
-    spec = longrange.MODELS[name]
+    spec = GRID[name]
     s = scale_of(cfg)
     layers = cfg.experiment.residual_layers if spec.get("residual") else cfg.model.num_layers
     model = dataclasses.replace(cfg.model, cell=spec["cell"], init=spec.get("init", "default"),
+                                gate_bias=cfg.model.gate_bias if spec["cell"] in ("lstm", "gru") else None,
                                 residual=bool(spec.get("residual", False)), num_layers=layers,
                                 embedding_dim=max(1, round(cfg.model.embedding_dim * s)),
                                 hidden_dim=hidden or max(1, round(cfg.model.hidden_dim * s)))
@@ -108,38 +117,17 @@ def plan_budget(cfg: Config, n_models: int | None = None) -> dict[str, float]:
     """Minutes for each part of the grid; every model gets the same `train_minutes`."""
     ec = cfg.experiment
     n = n_models if n_models is not None else len(ec.models)
-    fixed = ec.overhead_minutes + n * ec.eval_minutes_per_model
+    fixed = ec.overhead_minutes + n * ec.eval_minutes_per_model + ec.longrange_minutes
     rest = ec.budget_minutes - fixed
     if rest <= 0:
         raise ConfigError(f"experiment.budget_minutes={ec.budget_minutes} leaves no training time after the "
                           f"reserves ({fixed:.1f} min: overhead {ec.overhead_minutes} + {n} × eval "
-                          f"{ec.eval_minutes_per_model}); give more minutes or lower the reserves")
-    lr_min, ex_min = rest * ec.longrange_share, rest * ec.exploding_share
+                          f"{ec.eval_minutes_per_model} + long-range {ec.longrange_minutes}); give more minutes or "
+                          "lower the reserves")
+    lr_min, ex_min = ec.longrange_minutes, rest * ec.exploding_share
     return {"budget_minutes": ec.budget_minutes, "models": n, "overhead_minutes": ec.overhead_minutes,
             "eval_minutes_per_model": ec.eval_minutes_per_model, "longrange_minutes": lr_min,
-            "exploding_minutes": ex_min, "train_minutes": (rest - lr_min - ex_min) / n}
-
-
-def longrange_steps(cfg: Config, minutes: float) -> int:
-    """Steps per model that make the long-range task fit `minutes`, timed on one cycle over the distances."""
-    ec = cfg.experiment
-    ds = list(ec.longrange_distances)
-    rng = random.Random(0)
-    per_step = 0.0
-    for name in ec.models:
-        torch.manual_seed(0)
-        model = longrange.build(longrange.MODELS[name], ec.longrange_embedding, ec.longrange_hidden)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        t0 = time.perf_counter()
-        for d in ds:
-            x, y, _ = longrange.batch(rng, d, ec.longrange_batch)
-            features, _ = model(x)
-            loss = model.loss(features[:, -1:], y[:, None])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        per_step += (time.perf_counter() - t0) / len(ds)
-    return max(len(ds), int(minutes * 60 / max(per_step, 1e-6)))
+            "exploding_minutes": ex_min, "train_minutes": (rest - ex_min) / n}
 
 
 # ------------------------------------------------------------------------------------------------- gradients
@@ -281,7 +269,7 @@ def run_experiment(cfg: Config, command: str = "", log=print) -> dict[str, Any]:
         assets = report_dir / "experiment"
         assets.mkdir(parents=True, exist_ok=True)
         timings["prepare"] = time.perf_counter() - t_start
-        docs = documents(cfg, "test")[:cfg.eval.max_documents]
+        docs = documents(cfg, "test")  # every word, or eval.max_words of them (a seeded sample)
         probes = None
         if cfg.eval.probes and resolve_path(cfg.eval.probes).exists():
             probes = load_probes(resolve_path(cfg.eval.probes))
@@ -317,13 +305,8 @@ def run_experiment(cfg: Config, command: str = "", log=print) -> dict[str, Any]:
         _say("long-range task", log)
         t0 = time.perf_counter()
 
-        def make_longrange(dest: Path) -> dict[str, Any]:
-            steps = longrange_steps(cfg, plan["longrange_minutes"])
-            log(f"    {steps} steps per model")
-            return longrange.run_longrange(list(ec.models), steps, cfg.train.seed, dest,
-                                           distances=tuple(ec.longrange_distances), batch_size=ec.longrange_batch,
-                                           embedding_dim=ec.longrange_embedding, hidden_dim=ec.longrange_hidden,
-                                           n_test=ec.longrange_n_test, log=log)
+        def make_longrange(dest: Path) -> dict[str, Any]:  # reuses a standalone run's result of equal settings
+            return longrange.run_longrange(out_dir=dest, **longrange.config_args(cfg), log=log)
 
         long_range = _parent_piece(client, parent_id, "longrange", assets / "longrange", make_longrange)
         timings["longrange"] = time.perf_counter() - t0
@@ -335,7 +318,7 @@ def run_experiment(cfg: Config, command: str = "", log=print) -> dict[str, Any]:
 
         def make_exploding(dest: Path) -> dict[str, Any]:
             return exploding_demo(ex_cfg, prepared, ec.exploding_steps, init_scale=ec.exploding_init_scale,
-                                  lr=ec.exploding_lr, clip=cfg.train.gradient_clip_val or 0.25, cell="rnn_tanh",
+                                  lr=ec.exploding_lr, clip=ec.exploding_clip, cell="rnn_tanh",
                                   out_dir=dest, log=log)
 
         exploding = _parent_piece(client, parent_id, "exploding", assets / "exploding", make_exploding)

@@ -6,12 +6,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pipeline.intervals import MIN_N, accuracy_cell, wilson
+
 SMALL_N = 1000  # below this many targets a figure is shown with its 95 % Wilson interval
 
 
 def _wilson(p: float | None, n: int) -> tuple[float, float]:
-    from pipeline.probes import wilson
-
     return wilson(round((p or 0.0) * n), n)
 
 
@@ -48,8 +48,8 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
          f"- machine: {s['machine'].get('cpu')} ({s['machine'].get('cores')} cores), torch "
          f"{s['machine'].get('torch')}, GPU {s['machine'].get('gpu') or 'none'}",
          f"- MLflow: experiment `{s['experiment']}`, parent run `{s['parent_run_id']}` ({s['tracking_uri']})",
-         f"- test split: `{s['test_file']}`, first {s['documents']} documents; whole-word exact match, OOV targets "
-         f"counted; [a, b] = 95 % Wilson interval (shown where a figure rests on fewer than {SMALL_N} targets)",
+         f"- test split: `{s['test_file']}`, {_sample(evaluated)}; whole-word exact match, OOV targets counted; "
+         f"accuracies in % with [95 % Wilson interval]; a cell resting on fewer than {MIN_N} targets shows —",
          f"- budget {plan['budget_minutes']:g} min: {plan['train_minutes']:.2f} min training per model (the same "
          f"for all), reserves {plan['overhead_minutes']:g} min + {plan['eval_minutes_per_model']:g} min/model, "
          f"long-range {plan['longrange_minutes']:.2f} min, exploding demo {plan['exploding_minutes']:.2f} min; "
@@ -72,60 +72,47 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
                       "no clipping" if r["clip"] is None else _num(r["clipped_share"], ".2f"),
                       _num(math.exp(r["best_val_loss"]) if math.isfinite(r["best_val_loss"] or math.nan) else None,
                            ".1f"),
-                      _acc(t["top1"], t["words"]), _acc(t[f"top{k}"], t["words"]), _num(t["word_ppl"], ".0f"),
+                      accuracy_cell(t["top1"], t["words"]), accuracy_cell(t[f"top{k}"], t["words"]),
+                      _num(t["word_ppl"], ".0f"),
                       f"{_num(g['init']['decay_rate'], '.3f')} → {_num(g['trained']['decay_rate'], '.3f')}",
                       f"`{r['run_id'][:8]}`" + (f", diverged at step {r['diverged_at']}" if r.get("diverged_at")
                                                  is not None else "")])
     if s.get("baseline"):
         b = s["baseline"]
-        table.append([b["name"], "—", "—", "—", "—", "—", "—", "—", _acc(b["top1"], b["words"]),
-                      _acc(b[f"top{k}"], b["words"]), _num(b["word_ppl"], ".0f"), "—", "parent run"])
+        table.append([b["name"], "—", "—", "—", "—", "—", "—", "—", accuracy_cell(b["top1"], b["words"]),
+                      accuracy_cell(b[f"top{k}"], b["words"]), _num(b["word_ppl"], ".0f"), "—", "parent run"])
     L += _table(head, table)
-    L += ["", f"{rows[0]['test']['words'] if rows else 0} test words per model.", ""]
+    L += ["", f"n = {rows[0]['test']['words'] if rows else 0:,} test words per model.", ""]
 
     for title, key, order, what in (("Top-1 accuracy by distance", "by_distance", DISTANCE_BUCKETS,
                                      "words since the target word last occurred in the document"),
                                     ("Top-1 accuracy by position", "by_position", POSITION_BUCKETS,
-                                     "the target's position in its document (words of context available)")):
+                                     "words of context before the target in its document")):
         L += [f"## {title}", "", f"Buckets: {what}; n per bucket in the header.", ""]
         if evaluated:
             ns = [evaluated[0][1][key][b]["n"] for b in order]
             L += _table(["model", *(f"{b} (n={n})" for b, n in zip(order, ns))],
-                        [[name, *(_acc(t[key][b]["top1"], t[key][b]["n"]) for b in order)] for name, t in evaluated])
+                        [[name, *(accuracy_cell(t[key][b]["top1"], t[key][b]["n"]) for b in order)]
+                         for name, t in evaluated])
         L += ["", f"![{key}](experiment/accuracy_by_distance.png)" if key == "by_distance" else "", ""]
 
     L += ["## Context-length curve", ""]
     if evaluated:
         c0 = evaluated[0][1]["context"]
         cols = list(c0["curve"])
-        L += [f"Top-1 when the model may read only the last k words: {c0['positions']} positions sampled from "
-              f"{c0['documents']} documents of at least {c0['min_document_words']} words.", ""]
+        L += [f"Top-1 when the model may read only the last k words (a truncated context starts mid-document, no "
+              f"`bos`): the same {c0['positions']} seeded positions for every k, each with at least "
+              f"{c0['min_context_words']} words before it, in {c0['documents']} documents.", ""]
         if c0["positions"]:
             L += _table(["model", *(f"k={c}" for c in cols)],
-                        [[name, *(_acc(t["context"]["curve"][c]["top1"], t["context"]["curve"][c]["n"])
+                        [[name, *(accuracy_cell(t["context"]["curve"][c]["top1"], t["context"]["curve"][c]["n"])
                                   for c in cols)] for name, t in evaluated])
             L += ["", "![context](experiment/context_length.png)"]
         else:
-            L += ["No test document is long enough: no curve."]
+            L += [f"No scored position has {c0['min_context_words']} words before it: no curve."]
     L += [""]
 
-    L += ["## Probes by distance", ""]
-    kinds = sorted({kd for _, t in evaluated for kd in t.get("probes", {}).get("kinds", {})})
-    if not kinds:
-        L += ["No probe file was scored.", ""]
-    for kind in kinds:
-        cols = list(next(t["probes"]["kinds"][kind] for _, t in evaluated if kind in t.get("probes", {}).get(
-            "kinds", {})))
-        first = next(t["probes"]["kinds"][kind] for _, t in evaluated if kind in t.get("probes", {}).get("kinds", {}))
-        L += [f"**{kind}** (chance {first['all']['chance']:.2f}; accuracy [95 % Wilson])", ""]
-        L += _table(["model", *(f"d={c} (n={first[c]['n']})" if c != "all" else f"all (n={first[c]['n']})"
-                                for c in cols)],
-                    [[name, *(_acc(t["probes"]["kinds"][kind][c]["accuracy"], t["probes"]["kinds"][kind][c]["n"],
-                                   small=10 ** 9) if c in t["probes"]["kinds"].get(kind, {}) else "—"
-                              for c in cols)] for name, t in evaluated if "probes" in t])
-        L += [""]
-    if kinds:
-        L += ["![probes](experiment/probes_by_distance.png)", ""]
+    L += probe_section(evaluated)
 
     L += ["## Gradient by distance", "",
           "g(d) = mean ‖∂L_T/∂e_{T−d}‖ over fixed validation windows, loss at the last position only; decay rate = "
@@ -138,16 +125,25 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
     L += ["", "![gradients](experiment/gradients.png)", ""]
 
     lr = s["longrange"]
-    ds = lr["settings"]["distances"]
+    ls = lr["settings"]
+    ds = ls["distances"]
     L += ["## Long-range task (controlled)", "",
-          f"Verb agreement with a subject d words back; chance {lr['chance']}; {lr['settings']['budget_steps']} "
-          f"steps per model (batch {lr['settings']['batch_size']}, hidden {lr['settings']['hidden_dim']}, "
-          f"Adam {lr['settings']['lr']}, clip {lr['settings']['clip']}); n = {lr['settings']['n_test']} test "
-          "sequences per d; [95 % Wilson].", ""]
-    L += _table(["model", "params", *(f"d={d}" for d in ds)],
-                [[name, f"{m['parameters']:,}", *(_acc(m["by_d"][str(d)]["accuracy"] if str(d) in m["by_d"] else
-                                                      m["by_d"][d]["accuracy"], lr["settings"]["n_test"], 10 ** 9)
-                                                 for d in ds)] for name, m in lr["models"].items()])
+          f"Verb agreement (4 forms: gender × number, chance {lr['chance']:.2f}) with a subject d words back, "
+          f"{lr['pool']} distractor words ({lr['attractors']} of them attractor nouns) between. One fresh model per "
+          f"cell, d and seed, trained at that d only: {ls['seeds']} seeds, at most {ls['steps']} steps (batch "
+          f"{ls['batch_size']}, hidden {ls['hidden_dim']}, Adam {ls['lr']}, clip {ls['clip']}), stopped once "
+          f"{ls['success']:.0%} of {ls['n_test']} validation items are right. Each cell: seeds solved (test accuracy "
+          f"≥ {ls['success']} on {ls['n_test']} fresh items) [95 % Wilson]; median steps to success (> {ls['steps']}: "
+          "half the seeds or more never solved it); mean final test accuracy. "
+          f"{lr['timing']['wall_seconds'] / 60:.1f} min wall with {lr['timing']['workers']} worker processes.", ""]
+
+    def _lr_cell(b: dict[str, Any]) -> str:
+        med = f"{b['median_steps']:.0f}" if b["median_steps"] is not None else f"> {ls['steps']}"
+        return f"{b['successes']}/{b['runs']} [{b['low']:.2f}, {b['high']:.2f}]; {med}; {b['mean_accuracy']:.3f}"
+
+    L += _table(["cell", "params", *(f"d={d}" for d in ds)],
+                [[name, f"{m['parameters']:,}", *(_lr_cell(m["by_d"][str(d)]) for d in ds)]
+                 for name, m in lr["cells"].items()])
     L += ["", "![longrange](experiment/longrange/longrange.png)", ""]
 
     ex = s["exploding"]
@@ -179,9 +175,79 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _sample(evaluated: list) -> str:
+    from pipeline.evaluate import sample_line
+
+    return sample_line(evaluated[0][1]) if evaluated else "nothing scored"
+
+
+def separated(a: dict[str, Any], b: dict[str, Any], key: str) -> dict[str, list[str]]:
+    """Buckets of table `key` where model a's top-1 interval lies wholly above b's ("a") or below it ("b"), and
+    where they overlap; buckets with fewer than MIN_N targets are left out."""
+    out: dict[str, list[str]] = {"a": [], "b": [], "overlap": []}
+    for bucket, ra in a[key].items():
+        rb, n = b[key][bucket], ra["n"]
+        if n < MIN_N or ra["top1"] is None or rb["top1"] is None:
+            continue
+        (la, ha), (lb, hb) = wilson(round(ra["top1"] * n), n), wilson(round(rb["top1"] * n), n)
+        out["a" if la > hb else "b" if lb > ha else "overlap"].append(bucket)
+    return out
+
+
+def probe_section(evaluated: list) -> list[str]:
+    """## Probes by distance: per kind and model the ceiling (accuracy at the kind's shortest distance) and whether it
+    is informative (95 % lower bound above chance); accuracy by distance only where informative, since a kind at
+    chance even at its shortest distance has nothing to lose with distance and says nothing about it."""
+    from pipeline.probes import ceilings
+
+    scored = [(name, t["probes"]) for name, t in evaluated if t.get("probes")]
+    kinds = sorted({kd for _, pr in scored for kd in pr["kinds"]})
+    L = ["## Probes by distance", ""]
+    if not kinds:
+        return L + ["No probe file was scored.", ""]
+    ceil = {name: ceilings(pr) for name, pr in scored}
+    L += ["Ceiling = accuracy (%) at the kind's shortest distance [95 % Wilson]; *informative* = its lower bound is "
+          "above chance. Only an informative kind's accuracy by distance says how far back a model reads.", ""]
+    rows = []
+    for kind in kinds:
+        cs = [ceil[name].get(kind) for name, _ in scored]
+        c0 = next(c for c in cs if c)
+        rows.append([kind, f"{100 * c0['chance']:.1f}", f"{c0['distance']} (n={c0['n']})",
+                     *("—" if c is None else accuracy_cell(c["accuracy"], c["n"])
+                       + (", informative" if c["informative"] else ", at chance") for c in cs)])
+    L += _table(["kind", "chance %", "shortest d", *(name for name, _ in scored)], rows) + [""]
+    for kind in kinds:
+        here = [(name, pr["kinds"][kind]) for name, pr in scored if kind in pr["kinds"]]
+        speak = [(name, table) for name, table in here if ceil[name][kind]["informative"]]
+        mute = [name for name, _ in here if not ceil[name][kind]["informative"]]
+        d0 = ceil[here[0][0]][kind]["distance"]
+        if not speak:
+            L += [f"**{kind}**: at chance even at its shortest distance (d={d0}) for every model, so it says nothing "
+                  "about distance.", ""]
+            continue
+        cols = list(speak[0][1])
+        L += [f"**{kind}** (chance {100 * speak[0][1]['all']['chance']:.1f} %; accuracy % [95 % Wilson]; the models "
+              "for which it is informative)", ""]
+        L += _table(["model", *(f"d={c} (n={speak[0][1][c]['n']})" if c != "all" else f"all (n={speak[0][1][c]['n']})"
+                                for c in cols)],
+                    [[name, *(accuracy_cell(table[c]["accuracy"], table[c]["n"]) if c in table else "—"
+                              for c in cols)] for name, table in speak])
+        if mute:
+            L += ["", f"At chance even at d={d0}, so saying nothing about distance: {', '.join(mute)}."]
+        L += [""]
+    return L + ["![probes](experiment/probes_by_distance.png)", ""]
+
+
 def _facts(s: dict[str, Any], rows: list[dict], evaluated: list) -> list[str]:
     """Plain statements that follow from the numbers (orderings, overlaps, where accuracy leaves chance)."""
     out = []
+    tested = dict(evaluated)
+    if "lstm" in tested and "rnn_tanh" in tested:
+        for key, what in (("by_distance", "distance"), ("by_position", "words of context")):
+            sep = separated(tested["lstm"], tested["rnn_tanh"], key)
+            out.append(f"LSTM vs tanh RNN by {what}: LSTM above outside both intervals in "
+                       f"{', '.join(sep['a']) or 'no bucket'}; tanh RNN above in {', '.join(sep['b']) or 'no bucket'};"
+                       f" intervals overlap in {', '.join(sep['overlap']) or 'no bucket'}.")
     ranked = sorted(((t["top1"], t["words"], name) for name, t in evaluated if t["top1"] is not None), reverse=True)
     if len(ranked) >= 2:
         (p1, n1, a), (p2, n2, b) = ranked[:2]
@@ -191,10 +257,12 @@ def _facts(s: dict[str, Any], rows: list[dict], evaluated: list) -> list[str]:
         out.append(f"Highest test top-1: {a} {p1:.3f} [{lo1:.3f}, {hi1:.3f}], next {b} {p2:.3f} "
                    f"[{lo2:.3f}, {hi2:.3f}]; the intervals {overlap}.")
     lr = s["longrange"]
-    for name, m in lr["models"].items():
-        above = [int(d) for d, b in m["by_d"].items() if b["low"] > lr["chance"]]
-        out.append(f"Long-range, {name}: above chance (interval lower bound > {lr['chance']}) at "
-                   + (f"d ∈ {{{', '.join(map(str, sorted(above)))}}}" if above else "no distance"))
+    for name, m in lr["cells"].items():
+        every = [d for d, b in m["by_d"].items() if b["successes"] == b["runs"]]
+        none = [d for d, b in m["by_d"].items() if b["successes"] == 0]
+        out.append(f"Long-range, {name}: " + (f"every seed solved d ∈ {{{', '.join(every)}}}" if every else
+                                               "no d was solved by every seed")
+                   + (f"; no seed solved d ∈ {{{', '.join(none)}}}." if none else "; some seed solved every d."))
     ex = s["exploding"]
     u, c = ex["unclipped"], ex["clipped"]
     out.append(f"Exploding demo: unclipped " + (f"diverged at step {u['diverged_at']}" if u["diverged_at"] is not None

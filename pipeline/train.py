@@ -31,7 +31,7 @@ def model_args(mc: ModelConfig, vocab_size: int) -> dict[str, Any]:
     return {"vocab_size": vocab_size, "cell": mc.cell, "embedding_dim": mc.embedding_dim,
             "hidden_dim": mc.hidden_dim, "num_layers": mc.num_layers, "dropout": mc.dropout,
             "tie_weights": mc.tie_weights, "init": mc.init, "residual": mc.residual, "output": mc.output,
-            "cutoffs": list(mc.cutoffs), "init_scale": mc.init_scale}
+            "cutoffs": list(mc.cutoffs), "init_scale": mc.init_scale, "gate_bias": mc.gate_bias}
 
 
 def build_model(args: dict[str, Any]) -> RecurrentLM:
@@ -52,6 +52,7 @@ class LanguageModelModule(pl.LightningModule):
         self._clipped = self._steps = 0
         self._last_loss = math.nan
         self._last_grad_norm = math.nan
+        self.grad_norms: list[tuple[int, float]] = []  # (step, pre-clip norm) not yet handed to the logger
         # set here too: Lightning skips on_train_epoch_start when it resumes mid-epoch from a checkpoint
         self._t_start, self._tokens = time.perf_counter(), 0
         self.diverged_at: int | None = None
@@ -94,16 +95,20 @@ class LanguageModelModule(pl.LightningModule):
             f"(e.g. 0.25) or lower train.lr (now {self.train_cfg['lr']}); to record a blow-up on purpose set "
             "train.allow_divergence: true")
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # Called before the Trainer clips, so this is the pre-clip norm.
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # The norm that decides the clip is the one recorded: clip_grad_norm_ returns the total norm before clipping.
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+        else:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+            if gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         self._last_grad_norm = norm.detach()
         self._steps += 1
-        clip = self.train_cfg["gradient_clip_val"]
-        if clip:
-            self._clipped += int(norm > clip)
-        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        if gradient_clip_val:
+            self._clipped += int(norm > gradient_clip_val)
+        self.grad_norms.append((self.global_step, float(norm)))  # every step; GradNormHistory writes them out
         self.log("train/clipped_share", self._clipped / self._steps, on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -233,6 +238,30 @@ def resume_checkpoint(ckpt_dir: Path, log=print) -> Path | None:
     return None
 
 
+class GradNormHistory(Callback):
+    """`train/grad_norm` at every step, not only every log_every_n_steps: the module records each pre-clip norm and
+    this hands them to the logger in one batch whenever Lightning logs (and at the end). It runs before Lightning's
+    own logging of the step, so after a resume the first point a logger sees is the first step redone."""
+
+    def _flush(self, trainer, pl_module) -> None:
+        pairs, pl_module.grad_norms = pl_module.grad_norms, []
+        if not pairs or trainer.logger is None:
+            return
+        write = getattr(trainer.logger, "log_metric_steps", None)
+        if write is not None:
+            write("train/grad_norm", pairs)
+        else:
+            for step, value in pairs:
+                trainer.logger.log_metrics({"train/grad_norm": value}, step=step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.global_step % trainer.log_every_n_steps == 0) or trainer.should_stop:
+            self._flush(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._flush(trainer, pl_module)
+
+
 class RunSummary(Callback):
     """Keeps what the caller reports at the end: training time and throughput."""
 
@@ -272,7 +301,7 @@ def make_trainer(cfg: Config, run_dir: Path, logger=None, extra_callbacks=()) ->
     ckpt_dir = run_dir / "checkpoints"
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tc.checkpoint_every_n_steps)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
-    callbacks = [last, best, RunSummary(), *extra_callbacks]
+    callbacks = [last, best, RunSummary(), GradNormHistory(), *extra_callbacks]
     if tc.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=tc.early_stopping_patience, check_finite=False,
                                        check_on_train_epoch_end=False))

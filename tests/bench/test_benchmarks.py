@@ -54,3 +54,23 @@ def test_time_to_quality_curve_on_a_tiny_run(tiny_config, monkeypatch):
     assert (passed is None) == (first_above is None)
     if passed is not None:
         assert passed == pytest.approx(first_above, abs=0.06)
+
+
+def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, trained_checkpoint, monkeypatch):
+    import dataclasses
+
+    from bench import evaluate as bench_evaluate
+    from pipeline.bundle import load_local
+    from pipeline.data import documents
+    from pipeline.evaluate import NeuralScorer, evaluate_scorer
+
+    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4)))
+    monkeypatch.setenv("BENCH_EVAL_MODEL", str(trained_checkpoint))
+    monkeypatch.setenv("BENCH_EVAL_WORDS", "150")
+    fig = bench_evaluate.run(cfg)
+    assert fig["words"] == 150 and fig["words_available"] > 150 and not fig["whole_split_measured"]
+    assert fig["search"]["rows"] == 150  # one exact top-k search per scored word
+    assert fig["whole_split_s"] == pytest.approx(fig["words_available"] / fig["words_per_s"], rel=0.01)
+    ec = dataclasses.replace(cfg.eval, max_words=150)
+    same = evaluate_scorer(NeuralScorer(load_local(trained_checkpoint), ec, "x"), documents(cfg, "test"), ec)
+    assert fig["top1"] == pytest.approx(same["top1"], abs=1e-4)

@@ -108,3 +108,38 @@ def test_bad_arguments_raise_value_error():
         make("lstm", init="identity")
     with pytest.raises(ValueError, match="tie_weights"):
         make("lstm", output="adaptive", cutoffs=(10,))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gate_bias_lands_on_the_keep_gate(cell):
+    # PyTorch stacks the gate rows: LSTM i, f, g, o; GRU r, z, n. The bias must land on f (LSTM) or z (GRU), block 1.
+    plain, biased = make(cell), make(cell, gate_bias=3.0)
+    H = 12
+    for p, b in zip(plain.layers, biased.layers):
+        total = b.bias_ih_l0 + b.bias_hh_l0
+        assert torch.equal(total[H:2 * H], torch.full((H,), 3.0))
+        keep = torch.ones_like(total, dtype=torch.bool)
+        keep[H:2 * H] = False
+        assert torch.equal(b.bias_ih_l0[keep], p.bias_ih_l0[keep]) and torch.equal(b.bias_hh_l0[keep], p.bias_hh_l0[keep])
+        assert torch.equal(b.weight_hh_l0, p.weight_hh_l0)
+    # What it does: with a huge bias the cell keeps its old state (LSTM c' = f*c + i*g, |i*g| < 1; GRU
+    # h' = (1 - z)*n + z*h). Were the bias on another gate, c' would be about half of c, or h' about n.
+    m = make(cell, gate_bias=30.0, num_layers=1)
+    x = m.embedding(torch.randint(0, V, (4, 1)))
+    with torch.no_grad():
+        if cell == "lstm":
+            h0, c0 = torch.randn(1, 4, H), torch.full((1, 4, H), 100.0)
+            _, (_, c1) = m.recur(x, (h0, c0))
+            assert (c1 - c0).abs().max() <= 1.0
+        else:
+            h0 = torch.rand(1, 4, H) * 2 - 1
+            _, h1 = m.recur(x, h0)
+            torch.testing.assert_close(h1, h0, atol=1e-6, rtol=0)
+    assert make(cell, gate_bias=None).state_dict().keys() == plain.state_dict().keys()
+    for a, b in zip(make(cell).parameters(), plain.parameters()):  # the default is untouched
+        assert torch.equal(a, b)
+
+
+def test_gate_bias_on_a_cell_without_gates_is_refused():
+    with pytest.raises(ValueError, match="gate_bias=1.0 sets the LSTM forget gate or the GRU update gate"):
+        make("rnn_tanh", gate_bias=1.0)

@@ -107,7 +107,7 @@ def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, t
     assert set(res["models"]) == {"lstm-1x32", "kn4gram"}
     for r in res["models"].values():
         assert 0 <= r["metrics"]["test/top1"] <= r["metrics"]["test/top5"] <= 1
-        assert "probe/agreement_d2" in r["metrics"] and "probe/recall" in r["metrics"]
+        assert "probe/person_agreement_d2" in r["metrics"] and "probe/recall" in r["metrics"]
         assert r["metrics"]["test/top1_first"] == r["by_distance"]["first"]["top1"]
     assert (out / "summary.csv").read_text().count("\n") == 3
 

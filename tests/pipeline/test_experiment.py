@@ -14,13 +14,16 @@ def _cfg(tiny_config, store, *extra: str):
                               f"tracking.tracking_uri=sqlite:///{store / 'mlflow.db'}",
                               f"tracking.artifact_location={store / 'artifacts'}", "tracking.experiment=tiny-exp",
                               f"train.runs_dir={store / 'runs'}", "train.max_steps=8", "train.val_check_interval=4",
-                              "eval.max_documents=4", "experiment.models=[rnn_tanh, lstm]",
+                              "eval.max_words=60", "experiment.models=[rnn_tanh, lstm]",
                               "experiment.budget_minutes=1", "experiment.overhead_minutes=0",
-                              "experiment.eval_minutes_per_model=0", "experiment.longrange_share=0.04",
+                              "experiment.eval_minutes_per_model=0", "experiment.longrange_minutes=0.04",
                               "experiment.exploding_share=0.04", "experiment.exploding_steps=6",
                               "experiment.longrange_distances=[2, 5]", "experiment.longrange_hidden=8",
                               "experiment.longrange_embedding=8", "experiment.longrange_batch=8",
-                              "experiment.longrange_n_test=10", "experiment.gradient_windows=4",
+                              "experiment.longrange_n_test=10", "experiment.longrange_cells=[rnn_tanh, lstm_f3]",
+                              "experiment.longrange_steps=4", "experiment.longrange_eval_every=2",
+                              "experiment.longrange_seeds=1", "experiment.longrange_workers=1",
+                              "experiment.gradient_windows=4",
                               "experiment.log_models=false", f"experiment.report_dir={store / 'reports'}", *extra])
 
 
@@ -58,10 +61,9 @@ def test_grid_parameter_counts_match_within_ten_percent(tiny_config):
 
 def test_bad_experiment_settings_are_config_errors(tiny_config):
     for bad in ("experiment.models=[rnn_foo]", "experiment.budget_minutes=0", "experiment.nope=1",
-                "experiment.longrange_share=0.6", "experiment.models=[]"):
+                "experiment.longrange_minutes=-1", "experiment.exploding_share=0.95", "experiment.models=[]"):
         with pytest.raises(ConfigError, match="experiment"):
-            load_config(None, ["name=tiny", *_overrides_of(tiny_config), bad,
-                               *(["experiment.exploding_share=0.5"] if "share" in bad else [])])
+            load_config(None, ["name=tiny", *_overrides_of(tiny_config), bad])
 
 
 def test_budget_and_parameter_matching_errors_say_what_to_change(tiny_config):
