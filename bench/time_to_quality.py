@@ -1,9 +1,10 @@
 """Time to quality (issue 7): train each cell on the config's corpus and evaluate whole-word top-1 on a fixed sample
-of test documents every few minutes; record when it first passes the Kneser-Ney 4-gram on the same sample.
+of test words every few minutes (overall and with > 256 words of context); record when it first passes the
+Kneser-Ney 4-gram on the same sample.
 
 Environment knobs (so `make bench` stays one command): TTQ_CELLS (default "lstm,rnn_tanh,gru": cells, or the
 names of VARIANTS below), TTQ_MINUTES (training budget per entry, default 30; "lstm=30,gru=15" sets it per entry),
-TTQ_EVERY_MINUTES (default 3), TTQ_SAMPLE_WORDS (default 3000). Evaluation time is excluded from the training clock.
+TTQ_EVERY_MINUTES (default 3), TTQ_SAMPLE_WORDS (default 3000: a seeded, word-weighted sample, long documents keeping their share). Evaluation time is excluded from the training clock.
 
 The variants answer the output-layer and vocabulary questions at equal wall time: each changes one thing in the
 config (a different vocabulary retrains the tokenizer; the adaptive cutoffs keep the same share of the vocabulary).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import time
 
 import pytorch_lightning as pl
@@ -24,7 +24,8 @@ import torch
 from pipeline.bundle import ModelBundle, load_checkpoint
 from pipeline.config import Config, build_config
 from pipeline.data import documents, prepare
-from pipeline.evaluate import NeuralScorer, NgramScorer, targets_of
+from pipeline.distance import position_bucket
+from pipeline.evaluate import NeuralScorer, NgramScorer, _score
 from pipeline.ngram import build_baseline
 from pipeline.tokenizer import Tokenizer
 
@@ -51,31 +52,26 @@ def budgets(entries: list[str], spec: str) -> dict[str, float]:
     return {e: given[e] for e in entries}
 
 
-def sample_documents(docs: list[str], words: int, seed: int = 1234) -> list[str]:
-    """A seeded sample of whole documents with about `words` target words: the same for every run and cell."""
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    out, n = [], 0
-    for i in order:
-        if n >= words:
-            break
-        out.append(docs[i])
-        n += len(targets_of(docs[i].split()))
-    return out
-
-
-def top1(scorer, docs: list[str]) -> tuple[float, int]:
-    tokens = [d.split() for d in docs]
-    targets = [targets_of(t) for t in tokens]
-    res = scorer.evaluate_docs(tokens, targets, 1, lambda n: None)
-    hits = [res["top"][(d, j)][:1] == [tokens[d][j]] for d, ts in enumerate(targets) for j in ts]
-    return sum(hits) / len(hits), len(hits)
+def top1(scorer, docs: list[str], ec) -> dict:
+    """Top-1 on the seeded, word-weighted sample of eval.max_words words (pipeline/sampling.py), overall and where
+    more than 256 words of context exist (the long documents, where the 4-gram has no memory)."""
+    tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, 1, "ttq")
+    hits, deep = [], []
+    for r, d in enumerate(keep):
+        for i in chosen[d]:
+            j = targets[d][i]
+            hits.append(res["top"][(r, j)][:1] == [tokens[d][j]])
+            if position_bucket(i) == "257+":
+                deep.append(hits[-1])
+    return {"top1": sum(hits) / len(hits), "words": len(hits),
+            "top1_pos257": sum(deep) / len(deep) if deep else None, "words_pos257": len(deep)}
 
 
 class QualityCurve(pl.Callback):
     """Every `every_s` seconds of training, top-1 on the sample; the evaluation's own time is not counted."""
 
     def __init__(self, cfg: Config, tokenizer: Tokenizer, docs: list[str], every_s: float, target: float):
+        # docs: the whole test split; cfg.eval.max_words picks the words scored
         self.cfg, self.tok, self.docs, self.every_s, self.target = cfg, tokenizer, docs, every_s, target
         self.curve: list[dict] = []
         self.passed_at: float | None = None
@@ -93,13 +89,13 @@ class QualityCurve(pl.Callback):
         was_training = model.training
         bundle = ModelBundle(model, self.tok, self.cfg.to_dict(), {"model_args": pl_module.hparams["model_args"]})
         with torch.no_grad():
-            acc, n = top1(NeuralScorer(bundle, self.cfg.eval, "probe"), self.docs)
+            got = top1(NeuralScorer(bundle, self.cfg.eval, "probe"), self.docs, self.cfg.eval)
         model.train(was_training)
-        self.curve.append({"train_s": round(elapsed, 1), "step": trainer.global_step, "top1": acc, "words": n})
-        if self.passed_at is None and acc > self.target:
+        self.curve.append({"train_s": round(elapsed, 1), "step": trainer.global_step, **got})
+        if self.passed_at is None and got["top1"] > self.target:
             self.passed_at = elapsed
-        print(f"  [{elapsed / 60:5.1f} min, step {trainer.global_step}] top-1 {acc:.4f} (4-gram {self.target:.4f})",
-              flush=True)
+        print(f"  [{elapsed / 60:5.1f} min, step {trainer.global_step}] top-1 {got['top1']:.4f} (4-gram "
+              f"{self.target:.4f}); > 256 words of context {got['top1_pos257']}", flush=True)
         self.paused += time.perf_counter() - t
         self.last = self._train_seconds()
 
@@ -118,13 +114,16 @@ def run(cfg: Config) -> dict:
     minutes = budgets(entries, os.environ.get("TTQ_MINUTES", "30"))
     every = float(os.environ.get("TTQ_EVERY_MINUTES", "3")) * 60
     prepared = prepare(cfg)
-    docs = sample_documents(documents(cfg, "test"), int(os.environ.get("TTQ_SAMPLE_WORDS", "3000")))
+    cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, max_words=int(os.environ.get("TTQ_SAMPLE_WORDS", "3000"))))
+    docs = documents(cfg, "test")
     t = time.perf_counter()
     ngram = NgramScorer(build_baseline(cfg))
     ngram_build_s = time.perf_counter() - t
-    target, n_words = top1(ngram, docs)
-    out = {"sample": {"documents": len(docs), "words": n_words, "seed": 1234},
-           "ngram": {"order": cfg.eval.ngram_order, "top1": target, "build_s": round(ngram_build_s, 1)},
+    base = top1(ngram, docs, cfg.eval)
+    target, n_words = base["top1"], base["words"]
+    out = {"sample": {"words": n_words, "seed": cfg.eval.sample_seed, "how": "word-weighted, stratified by length",
+                      "words_pos257": base["words_pos257"]},
+           "ngram": {"order": cfg.eval.ngram_order, "build_s": round(ngram_build_s, 1), **base},
            "cells": {}}
     for entry in entries:
         cell_cfg = entry_config(cfg, entry, minutes[entry])
@@ -138,6 +137,7 @@ def run(cfg: Config) -> dict:
                       "vocab": cell_cfg.tokenizer.vocab_size},
             "budget_minutes": minutes[entry], "curve": probe.curve, "passed_ngram_at_s": probe.passed_at,
             "final_top1": probe.curve[-1]["top1"] if probe.curve else None,
+            "final_top1_pos257": probe.curve[-1]["top1_pos257"] if probe.curve else None,
             "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9)),
             "pieces_per_word": cell_prepared.manifest["splits"]["test"]["pieces_per_word"],
             "checkpoint": result.last_checkpoint,

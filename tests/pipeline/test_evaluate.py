@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -130,7 +131,7 @@ class RecordingScorer:
 
 
 def test_sample_scores_max_words_and_says_so():
-    rnd = __import__("random").Random(0)
+    rnd = random.Random(0)
     vocab = ["मी", "घरी", "गेलो", "आज", "पाऊस", "आणि", "ते"]
     docs = [" ".join(rnd.choice(vocab) for _ in range(rnd.randint(2, 12))) for _ in range(200)]
     docs += [" ".join(rnd.choice(vocab) for _ in range(900))]
