@@ -251,7 +251,8 @@ def _score(scorer, docs: list[str], ec: EvalConfig, k: int, desc: str):
     cut = [tokens[d][:w[-1] + 1] for d, w in zip(keep, want)]
     with tqdm(total=info["words"], unit="word", desc=f"{desc} {scorer.name}", unit_scale=True, leave=False) as bar:
         res = scorer.evaluate_docs(cut, want, k, bar.update)
-        info["words_per_s"] = bar.format_dict.get("rate")
+        elapsed = bar.format_dict.get("elapsed") or 0.0
+        info["words_per_s"] = info["words"] / elapsed if elapsed > 0 else None  # over the whole pass, not the last
     return tokens, targets, chosen, keep, res, info
 
 
