@@ -109,6 +109,10 @@ class RecurrentLM(nn.Module):
                 layer.bias_ih_l0[block] = value
                 layer.bias_hh_l0[block] = 0.0
 
+    def rank_order(self) -> Tensor:
+        """(V,) the piece id at each frequency rank: the inverse of `rank`."""
+        return torch.argsort(self.rank)
+
     def set_piece_frequencies(self, counts: Tensor) -> None:
         """Order the adaptive softmax's clusters by piece frequency (most frequent piece gets rank 0)."""
         order = torch.argsort(counts.to(self.rank.device), descending=True, stable=True)
@@ -165,11 +169,17 @@ class RecurrentLM(nn.Module):
             return F.cross_entropy(self.decoder(f), targets.reshape(-1))
         return self.adaptive(f, self.rank[targets.reshape(-1)]).loss
 
-    def log_probs(self, features: Tensor) -> Tensor:
-        """Exact log-probabilities over the whole vocabulary: (B, T, H) -> (B, T, V)."""
+    def log_probs(self, features: Tensor, in_rank_order: bool = False) -> Tensor:
+        """Exact log-probabilities over the whole vocabulary: (B, T, H) -> (B, T, V), columns by piece id; or, with
+        `in_rank_order`, column j is piece `rank_order()[j]`: the adaptive softmax's own order, which saves a
+        (B*T, V) copy where a caller only needs sets of pieces (the beam search)."""
         f = self._out(features)
         if self.output == "softmax":
             lp = F.log_softmax(self.decoder(f), dim=-1)
+            if in_rank_order:
+                lp = lp.index_select(1, self.rank_order())
         else:
-            lp = self.adaptive.log_prob(f).index_select(1, self.rank)  # rank space -> id space
+            lp = self.adaptive.log_prob(f)
+            if not in_rank_order:
+                lp = lp.index_select(1, self.rank)  # rank space -> id space
         return lp.view(*features.shape[:-1], self.vocab_size)

@@ -49,6 +49,13 @@ def select_state(state: State, index: Tensor) -> State:
     return state.index_select(1, index)
 
 
+def scatter_state(state: State, index: Tensor, rows: State) -> State:
+    """A copy of `state` with rows `index` replaced by `rows`."""
+    if isinstance(state, tuple):
+        return tuple(s.index_copy(1, index, r) for s, r in zip(state, rows))
+    return state.index_copy(1, index, rows)
+
+
 def cat_states(states: list[State]) -> State:
     if isinstance(states[0], tuple):
         return tuple(torch.cat([s[i] for s in states], 1) for i in range(len(states[0])))
@@ -90,6 +97,11 @@ class WordPredictor:
         self.max_beam_width = max(max_beam_width, beam_width)
         self.device = next(model.parameters()).device
         self.masks = PieceMasks.of(tokenizer, self.device)
+        # The search reads log-probabilities in the output layer's own column order (RecurrentLM.log_probs)
+        order = model.rank_order()
+        self._inner_cols = self.masks.inner[order].nonzero().flatten()  # columns of continuation pieces
+        self._inner_ids = order[self._inner_cols]                        # ... and their piece ids
+        self._boundary_ranked = self.masks.boundary[order].float()       # (V,) 1 at boundary columns
         self._word_cache: dict[tuple[int, ...], str | None] = {}
         # rows searched, rows searched again wider, rows still not proven exact at max_beam_width
         self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0}
@@ -172,43 +184,56 @@ class WordPredictor:
         rows = torch.arange(n, device=self.device).repeat_interleave(width)  # beam b of row r sits at r*W + b
         beam_state = select_state(state, rows)
         done: list[dict[str, float]] = [dict() for _ in range(n)]
-        alive = list(range(n))  # the rows still searched; score/piece/beams/beam_state hold only these
+        alive = list(range(n))  # the rows still searched; score/piece/beams/beam_state/kth hold only these
+        kth = torch.full((n,), -math.inf, device=self.device)  # per alive row: its k-th best word so far
         for step in range(self.max_word_pieces):
-            feats, beam_state = self.model(piece.reshape(-1, 1), beam_state)
-            lp = self.model.log_probs(feats).squeeze(1)  # (A*W, V)
-            end = score.reshape(-1) + torch.logsumexp(torch.where(self.masks.boundary, lp, neg), dim=1)
-            for idx, (s, e) in enumerate(zip(score.reshape(-1).tolist(), end.tolist())):
-                if s == -math.inf:
-                    continue
+            # Extending only lowers a prefix's probability, so a beam at or below its row's k-th word can add
+            # nothing: the model runs on live beams only, and a row without one is finished and leaves the batch.
+            live_mask = score > kth.unsqueeze(1)  # (A, W)
+            keep = live_mask.any(dim=1).nonzero().flatten()
+            if len(keep) == 0:
+                break
+            if len(keep) < len(alive):
+                alive, beams = [alive[i] for i in keep.tolist()], [beams[i] for i in keep.tolist()]
+                score, piece, kth, live_mask = (t.index_select(0, keep) for t in (score, piece, kth, live_mask))
+                beam_rows = (keep.unsqueeze(1) * width + torch.arange(width, device=self.device)).reshape(-1)
+                beam_state = select_state(beam_state, beam_rows)
+            a = len(alive)
+            live = live_mask.reshape(-1).nonzero().flatten()  # (L,) flat beam indices r*W + b
+            feats, live_state = self.model(piece.reshape(-1, 1).index_select(0, live), select_state(beam_state, live))
+            lp = self.model.log_probs(feats, in_rank_order=True).squeeze(1)  # (L, V), columns = self._rank_order
+            live_score = score.reshape(-1).index_select(0, live)
+            end = live_score + (lp.exp() @ self._boundary_ranked).log()
+            for idx, e in zip(live.tolist(), end.tolist()):
                 word = self._word(beams[idx // width][idx % width])
                 if word is not None:
                     done[alive[idx // width]][word] = e  # one path per word: its own segmentation
             if step == self.max_word_pieces - 1:
                 break  # longer words are not candidates
-            # Extending only lowers a beam's probability: a row is finished once none of its beams can still enter
-            # its top k, and drops out of the batch (so one hard row does not keep every other row computing).
             kth = torch.tensor([sorted(done[r].values(), reverse=True)[k - 1] if len(done[r]) >= k else -math.inf
                                 for r in alive], device=self.device)
-            keep = (score.max(dim=1).values > kth).nonzero().flatten()  # (A',)
-            if len(keep) == 0:
-                break
-            if len(keep) < len(alive):
-                alive = [alive[i] for i in keep.tolist()]
-                beams = [beams[i] for i in keep.tolist()]
-                score = score.index_select(0, keep)
-                beam_rows = (keep.unsqueeze(1) * width + torch.arange(width, device=self.device)).reshape(-1)
-                lp, beam_state = lp.index_select(0, beam_rows), select_state(beam_state, beam_rows)
-            a = len(alive)
-            ext = (score.reshape(-1, 1) + torch.where(self.masks.inner, lp, neg)).view(a, -1)  # (A, W*V)
-            top = ext.topk(width + 1, dim=1)
-            for r, dropped in zip(alive, top.values[:, width].tolist()):
-                bound[r] = max(bound[r], dropped)
+            # The row's best width+1 extensions lie among each beam's best width+1: take those per beam, then
+            # merge per row. The (width+1)-th of the merge is the best score this step drops.
+            per_beam = min(width + 1, len(self._inner_cols))
+            ext = lp.index_select(1, self._inner_cols).topk(per_beam, dim=1)
+            cand = torch.full((a * width, per_beam), -math.inf, device=self.device)
+            cand[live] = live_score.unsqueeze(1) + ext.values
+            cand_piece = torch.zeros(a * width, per_beam, dtype=torch.long, device=self.device)
+            cand_piece[live] = self._inner_ids[ext.indices]
+            top = cand.view(a, -1).topk(min(width + 1, width * per_beam), dim=1)
+            if top.values.size(1) > width:
+                for r, dropped in zip(alive, top.values[:, width].tolist()):
+                    bound[r] = max(bound[r], dropped)
             score, flat = top.values[:, :width], top.indices[:, :width]
-            parent, piece = flat // lp.size(1), flat % lp.size(1)  # (A, W)
+            parent, piece = flat // per_beam, cand_piece.view(a, -1).gather(1, flat)  # (A, W)
             beams = [[beams[r][p] + (c,) for p, c in zip(prow, crow)]
                      for r, (prow, crow) in enumerate(zip(parent.tolist(), piece.tolist()))]
+            # Each new beam's state is its parent's after this step; a parent that was not live only ever has
+            # -inf children, which never run again, so any row serves them.
+            slot = torch.zeros(a * width, dtype=torch.long, device=self.device)
+            slot[live] = torch.arange(len(live), device=self.device)
             gather = (torch.arange(a, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
-            beam_state = select_state(beam_state, gather)
+            beam_state = select_state(live_state, slot.index_select(0, gather))
         found = [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done]
         # exact: the k-th word found beats everything dropped (fewer than k words: nothing may have been dropped)
         exact = [(row[-1][1] if len(row) == k else -math.inf) >= b for row, b in zip(found, bound)]
