@@ -20,7 +20,8 @@ setup: $(STAMP) ## create .venv and install the project (quick when nothing chan
 run: setup ## the main job: prepare, train RNN + LSTM, evaluate, register, print the table
 	$(PY) -m pipeline run --config $(CONFIG) $(ARGS)
 
-test: setup ## run the test suite (all but the browser test)
+test: setup ## the import contracts (lint-imports), then the test suite (all but the browser test)
+	.venv/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -m "not browser" $(ARGS)
 
 test-browser: setup ## the live-suggestion page in the system Chromium (apt-get install chromium fonts-lohit-deva)

@@ -6,7 +6,7 @@ widen (70 words/s recorded before), which no real evaluation sees. So the model 
     BENCH_EVAL_MODEL  a trained model (MLflow run id, models:/NAME@ALIAS, checkpoint), or else
     the config's own model trained for BENCH_EVAL_TRAIN_MINUTES (default 10) by the pipeline's `train` (a run of
     the same config that already finished is reused through its checkpoint, so a re-run only evaluates).
-BENCH_EVAL_WORDS scores a seeded sample of that many words (pipeline/sampling.py) instead of all, and the figure
+BENCH_EVAL_WORDS scores a seeded sample of that many words (pipeline/evaluation/sampling.py) instead of all, and the figure
 for the whole split is then projected from the measured rate (said so in the record).
 
     BENCH_EVAL_MODEL=<lstm run id> python -m pipeline bench --only evaluate --config configs/full.yaml
@@ -19,15 +19,21 @@ import time
 
 import torch
 
-from pipeline.data import documents, prepare
-from pipeline.evaluate import NeuralScorer, _score, context_curve, load_model, model_name
+from pipeline.corpus.prepare import documents, prepare
+from pipeline.evaluation.evaluate import (
+    NeuralScorer,
+    _score,
+    context_curve,
+    load_model,
+    model_name,
+)
 
 GOAL_S = 300
 
 
 def _trained(cfg):
-    from pipeline.bundle import load_checkpoint
-    from pipeline.train import train
+    from pipeline.checkpoints import load_checkpoint
+    from pipeline.training.train import train
 
     minutes = float(os.environ.get("BENCH_EVAL_TRAIN_MINUTES", "10"))
     c = cfg.replace(name=f"{cfg.name}-bench-eval", train=dataclasses.replace(

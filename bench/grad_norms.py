@@ -29,9 +29,9 @@ class _Norms(pl.Callback):
 
 
 def run(cfg) -> dict:
-    from pipeline.data import prepare
-    from pipeline.experiment import match_parameters, variant_config
-    from pipeline.train import train
+    from pipeline.corpus.prepare import prepare
+    from pipeline.experiments.grid import match_parameters, variant_config
+    from pipeline.training.train import train
 
     cells = os.environ.get("BENCH_GRAD_CELLS", "rnn_tanh,lstm,gru").split(",")
     steps = int(os.environ.get("BENCH_GRAD_STEPS", "200"))

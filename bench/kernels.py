@@ -26,8 +26,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from pipeline.data import BPTTWindows, batchify
-from pipeline.train import LanguageModelModule, make_trainer, model_args
+from models.build import model_args
+from pipeline.corpus.windows import BPTTWindows, batchify
+from pipeline.training.train import LanguageModelModule, make_trainer
 
 THREADS, B, T, IN, H, LAYERS = 2, 32, 64, 256, 512, 2
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1}

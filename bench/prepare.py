@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import replace
 
-from pipeline.data import prepare
+from pipeline.corpus.prepare import prepare
 
 
 def _peak_rss_mb() -> float:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script (the load generator) as well as through `python -m pipeline bench`
 
 from pipeline.bench import running_server  # noqa: E402
+
 N_LATENCY = int(os.environ.get("MARATHI_NWP_BENCH_REQUESTS", "100"))
 SECONDS = float(os.environ.get("MARATHI_NWP_BENCH_SECONDS", "5"))
 CONTEXT_WORDS = 50
@@ -133,12 +134,11 @@ def loadgen(url: str) -> dict:
 
 # -------------------------------------------------------------------------------------------------- the driver
 def _model(cfg) -> Path:
-    from pipeline.config import resolve_path
-    from pipeline.serve import newest_checkpoint
+    from pipeline.serving.app import newest_checkpoint
 
     if os.environ.get("MARATHI_NWP_BENCH_MODEL"):
         return Path(os.environ["MARATHI_NWP_BENCH_MODEL"])
-    ckpt = newest_checkpoint(resolve_path(cfg.train.runs_dir))
+    ckpt = newest_checkpoint(Path(cfg.train.runs_dir))
     if ckpt is None:
         raise ValueError("no checkpoint to benchmark: run `make run`, or set MARATHI_NWP_BENCH_MODEL")
     return ckpt

@@ -33,9 +33,10 @@ import pytorch_lightning as pl
 import torch
 torch.set_num_threads(1)
 from pipeline import tracking
+from pipeline.training.logger import make_logger
 from pipeline.config import load_config
-from pipeline.data import prepare
-from pipeline.train import run_dir_for, train
+from pipeline.corpus.prepare import prepare
+from pipeline.training.train import run_dir_for, train
 
 class Progress(pl.Callback):
     # publishes the global step so the harness can kill at a chosen step (tmp + rename: never read half-written)
@@ -53,7 +54,7 @@ class Progress(pl.Callback):
 cfg = load_config(None, json.loads(sys.argv[1]))
 client = tracking.open_store(cfg)
 prepared = prepare(cfg, log=lambda *a: None)
-logger = tracking.make_logger(cfg, client, prepared, run_dir_for(cfg))
+logger = make_logger(cfg, client, prepared, run_dir_for(cfg))
 with tracking.terminated_on_interrupt(client, logger.run_id):
     result = train(cfg, prepared, logger=logger, extra_callbacks=[Progress()])
 client.set_terminated(logger.run_id, "FINISHED")
@@ -272,7 +273,8 @@ def run(cfg=None, kills: int = 5, seconds: float = 60, concurrency: int = 32) ->
 def tiny_overrides(work: Path) -> list[str]:
     """The test suite's tiny config (tests/conftest.py), on a slice of the embedded corpus written under `work`."""
     sys.path.insert(0, str(ROOT))
-    from tests.conftest import sample_texts, tiny_overrides as base, write_jsonl
+    from tests.conftest import sample_texts, write_jsonl
+    from tests.conftest import tiny_overrides as base
 
     corpus = work / "corpus"
     for split, n in (("train", 400), ("validation", 60), ("test", 60)):

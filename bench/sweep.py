@@ -16,9 +16,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from models.build import build_model, model_args
 from pipeline.bench import bare_tokens_per_s
-from pipeline.data import BPTTWindows, batchify
-from pipeline.train import build_model, model_args
+from pipeline.corpus.windows import BPTTWindows, batchify
 
 
 def _scaled_cutoffs(cutoffs: tuple[int, ...], vocab: int, base_vocab: int) -> tuple[int, ...]:

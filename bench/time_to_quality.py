@@ -21,14 +21,17 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from pipeline.bundle import ModelBundle, load_checkpoint
+from pipeline.checkpoints import ModelBundle, load_checkpoint
 from pipeline.config import Config, build_config
-from pipeline.data import documents, prepare
-from pipeline.distance import position_bucket
-from pipeline.evaluate import NeuralScorer, NgramScorer, _score
-from pipeline.ngram import build_baseline
-from pipeline.tokenizer import Tokenizer
-
+from pipeline.corpus.prepare import documents, prepare
+from pipeline.corpus.tokenizer import Tokenizer
+from pipeline.evaluation.distance import position_bucket
+from pipeline.evaluation.evaluate import (
+    NeuralScorer,
+    NgramScorer,
+    _score,
+    build_baseline,
+)
 
 VARIANTS = {  # name -> (cell, config overrides)
     "lstm-softmax": ("lstm", ["model.output=softmax", "model.cutoffs=[]"]),
@@ -53,7 +56,7 @@ def budgets(entries: list[str], spec: str) -> dict[str, float]:
 
 
 def top1(scorer, docs: list[str], ec) -> dict:
-    """Top-1 on the seeded, word-weighted sample of eval.max_words words (pipeline/sampling.py), overall and where
+    """Top-1 on the seeded, word-weighted sample of eval.max_words words (pipeline/evaluation/sampling.py), overall and where
     more than 256 words of context exist (the long documents, where the 4-gram has no memory)."""
     tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, 1, "ttq")
     hits, deep = [], []
@@ -108,7 +111,7 @@ class QualityCurve(pl.Callback):
 
 
 def run(cfg: Config) -> dict:
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     entries = os.environ.get("TTQ_CELLS", "lstm,rnn_tanh,gru").split(",")
     minutes = budgets(entries, os.environ.get("TTQ_MINUTES", "30"))

@@ -22,9 +22,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from models.build import build_model, model_args
 from pipeline.bench import bare_tokens_per_s
-from pipeline.data import BPTTWindows, batchify
-from pipeline.train import LanguageModelModule, build_model, make_trainer, model_args
+from pipeline.corpus.windows import BPTTWindows, batchify
+from pipeline.training.train import LanguageModelModule, make_trainer
 
 VOCAB, EMB, HID, LAYERS, BATCH, BPTT, THREADS = 8000, 256, 512, 2, 32, 64, 2
 

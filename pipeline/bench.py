@@ -10,7 +10,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -23,30 +22,9 @@ from typing import Any, Iterator
 import torch
 
 from pipeline.config import PROJECT_ROOT
+from pipeline.tracking import git_commit, machine
 
 RESULTS = PROJECT_ROOT / "bench" / "results.json"
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def record(name: str, figures: dict[str, Any], command: str | None = None) -> dict[str, Any]:
@@ -70,15 +48,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(args: list[str], env: dict[str, str] | None = None,
-                   timeout: float = 120) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python -m pipeline serve ARGS` on a free loopback port, for benchmarks that drive it from another process:
-    yields (process, base URL) once /health answers, and stops the server afterwards."""
+def running_server(args: list[str], env: dict[str, str] | None = None, timeout: float = 120,
+                   checkout: Path = PROJECT_ROOT) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m pipeline serve ARGS` (the code of `checkout`) on a free loopback port, for benchmarks that drive it
+    from another process: yields (process, base URL) once /health answers, with the seconds from process start to
+    that first 200 as `process.startup_s`, and stops the server afterwards."""
     import httpx
 
     port = free_port()
+    t0 = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", *args, "--host", "127.0.0.1",
-                               "--port", str(port)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               "--port", str(port)], cwd=checkout, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -88,12 +68,13 @@ def running_server(args: list[str], env: dict[str, str] | None = None,
                 raise RuntimeError(f"the server exited ({server.returncode}): {server.stderr.read()[-2000:]}")
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    server.startup_s = time.perf_counter() - t0
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer /health within {timeout:.0f} s")
-            time.sleep(0.2)
+            time.sleep(0.05)
         yield server, url
     finally:
         server.send_signal(signal.SIGINT)

@@ -7,20 +7,23 @@ import sys
 
 from pipeline.config import ConfigError, load_config
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from pipeline.data import CorpusError
-    from pipeline.tokenizer import TokenizerError
-    from pipeline.train import DivergenceError
 
-    from pipeline.bundle import CheckpointError
-    from pipeline.probes import ProbeError
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.checkpoints import CheckpointError
+    from pipeline.corpus.prepare import CorpusError
+    from pipeline.corpus.tokenizer import TokenizerError
+    from pipeline.evaluation.probes import ProbeError
     from pipeline.tracking import TrackingError
 
-    return (ConfigError, CorpusError, TokenizerError, DivergenceError, CheckpointError, TrackingError, ProbeError)
+    errors = (ConfigError, CorpusError, TokenizerError, CheckpointError, TrackingError, ProbeError)
+    # Only a command that trained can raise DivergenceError; importing it otherwise would load Lightning into the
+    # server on its way out.
+    training = sys.modules.get("pipeline.training.train")
+    return errors + ((training.DivergenceError,) if training else ())
 
 
 def cmd_prepare(args, cfg) -> int:
-    from pipeline.data import prepare
+    from pipeline.corpus.prepare import prepare
 
     p = prepare(cfg)
     m = p.manifest
@@ -36,8 +39,8 @@ def cmd_prepare(args, cfg) -> int:
 
 
 def cmd_train(args, cfg) -> int:
-    from pipeline.data import prepare
-    from pipeline.train import train
+    from pipeline.corpus.prepare import prepare
+    from pipeline.training.train import train
 
     result = train(cfg, prepare(cfg), fresh=args.fresh)
     print(json.dumps({k: str(v) for k, v in vars(result).items()}, indent=1))
@@ -71,35 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
     add("prepare", cmd_prepare, "clean the corpus, train/load the tokenizer, encode all splits")
     add("train", cmd_train, "train (or resume) the configured model").add_argument(
         "--fresh", action="store_true", help="ignore an existing last.ckpt and start over")
-    p = add("evaluate", _lazy("pipeline.evaluate:cli"), "next-word accuracy, word perplexity, distance tables")
+    p = add("evaluate", _lazy("pipeline.evaluation.evaluate:cli"), "next-word accuracy, word perplexity, distance tables")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
     p.add_argument("--baseline", action="store_true", help="add the Kneser-Ney n-gram row")
     p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
-    p = add("probe", _lazy("pipeline.probes:cli"), "score a probe file (JSON Lines) with one or more models")
+    p = add("probe", _lazy("pipeline.evaluation.probes:cli"), "score a probe file (JSON Lines) with one or more models")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--probes", default=None, help="probe file (default: eval.probes)")
     p.add_argument("--generate", action="store_true", help="(re)write the project's own probe set first")
     p.add_argument("--count", action="store_true",
                    help="count in the train split how often each construction of the probes occurs")
     p.add_argument("--data", default=None, help="with --count: count this corpus file instead of the train split")
-    p = add("baseline", _lazy("pipeline.ngram:cli"), "build and evaluate the Kneser-Ney word n-gram")
-    p = add("serve", _lazy("pipeline.serve:cli"), "HTTP API + live-suggestion page")
+    p = add("baseline", _lazy("pipeline.evaluation.evaluate:baseline_cli"),
+            "build and evaluate the Kneser-Ney word n-gram")
+    p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
+    p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
+    p = add("serve", _lazy("pipeline.serving.app:cli"), "HTTP API + live-suggestion page")
     p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p = add("run", _lazy("pipeline.job:cli"), "the main job: prepare, train RNN + LSTM, evaluate, register")
     p.add_argument("--cells", default="rnn_tanh,lstm", help="cells to train (default: %(default)s)")
-    p = add("experiment", _lazy("pipeline.experiment:cli"),
+    p = add("experiment", _lazy("pipeline.experiments.grid:cli"),
             "the comparison grid (matched parameters, one budget), MLflow parent + nested runs, reports/experiment.md")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="fit the whole grid in this many minutes (default: experiment.budget_minutes)")
-    p = add("longrange", _lazy("pipeline.longrange:cli"),
+    p = add("longrange", _lazy("pipeline.experiments.longrange:cli"),
             "the controlled long-range task alone (experiment.longrange_*): success rate per cell and distance")
     p.add_argument("--out", default=None,
                    help="directory for longrange.json and longrange.png (default: <experiment.report_dir>/experiment/"
                         "longrange, where the experiment reuses a result of equal settings)")
-    p = add("gradients", _lazy("pipeline.experiment:gradients_cli"),
+    p = add("gradients", _lazy("pipeline.experiments.grid:gradients_cli"),
             "gradient by distance at init and trained for one or more models; plot and decay rates")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--windows", type=int, default=64, help="validation windows (default: %(default)s)")

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class EvalConfig:
     max_beam_width: int = 128  # a row the width-8 search cannot prove exact is searched again, 4x wider, up to this
     max_word_pieces: int = 12
     # Which words are scored: null = every word of the split; else a seeded sample of this many words, stratified by
-    # document length so that long documents keep their share (pipeline/sampling.py). Never "the first N documents".
+    # document length so that long documents keep their share (pipeline/evaluation/sampling.py). Never "the first N documents".
     max_words: int | None = None
     sample_seed: int = 1234
     context_lengths: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -143,7 +144,7 @@ LONGRANGE_CELLS = ("rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    # The comparison grid (`python -m pipeline experiment`, pipeline/experiment.py). Every model gets the parameter
+    # The comparison grid (`python -m pipeline experiment`, pipeline/experiments/grid.py). Every model gets the parameter
     # count of `model` (its cell, hidden_dim × scale, num_layers) by choosing its own hidden size.
     models: tuple[Literal["rnn_tanh", "rnn_tanh_noclip", "irnn", "rnn_tanh_residual", "gru", "lstm"], ...] = GRID_MODELS
     residual_layers: int = 3  # layers of the residual rnn_tanh stack (skip connections around layers 2…)
@@ -163,7 +164,7 @@ class ExperimentConfig:
     exploding_lr: float = 5.0
     exploding_clip: float = 0.25  # the clipped demo run: bounds each SGD step to lr x clip
     gradient_windows: int = 64
-    # The long-range task (pipeline/longrange.py, `python -m pipeline longrange`): one fresh model per (cell, d,
+    # The long-range task (pipeline/experiments/longrange.py, `python -m pipeline longrange`): one fresh model per (cell, d,
     # seed) trained at that d only, at most longrange_steps steps, stopped once solved.
     longrange_cells: tuple[Literal["rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "lstm_f1",
                                    "lstm_f3"], ...] = LONGRANGE_CELLS
@@ -214,8 +215,12 @@ class Config:
         return out
 
     def hash(self, *sections: str) -> str:
-        """SHA-256 (16 hex) of the given sections (all when none): equal hash, same run."""
+        """SHA-256 (16 hex) of the given sections (all when none): equal hash, same run. Paths count relative to the
+        project root, so a clone elsewhere finds its own runs under the same names."""
         d = self.to_dict()
+        for section, key in PATH_FIELDS:
+            if d[section].get(key) is not None:
+                d[section][key] = os.path.relpath(d[section][key], PROJECT_ROOT)
         chosen = {s: d[s] for s in sections} if sections else d
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -443,7 +448,23 @@ def build_config(raw: dict[str, Any], overrides: list[str] = (), source: str = "
             kwargs[name] = _build(hints[name], raw[name], name, source)
     cfg = Config(**kwargs)
     _check(cfg, source)
-    return cfg
+    return _with_resolved_paths(cfg)
+
+
+# Every file or directory a config names: resolved once, here, so later code opens them as they are.
+PATH_FIELDS = (("data", "train"), ("data", "validation"), ("data", "test"), ("data", "cache_dir"),
+               ("train", "runs_dir"), ("eval", "probes"), ("tracking", "artifact_location"),
+               ("experiment", "report_dir"))
+
+
+def _with_resolved_paths(cfg: Config) -> Config:
+    sections: dict[str, Any] = {}
+    for section, key in PATH_FIELDS:
+        current = sections.get(section, getattr(cfg, section))
+        value = getattr(current, key)
+        if value is not None:
+            sections[section] = dataclasses.replace(current, **{key: os.path.normpath(resolve_path(value))})
+    return cfg.replace(**sections)
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
@@ -17,12 +18,18 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
                        probes=None) -> dict[str, Any]:
     """One cell, start to finish, as one MLflow run. Returns the run's headline figures."""
     from pipeline import tracking
-    from pipeline.bundle import load_checkpoint
-    from pipeline.evaluate import NeuralScorer, evaluate, word_perplexity, write_outputs
-    from pipeline.train import run_dir_for, train
+    from pipeline.checkpoints import load_checkpoint
+    from pipeline.evaluation.evaluate import (
+        NeuralScorer,
+        evaluate,
+        word_perplexity,
+        write_outputs,
+    )
+    from pipeline.training.logger import make_logger
+    from pipeline.training.train import run_dir_for, train
 
     run_dir = run_dir_for(cfg)
-    logger = tracking.make_logger(cfg, client, prepared, run_dir)
+    logger = make_logger(cfg, client, prepared, run_dir)
     run_id = logger.run_id
     with tracking.terminated_on_interrupt(client, run_id):
         result = train(cfg, prepared, logger=logger)
@@ -49,7 +56,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    from pipeline.intervals import wilson
+    from pipeline.evaluation.intervals import wilson
 
     head = (f"{'model':<12}{'params':>10}{'train s':>9}{'top-1 [95% interval]':>24}{'top-5':>8}{'word ppl':>10}"
             f"{'val ppl':>9}  registry")
@@ -73,11 +80,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def cli(args, cfg: Config) -> int:
     from pipeline import tracking
-    from pipeline.data import documents, prepare
-    from pipeline.evaluate import NgramScorer
-    from pipeline.ngram import build_baseline
-    from pipeline.probes import load_probes
-    from pipeline.config import resolve_path
+    from pipeline.corpus.prepare import documents, prepare
+    from pipeline.evaluation.evaluate import NgramScorer, build_baseline
+    from pipeline.evaluation.probes import load_probes
 
     t0 = time.perf_counter()
     client = tracking.open_store(cfg)  # fail before any training time is spent
@@ -87,7 +92,7 @@ def cli(args, cfg: Config) -> int:
     print(f"    {s['train']['documents']} training documents, {s['train']['words']} words, "
           f"{prepared.manifest['tokenizer']['vocab_size']} pieces ({s['train']['pieces_per_word']:.2f} per word)")
     docs = {split: documents(cfg, split) for split in ("validation", "test")}
-    probes = load_probes(resolve_path(cfg.eval.probes)) if cfg.eval.probes else None
+    probes = load_probes(Path(cfg.eval.probes)) if cfg.eval.probes else None
     _say(f"baseline: word {cfg.eval.ngram_order}-gram (interpolated Kneser-Ney) on the train split")
     baseline = NgramScorer(build_baseline(cfg))
     rows = []
@@ -102,7 +107,7 @@ def cli(args, cfg: Config) -> int:
     _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")
     table = format_table(rows)
     print(table)
-    summary = resolve_path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"
+    summary = Path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(rows, indent=1, ensure_ascii=False, default=str))
     print(f"\nNext:\n  make ui      # MLflow UI at http://127.0.0.1:5000 (experiment '{tracking.experiment_name(cfg)}')"

@@ -1,6 +1,7 @@
-"""MLflow (DESIGN §9): the only module that talks to MLflow.
+"""MLflow (DESIGN §9): the MLflow store, runs, the registry and loading a model by
+reference. It imports neither Lightning nor the serving code: the pyfunc model is logged from its file's path.
 
-Lightning's `MLFlowLogger` records params and per-step metrics; the client logs the rest with simple artifact names
+Lightning's `MLFlowLogger` (pipeline/training/logger.py) records params and per-step metrics; the client logs the rest with simple artifact names
 (MLflow rejects names like `model-epoch=00-val_loss=0.78`, and `MLFlowLogger(log_model=...)` has had open bugs, so
 checkpoints are logged explicitly). The trained model is logged as a pyfunc (weights, tokenizer and config travel as
 artifacts), registered as `marathi-nwp-<cell>`, and the alias `champion` moves only to a better model.
@@ -13,6 +14,7 @@ import platform
 import re
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
@@ -20,14 +22,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from pytorch_lightning.loggers import MLFlowLogger
-from pytorch_lightning.utilities import rank_zero_only
 
-from pipeline.bundle import CheckpointError, ModelBundle, export, load_export, load_local
-from pipeline.config import PROJECT_ROOT, Config, resolve_path
+from pipeline.checkpoints import CheckpointError, ModelBundle, export, load_local
+from pipeline.config import PROJECT_ROOT, Config
 
+PYFUNC_ENTRY = PROJECT_ROOT / "pipeline" / "serving" / "mlflow_model.py"  # MLflow's "models from code" file
 CHAMPION = "champion"
 SCORE_TAG = "val_word_ppl"  # lower is better; the champion alias follows it
 MODEL_URI_TAG = "marathi_nwp.model_uri"
@@ -35,6 +37,28 @@ MODEL_URI_TAG = "marathi_nwp.model_uri"
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message names the URI and the fix."""
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -47,7 +71,7 @@ def artifact_location(cfg: Config, experiment: str) -> str | None:
     uri = tracking_uri(cfg)
     if uri.startswith(("http://", "https://", "databricks")):
         return None
-    return (resolve_path(cfg.tracking.artifact_location) / experiment).as_uri()
+    return (Path(cfg.tracking.artifact_location) / experiment).as_uri()
 
 
 def open_store(cfg: Config) -> MlflowClient:
@@ -61,7 +85,7 @@ def open_store(cfg: Config) -> MlflowClient:
             raise TrackingError(f"MLflow store {uri}: {where} is not writable; fix its permissions or set "
                                 "MLFLOW_TRACKING_URI (or tracking.tracking_uri) to a writable store")
     if artifact_location(cfg, "x"):
-        art = resolve_path(cfg.tracking.artifact_location)
+        art = Path(cfg.tracking.artifact_location)
         parent = art if art.exists() else art.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise TrackingError(f"MLflow artifacts directory {art} is not writable; fix its permissions or set "
@@ -91,21 +115,6 @@ def ensure_experiment(client: MlflowClient, cfg: Config) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(cfg, name))
 
 
-def run_tags(cfg: Config, prepared) -> dict[str, str]:
-    import pytorch_lightning
-    import sentencepiece
-    import torch
-
-    from pipeline.bench import git_commit
-
-    return {"data_sha256": prepared.data_sha256, "tokenizer_sha256": prepared.tokenizer_sha256,
-            "tokens_sha256": prepared.manifest["tokens_sha256"], "git_commit": git_commit(),
-            "seed": str(cfg.train.seed), "config_hash": cfg.hash(), "cell": cfg.model.cell,
-            "torch": torch.__version__, "lightning": pytorch_lightning.__version__,
-            "sentencepiece": sentencepiece.__version__, "mlflow": mlflow.__version__,
-            "python": platform.python_version()}
-
-
 def drop_metrics_from(client: MlflowClient, run_id: str, step: int) -> int:
     """Delete the run's metric points at `step` or later (they are about to be logged again) and recompute the
     run's latest values from what remains; returns the number of points deleted.
@@ -132,68 +141,6 @@ def drop_metrics_from(client: MlflowClient, run_id: str, step: int) -> int:
                 session.add(SqlLatestMetric(run_uuid=run_id, key=key, value=newest.value, timestamp=newest.timestamp,
                                             step=newest.step, is_nan=newest.is_nan))
     return deleted
-
-
-class RunLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger plus one call for a metric at many steps (one store write for all of them)."""
-
-    def _starting_at(self, step: int) -> None:
-        """Called with the step of every write, before it is made (see ResumedMLFlowLogger)."""
-
-    @rank_zero_only
-    def log_metrics(self, metrics, step: int | None = None) -> None:
-        if step is not None:
-            self._starting_at(step)
-        super().log_metrics(metrics, step)
-
-    @rank_zero_only
-    def log_metric_steps(self, key: str, pairs: list[tuple[int, float]]) -> None:
-        from mlflow.entities import Metric
-
-        self._starting_at(pairs[0][0])
-        now = int(time.time() * 1000)
-        for i in range(0, len(pairs), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.experiment.log_batch(self.run_id, metrics=[Metric(key, v, now, s) for s, v in pairs[i:i + 1000]])
-
-
-class ResumedMLFlowLogger(RunLogger):
-    """The logger of a resumed run. The killed attempt logged steps past its last checkpoint, and the resumed one
-    logs those steps again: the first step this process logs is the first one redone, so every point of the run at
-    that step or later is stale and is deleted before it is logged anew. The history then reads as one run, with
-    no step twice and none missing, whichever checkpoint (last or previous) training resumed from."""
-
-    _truncated = False
-
-    def _starting_at(self, step: int) -> None:
-        if not self._truncated:
-            self._truncated = True
-            drop_metrics_from(self.experiment, self.run_id, step)
-
-
-def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path, extra_tags: dict[str, str] | None = None):
-    """An MLFlowLogger for this run; a resumed training run continues the same MLflow run. `extra_tags` are added to
-    the run's tags (e.g. `nested_tags(parent_id)` to show it under a parent run)."""
-    id_file = run_dir / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if id_file.exists() else None
-    if run_id is not None:
-        try:
-            client.get_run(run_id)
-            client.update_run(run_id, status="RUNNING")
-        except MlflowException:
-            run_id = None
-    cls = ResumedMLFlowLogger if run_id is not None else RunLogger
-    tags = {**run_tags(cfg, prepared), **(extra_tags or {})}
-    run_name = tags.pop(RUN_NAME_TAG, cfg.model.cell)  # MLFlowLogger sets the name tag itself
-    logger = cls(experiment_name=experiment_name(cfg), run_name=run_name,
-                 tracking_uri=tracking_uri(cfg), tags=tags,
-                 artifact_location=artifact_location(cfg, experiment_name(cfg)), run_id=run_id)
-    ensure_experiment(client, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    id_file.write_text(logger.run_id)
-    if run_id is not None:
-        for k, v in tags.items():
-            client.set_tag(run_id, k, v)
-    return logger
 
 
 # ------------------------------------------------------------------------------------- parent and nested runs
@@ -325,7 +272,6 @@ def log_run_files(client: MlflowClient, run_id: str, cfg: Config, prepared, chec
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     from mlflow.entities import Metric
-    import time
 
     now = int(time.time() * 1000)
     clean = [Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "_", k), float(v), now, step)
@@ -336,39 +282,6 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
 
 def log_artifacts(client: MlflowClient, run_id: str, directory: Path, artifact_path: str | None = None) -> None:
     client.log_artifacts(run_id, str(directory), artifact_path)
-
-
-# ------------------------------------------------------------------------------------------------ pyfunc model
-
-class NextWordModel(mlflow.pyfunc.PythonModel):
-    """Input: a list of texts (or a one-column DataFrame). Output: one row per text with the top-k words and their
-    probabilities. Params: `k` (default 5)."""
-
-    def load_context(self, context) -> None:
-        from pipeline.predict import WordPredictor
-
-        self.bundle = load_export(context.artifacts["model_dir"])
-        ev = self.bundle.config.get("eval", {})
-        self.predictor = WordPredictor(self.bundle.model, self.bundle.tokenizer, ev.get("beam_width", 8),
-                                       ev.get("max_word_pieces", 12), ev.get("max_beam_width", 128))
-
-    # MLflow builds the signature from `predict`'s type hints when there are any, and a hint-derived signature
-    # cannot declare params, so `k` would be dropped: opt out of hint validation and log an explicit signature.
-    _skip_type_hint_validation = True
-
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-
-        k = int((params or {}).get("k", 5))
-        if isinstance(model_input, pd.DataFrame):
-            texts = model_input.iloc[:, 0].astype(str).tolist()
-        elif isinstance(model_input, pd.Series):
-            texts = model_input.astype(str).tolist()
-        else:
-            texts = [str(t) for t in model_input]
-        rows = self.predictor.predict(texts, k) if texts else []
-        return pd.DataFrame({"text": texts, "words": [[w["word"] for w in r] for r in rows],
-                             "probs": [[w["prob"] for w in r] for r in rows]})
 
 
 def log_pyfunc(bundle: ModelBundle, run_id: str) -> str:
@@ -383,7 +296,7 @@ def log_pyfunc(bundle: ModelBundle, run_id: str) -> str:
         model_dir = export(bundle, Path(tmp) / "model")
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")), artifacts={"model_dir": str(model_dir)},
+                name="model", python_model=str(PYFUNC_ENTRY), artifacts={"model_dir": str(model_dir)},
                 signature=signature, input_example=example,
                 code_paths=[str(PROJECT_ROOT / "pipeline"), str(PROJECT_ROOT / "models")],
                 pip_requirements=_requirements())
@@ -394,7 +307,7 @@ def log_pyfunc(bundle: ModelBundle, run_id: str) -> str:
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("torch", "pytorch-lightning", "sentencepiece", "mlflow", "pyyaml",
+    return [f"{p}=={version(p)}" for p in ("torch", "sentencepiece", "mlflow", "pyyaml",
                                               "numpy", "pandas")]
 
 

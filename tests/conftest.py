@@ -56,7 +56,7 @@ def tiny_config(tiny_corpus, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def prepared(tiny_config):
-    from pipeline.data import prepare
+    from pipeline.corpus.prepare import prepare
 
     return prepare(tiny_config, log=lambda *a: None)
 
@@ -64,7 +64,7 @@ def prepared(tiny_config):
 @pytest.fixture(scope="session")
 def trained_checkpoint(tiny_config, prepared) -> Path:
     """A tiny LSTM trained for 40 steps; its best checkpoint path."""
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "train.max_steps=40", "model.cell=lstm"])
     result = train(cfg, prepared, fresh=True, log=lambda *a: None)

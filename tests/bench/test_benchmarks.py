@@ -1,26 +1,41 @@
 """The performance benchmarks on tiny sizes: they run end to end and their figures mean what they say."""
-import math
-
 import pytest
+import torch
 
 from bench import kernels, sweep, time_to_quality
+from pipeline.bench import bare_tokens_per_s
 from pipeline.config import load_config
-
 from tests.conftest import _overrides_of
 
 
-def test_flop_counts_and_gemm_rates_are_finite_and_positive():
-    gflops, tokens_per_s = kernels.recurrence_gflops("rnn_tanh")
-    assert gflops > 0 and tokens_per_s > 0 and math.isfinite(gflops)
-    assert kernels.step_gemm_gflops(1) > 0
+@pytest.mark.parametrize("cell,gates", [("rnn_tanh", 1), ("lstm", 4)])
+def test_recurrence_flops_per_token_are_the_hand_count(cell, gates):
+    # GFLOP/s ÷ tokens/s = FLOPs per token: 3 × (forward GEMMs) = 3 × Σ_layers 2·G·H·(in + H), by hand for
+    # in = 256, H = 512, 2 layers: (768 + 1024) × 1024 × G × 3
+    gflops, tokens_per_s = kernels.recurrence_gflops(cell)
+    assert gflops * 1e9 / tokens_per_s == pytest.approx(3 * 2 * gates * 512 * (768 + 1024), rel=1e-9)
 
 
-def test_sweep_point_trains_the_configured_model(tiny_config):
+def test_sweep_point_trains_the_configured_model(tiny_config, monkeypatch):
     cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.output=adaptive",
                              "model.tie_weights=false", "model.cutoffs=[100, 300]"])
     assert sweep._scaled_cutoffs((100, 300), 1200, 600) == (200, 600)
+    seen = []
+
+    def recording(model, windows, *args, **kw):
+        before = [p.detach().clone() for p in model.parameters()]
+        rate = bare_tokens_per_s(model, windows, *args, **kw)
+        seen.append((model, next(iter(windows))[0].shape, before, rate))
+        return rate
+
+    monkeypatch.setattr(sweep, "bare_tokens_per_s", recording)
     for output in ("adaptive", "softmax"):
-        assert sweep.point(cfg, threads=1, batch=4, bptt=8, vocab=600, output=output, steps=2) > 0
+        sweep.point(cfg, threads=1, batch=4, bptt=8, vocab=1200, output=output, steps=2)
+    (adaptive, shape_a, before_a, _), (softmax, shape_s, _, _) = seen
+    assert adaptive.output == "adaptive" and adaptive.adaptive.cutoffs[:2] == [200, 600]  # scaled to vocab 1200
+    assert softmax.output == "softmax" and softmax.vocab_size == adaptive.vocab_size == 1200
+    assert shape_a == shape_s == (4, 8)
+    assert any(not torch.equal(b, p) for b, p in zip(before_a, adaptive.parameters()))  # it took optimizer steps
 
 
 def test_time_to_quality_budgets_and_variants(tiny_config):
@@ -60,9 +75,9 @@ def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, tra
     import dataclasses
 
     from bench import evaluate as bench_evaluate
-    from pipeline.bundle import load_local
-    from pipeline.data import documents
-    from pipeline.evaluate import NeuralScorer, evaluate_scorer
+    from pipeline.checkpoints import load_local
+    from pipeline.corpus.prepare import documents
+    from pipeline.evaluation.evaluate import NeuralScorer, evaluate_scorer
 
     cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4)))
     monkeypatch.setenv("BENCH_EVAL_MODEL", str(trained_checkpoint))

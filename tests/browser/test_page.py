@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.bench import free_port
 from pipeline.config import ServeConfig
-from pipeline.serve import _load, create_app
+from pipeline.serving.app import _load, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

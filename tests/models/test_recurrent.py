@@ -31,7 +31,7 @@ def test_carried_state_equals_one_long_forward(cell, init):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_truncation_stops_gradient_at_window_boundary(cell):
-    m = make(cell).train()
+    m = make(cell, tie_weights=False).train()  # untied: only the recurrence could carry gradient to window 1's rows
     tokens = torch.randint(0, V, (2, 10))
     e1 = m.embedding(tokens[:, :5]).detach().requires_grad_(True)
     _, s1 = m.recur(e1, None)
@@ -46,8 +46,13 @@ def test_truncation_stops_gradient_at_window_boundary(cell):
     assert e1.grad is None or e1.grad.abs().sum() == 0
     # and the embedding rows used only in window 1 got nothing through the recurrence
     only_w1 = sorted(set(tokens[:, :5].flatten().tolist()) - set(tokens[:, 5:].flatten().tolist()))
-    if not m.decoder.weight is m.embedding.weight:
-        assert m.embedding.weight.grad[only_w1].abs().sum() == 0
+    assert only_w1 and m.embedding.weight.grad[only_w1].abs().sum() == 0
+    # ... where the undetached state does reach them (so the check above can fail)
+    m.zero_grad()
+    f1, s1 = m(tokens[:, :5], None)
+    f2, _ = m(tokens[:, 5:], s1)
+    m.loss(f2, tokens[:, 5:]).backward()
+    assert m.embedding.weight.grad[only_w1].abs().sum() > 0
 
 
 def test_irnn_identity_init_zero_bias():
@@ -99,6 +104,11 @@ def test_log_probs_exact_and_loss_matches(output):
         torch.testing.assert_close(torch.logsumexp(lp, -1), torch.zeros(3, 6), atol=1e-5, rtol=0)
         nll = -lp.gather(-1, targets.unsqueeze(-1)).mean()
         torch.testing.assert_close(m.loss(f, targets), nll, atol=1e-5, rtol=1e-5)
+        # the beam search's column order: column j is piece rank_order()[j], the same numbers
+        ranked = m.log_probs(f, in_rank_order=True)
+        torch.testing.assert_close(ranked, lp[..., m.rank_order()], atol=0, rtol=0)
+        if output == "adaptive":
+            assert not torch.equal(m.rank_order(), torch.arange(V))  # so the check above can fail
 
 
 def test_bad_arguments_raise_value_error():

@@ -70,3 +70,21 @@ def test_the_long_range_share_is_now_a_fixed_reserve():
     for key in ("longrange_steps", "longrange_seeds", "longrange_workers"):
         with pytest.raises(ConfigError, match=f"experiment.{key}' = 0 is out of range"):
             load_config(None, [f"experiment.{key}=0"])
+
+
+def test_paths_are_resolved_once_when_the_config_is_loaded(tmp_path, monkeypatch):
+    from pipeline.config import PATH_FIELDS
+
+    monkeypatch.chdir(tmp_path)  # somewhere else: the shipped config still finds the project's files
+    cfg = load_config(PROJECT_ROOT / "configs" / "default.yaml")
+    for section, key in PATH_FIELDS:
+        value = getattr(getattr(cfg, section), key)
+        assert value is None or value.startswith("/"), (section, key, value)
+    assert cfg.data.train == str(PROJECT_ROOT / "data" / "corpus" / "train.jsonl")
+    # a relative path that exists in the current directory means that file
+    (tmp_path / "mine.jsonl").write_text('{"text": "मी घरी गेलो"}\n', encoding="utf-8")
+    assert load_config(None, ["data.train=mine.jsonl"]).data.train == str(tmp_path / "mine.jsonl")
+    # the run's hash does not depend on how (or from where) a path was spelled
+    assert load_config(None, ["train.runs_dir=runs"]).hash() == \
+        load_config(None, [f"train.runs_dir={PROJECT_ROOT / 'runs'}"]).hash()
+    assert load_config(None, ["train.runs_dir=runs"]).hash() != load_config(None, ["train.runs_dir=elsewhere"]).hash()

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -19,10 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from bench import stress
 from pipeline import tracking
-from pipeline.bundle import CheckpointError, load_checkpoint
+from pipeline.checkpoints import CheckpointError, load_checkpoint
 from pipeline.config import PROJECT_ROOT, load_config
-from pipeline.data import prepare
-from pipeline.train import AtomicCheckpointIO, run_dir_for, train
+from pipeline.corpus.prepare import prepare
+from pipeline.training.logger import ResumedMLFlowLogger, make_logger
+from pipeline.training.train import AtomicCheckpointIO, run_dir_for, train
 from tests.conftest import _overrides_of, tiny_overrides
 
 
@@ -68,7 +68,7 @@ def test_resumed_logger_drops_points_logged_after_the_checkpoint(tmp_path):
     latest = client.get_run(run_id).data.metrics
     assert latest["train/loss"] == 10.0 - 5  # the run's latest value follows the truncated history
     # the resumed logger truncates once, at the first step it logs, then logs normally
-    logger = tracking.ResumedMLFlowLogger(experiment_name="x", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    logger = ResumedMLFlowLogger(experiment_name="x", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                           run_id=run_id)
     logger.log_metrics({"train/loss": 42.0}, step=3)
     logger.log_metrics({"train/loss": 41.0}, step=4)
@@ -183,7 +183,7 @@ LOCK_HOLDER = ("import sqlite3, sys, time, pathlib\n"
 
 def _run_with_fault(cfg, prepared, fault) -> str:
     client = tracking.open_store(cfg)
-    logger = tracking.make_logger(cfg, client, prepared, run_dir_for(cfg))
+    logger = make_logger(cfg, client, prepared, run_dir_for(cfg))
     with pytest.raises(tracking.TrackingError) as err:
         with tracking.terminated_on_interrupt(client, logger.run_id):
             train(cfg, prepared, logger=logger, log=lambda *a: None, extra_callbacks=[_AtStep(9, fault)])
@@ -192,7 +192,7 @@ def _run_with_fault(cfg, prepared, fault) -> str:
 
 def _resume_cleanly(cfg, prepared) -> None:
     client = tracking.open_store(cfg)
-    logger = tracking.make_logger(cfg, client, prepared, run_dir_for(cfg))
+    logger = make_logger(cfg, client, prepared, run_dir_for(cfg))
     result = train(cfg, prepared, logger=logger, log=lambda *a: None)
     assert result.resumed_from is not None
     steps = [m.step for m in client.get_metric_history(logger.run_id, "train/loss")]
@@ -259,7 +259,7 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
 
 
 def test_server_binds_loopback_by_default():
-    from pipeline.serve import is_loopback
+    from pipeline.serving.app import is_loopback
 
     assert load_config(None).serve.host == "127.0.0.1" and is_loopback(load_config(None).serve.host)
 
@@ -267,7 +267,7 @@ def test_server_binds_loopback_by_default():
 def test_no_request_reaches_the_filesystem(trained_checkpoint, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from pipeline.serve import create_app
+    from pipeline.serving.app import create_app
 
     bundle = load_checkpoint(trained_checkpoint)
     cfg = load_config(None)

@@ -10,14 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
+from conftest import _overrides_of
 
 from pipeline import tracking
 from pipeline.bench import free_port
 from pipeline.config import PROJECT_ROOT, load_config
-from pipeline.data import documents
-
-from conftest import _overrides_of
+from pipeline.corpus.prepare import documents
 
 
 def _cfg(tiny_config, store: Path, *extra: str):
@@ -134,7 +132,7 @@ def test_unwritable_artifacts_directory_fails_before_training(tmp_path):
 
 
 def test_model_references_that_do_not_resolve(tmp_path):
-    from pipeline.bundle import CheckpointError
+    from pipeline.checkpoints import CheckpointError
 
     cfg = load_config(None, [f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
                              f"tracking.artifact_location={tmp_path / 'artifacts'}"])

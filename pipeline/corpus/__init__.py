@@ -1,0 +1,5 @@
+"""Text in, token streams out (DESIGN §1, §3, §4): loading a corpus with HF `datasets`, cleaning, the SentencePiece
+tokenizer, the prepared streams and their truncated-BPTT windows.
+
+Imports: `pipeline.config` only. Nothing here knows of models, training, Lightning or MLflow.
+"""

@@ -1,0 +1,529 @@
+"""Next-word evaluation (DESIGN §7): whole-word top-k accuracy, exact word perplexity, accuracy by distance and by
+position, the context-length curve, probes; the same code for the recurrent models and the Kneser-Ney baseline.
+
+How the neural pass is batched (the state must be the one after the *whole* preceding document):
+
+    documents sorted by length, B at a time, right-padded:  x (B, T) = bos pieces… pad…
+    step t = 0…T-1:  state_t = model(x[:, t], state_{t-1});  lp_t = log p(· | x[:, ≤t])   (B, V)
+        tok_lp[:, t] = lp_t[x[:, t+1]]      bnd[:, t] = log Σ_{b ∈ boundary} lp_t[b]
+        rows whose next piece opens a target word: (state_t, lp_t) → pending
+    pending ≥ eval.batch_size  →  WordPredictor.top_words on the whole pending batch (beam search over pieces)
+    log P(word) = Σ tok_lp over its pieces' predecessors + bnd after its last piece      (exact, teacher-forced)
+
+Padding only ever follows a row's real pieces, so it cannot change any state that is read.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from pipeline.checkpoints import ModelBundle
+from pipeline.config import Config, EvalConfig
+from pipeline.corpus.cleaning import is_word
+from pipeline.evaluation.distance import (
+    DISTANCE_BUCKETS,
+    POSITION_BUCKETS,
+    accuracy_by,
+    bucket,
+    distances,
+    metric_suffix,
+    position_bucket,
+)
+from pipeline.evaluation.intervals import accuracy_cell
+from pipeline.evaluation.ngram import KneserNey
+from pipeline.evaluation.predict import (
+    WordPredictor,
+    cat_states,
+    select_state,
+    stepwise,
+)
+from pipeline.evaluation.sampling import word_sample
+
+_STEP_TOKENS = 16384  # documents per teacher-forcing batch: B * T at most this many pieces (one doc at least)
+
+
+def load_model(ref: str, cfg: Config | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+    """Resolve a --model reference: MLflow run id, models:/ URI, checkpoint or export directory."""
+    from pipeline.tracking import load_bundle
+
+    return load_bundle(ref, cfg)
+
+
+def model_name(bundle: ModelBundle, ref: str) -> str:
+    a = bundle.model_args
+    return f"{a.get('cell', 'model')}-{a.get('num_layers', '?')}x{a.get('hidden_dim', '?')}"
+
+
+# ------------------------------------------------------------------------------------------------------ scorers
+
+class NeuralScorer:
+    """A recurrent LM read through WordPredictor (whole words from pieces)."""
+
+    def __init__(self, bundle: ModelBundle, ec: EvalConfig, name: str):
+        self.name, self.ec = name, ec
+        self.pred = WordPredictor(bundle.model, bundle.tokenizer, ec.beam_width, ec.max_word_pieces, ec.max_beam_width)
+        self.model, self.tok = self.pred.model, self.pred.tok
+        self.device = self.pred.device
+
+    def _encode(self, tokens: list[str], bos: bool = True) -> tuple[list[int], list[int]]:
+        """(`bos` +) pieces of the tokens, and the index in ids where each token's first piece sits."""
+        pieces = self.tok.encode_batch(tokens) if tokens else []
+        ids, starts = [self.tok.bos_id] if bos else [], []
+        for p in pieces:
+            starts.append(len(ids))
+            ids += p
+        return ids, starts
+
+    @stepwise
+    def _force(self, rows: list[list[int]], want: list[list[int]], on_state: Callable, need_lp: bool = True):
+        """Teacher-force rows (B, T); at each wanted position t of row r call on_state(r, t, state_t, lp_t) in
+        batches; return tok_lp and bnd (B, T) when need_lp."""
+        n, longest = len(rows), max(len(r) for r in rows)
+        x = torch.full((n, longest), self.tok.pad_id, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            x[i, :len(r)] = torch.tensor(r)
+        at: dict[int, list[int]] = {}
+        for i, ts in enumerate(want):
+            for t in ts:
+                at.setdefault(t, []).append(i)
+        state = self.model.init_state(n, self.device)
+        tok_lp = torch.zeros(n, longest, device=self.device)
+        bnd = torch.zeros(n, longest, device=self.device)
+        neg = torch.tensor(-math.inf, device=self.device)
+        for t in range(longest):
+            feats, state = self.model(x[:, t:t + 1], state)  # (B, 1, H)
+            if need_lp or t in at:
+                lp = self.model.log_probs(feats).squeeze(1)  # (B, V)
+            if need_lp:
+                if t + 1 < longest:
+                    tok_lp[:, t] = lp.gather(1, x[:, t + 1:t + 2]).squeeze(1)
+                bnd[:, t] = torch.logsumexp(torch.where(self.pred.masks.boundary, lp, neg), dim=1)
+            if t in at:
+                idx = torch.tensor(at[t], device=self.device)
+                on_state([(i, t) for i in at[t]], select_state(state, idx), lp.index_select(0, idx))
+        return tok_lp, bnd
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        out, cur = [], []
+        for i in order:
+            if cur and (len(cur) + 1) * lengths[i] > _STEP_TOKENS:
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        return out + ([cur] if cur else [])
+
+    def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress) -> dict:
+        """For every target token index: the top-k words (none when k = 0) and the word's exact log-probability."""
+        encoded = [self._encode(d) for d in docs]
+        top: dict[tuple[int, int], list[str]] = {}
+        logp: dict[tuple[int, int], float] = {}
+        pending: list = []
+
+        def flush():
+            keys = [key for key, _, _ in pending]
+            state, lp = cat_states([s for _, s, _ in pending]), torch.cat([l for _, _, l in pending])
+            for key, row in zip(keys, self.pred.top_words(state, lp, k)):
+                top[key] = [w for w, _ in row]
+            progress(len(keys))
+            pending.clear()
+
+        for batch in self._batches([len(ids) for ids, _ in encoded]):
+            rows = [encoded[d][0] for d in batch]
+            want = [[encoded[d][1][j] - 1 for j in targets[d]] if k > 0 else [] for d in batch]
+            where = {}  # (row, t) -> (doc, token)
+            for r, d in enumerate(batch):
+                for j in targets[d]:
+                    where[(r, encoded[d][1][j] - 1)] = (d, j)
+
+            def on_state(keys, state, lp):
+                for m, key in enumerate(keys):
+                    pending.append((where[key], select_state(state, torch.tensor([m])), lp[m:m + 1]))
+                    if len(pending) >= self.ec.batch_size:
+                        flush()
+            tok_lp, bnd = self._force(rows, want, on_state)
+            for r, d in enumerate(batch):
+                ids, starts = encoded[d]
+                for j in targets[d]:
+                    s = starts[j]
+                    e = (starts[j + 1] if j + 1 < len(starts) else len(ids)) - 1  # the word's last piece
+                    logp[(d, j)] = float(tok_lp[r, s - 1:e].sum() + bnd[r, e])
+            if k == 0:
+                progress(sum(len(targets[d]) for d in batch))
+        if pending:
+            flush()
+        return {"top": top, "logp": logp}
+
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
+        """Top-k words after each context, read from a fresh state (after `bos` when the context is a document's
+        start; without it for a truncated context, which starts mid-document)."""
+        rows = [self._encode(c, bos)[0] for c in contexts]
+        out: dict[int, list[str]] = {}
+        for batch in self._batches([len(r) for r in rows]):
+            got = []
+            self._force([rows[i] for i in batch], [[len(rows[i]) - 1] for i in batch],
+                        lambda keys, s, lp: got.append((keys, s, lp)), need_lp=False)
+            keys = [batch[r] for ks, _, _ in got for r, _ in ks]
+            state, lp = cat_states([s for _, s, _ in got]), torch.cat([l for _, _, l in got])
+            for start in range(0, len(keys), self.ec.batch_size):
+                sl = torch.arange(start, min(start + self.ec.batch_size, len(keys)))
+                res = self.pred.top_words(select_state(state, sl), lp.index_select(0, sl), k)
+                for i, row in zip(keys[start:start + len(sl)], res):
+                    out[i] = [w for w, _ in row]
+        return [out[i] for i in range(len(contexts))]
+
+    def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """log P(candidate | context) as the next whole word, for each candidate of each context."""
+        state, lp = self.pred.read([self.pred.context_ids(c) for c in contexts])
+        rows = torch.tensor([i for i, cs in enumerate(candidates) for _ in cs])
+        flat = [c for cs in candidates for c in cs]
+        scores = self.pred.word_log_prob(select_state(state, rows), lp.index_select(0, rows), flat).tolist()
+        out, pos = [], 0
+        for cs in candidates:
+            out.append(scores[pos:pos + len(cs)])
+            pos += len(cs)
+        return out
+
+
+class NgramScorer:
+    """The Kneser-Ney baseline behind the same three calls."""
+
+    def __init__(self, lm, name: str | None = None):
+        self.lm, self.name = lm, name or f"kn{lm.order}gram"
+
+    def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress) -> dict:
+        top, logp = {}, {}
+        for d, (tokens, ts) in enumerate(zip(docs, targets)):
+            if not ts:
+                continue
+            ctxs = [tokens[:j] for j in ts]
+            tops = self.lm.top_words(ctxs, k) if k > 0 else [[] for _ in ts]
+            for j, row, lp in zip(ts, tops, self.lm.log_prob(ctxs, [tokens[j] for j in ts])):
+                top[(d, j)] = [w for w, _ in row]
+                logp[(d, j)] = float(lp)
+            progress(len(ts))
+        return {"top": top, "logp": logp}
+
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
+        return [[w for w, _ in row] for row in self.lm.top_words(contexts, k, bos=bos)]
+
+    def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        from pipeline.corpus.cleaning import clean_text
+
+        out = []
+        for c, cs in zip(contexts, candidates):
+            toks = clean_text(c).split()
+            out.append(self.lm.log_prob([toks] * len(cs), cs).tolist())
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+
+def targets_of(tokens: Sequence[str]) -> list[int]:
+    return [j for j, t in enumerate(tokens) if is_word(t)]
+
+
+def sampled_targets(docs: list[str], ec: EvalConfig) -> tuple[list[list[str]], list[list[int]], list[list[int]],
+                                                             dict[str, Any]]:
+    """Tokens and word targets of every document, and which of its words are scored (indices into its targets):
+    all of them, or the seeded sample of pipeline/evaluation/sampling.py when eval.max_words is set."""
+    tokens = [d.split() for d in docs]
+    targets = [targets_of(t) for t in tokens]
+    chosen = word_sample([len(t) for t in targets], ec.max_words, ec.sample_seed)
+    available = sum(map(len, targets))
+    scored = sum(map(len, chosen))
+    info = {"words_available": available, "documents_available": len(docs), "words": scored,
+            "documents": sum(1 for c in chosen if c), "max_words": ec.max_words,
+            "seed": ec.sample_seed if scored < available else None}
+    return tokens, targets, chosen, info
+
+
+def sample_line(info: dict[str, Any]) -> str:
+    """What was scored, in words: every figure's denominator."""
+    if info["words"] < info["words_available"]:
+        return (f"scored {info['words']:,} of {info['words_available']:,} words ({info['documents']:,} of "
+                f"{info['documents_available']:,} documents): seeded sample (eval.sample_seed={info['seed']}), "
+                "stratified by document length")
+    return f"scored every word: {info['words']:,} words in {info['documents_available']:,} documents"
+
+
+def _score(scorer, docs: list[str], ec: EvalConfig, k: int, desc: str):
+    """Run the scorer on the sampled words; each document is read from its start up to its last sampled word."""
+    tokens, targets, chosen, info = sampled_targets(docs, ec)
+    keep = [d for d, c in enumerate(chosen) if c]
+    want = [[targets[d][i] for i in chosen[d]] for d in keep]
+    cut = [tokens[d][:w[-1] + 1] for d, w in zip(keep, want)]
+    with tqdm(total=info["words"], unit="word", desc=f"{desc} {scorer.name}", unit_scale=True, leave=False) as bar:
+        res = scorer.evaluate_docs(cut, want, k, bar.update)
+        elapsed = bar.format_dict.get("elapsed") or 0.0
+        info["words_per_s"] = info["words"] / elapsed if elapsed > 0 else None  # over the whole pass, not the last
+    return tokens, targets, chosen, keep, res, info
+
+
+def evaluate_scorer(scorer, docs: list[str], ec: EvalConfig, split: str = "test") -> dict[str, Any]:
+    """All natural-text measurements for one model on cleaned documents (every word, or eval.max_words of them)."""
+    k = ec.k
+    search = getattr(scorer, "pred", None)
+    before = dict(search.search_stats) if search else {}
+    tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, k, "evaluate")
+    if search:  # how often the beam had to widen to prove its top k exact, and how often it could not
+        info["beam"] = {key: v - before[key] for key, v in search.search_stats.items()}
+    hit1, hitk, dist_b, pos_b, nll = [], [], [], [], 0.0
+    for r, d in enumerate(keep):
+        ws = [tokens[d][j] for j in targets[d]]
+        dists = distances(ws)  # over the whole document, sampled or not
+        for i in chosen[d]:
+            j = targets[d][i]
+            top = res["top"][(r, j)]
+            hit1.append(bool(top) and top[0] == ws[i])
+            hitk.append(ws[i] in top[:k])
+            dist_b.append(bucket(dists[i]))
+            pos_b.append(position_bucket(i))
+            nll -= res["logp"][(r, j)]
+    n = len(hit1)
+    hits = {"top1": hit1, f"top{k}": hitk}
+    out = {**info, "top1": sum(hit1) / n if n else None, f"top{k}": sum(hitk) / n if n else None,
+           "word_ppl": math.exp(nll / n) if n else None,
+           "by_distance": accuracy_by(dist_b, hits, DISTANCE_BUCKETS),
+           "by_position": accuracy_by(pos_b, hits, POSITION_BUCKETS)}
+    full = {(d, targets[d][i]): res["top"][(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]}
+    out["context"] = context_curve(scorer, tokens, targets, chosen, full, ec)
+    return out
+
+
+def word_perplexity(scorer, docs: list[str], ec: EvalConfig) -> tuple[float, int]:
+    """Word perplexity alone (no beam search): what ranks models for the registry's champion alias."""
+    *_, res, info = _score(scorer, docs, ec, 0, "perplexity")
+    n = len(res["logp"])
+    return (math.exp(-sum(res["logp"].values()) / n) if n else math.nan), n
+
+
+def context_curve(scorer, tokens, targets, chosen, full_top, ec: EvalConfig) -> dict[str, Any]:
+    """Accuracy when only the last c words may be read (Khandelwal et al. 2018). The same seeded target positions
+    for every c, each with at least max(context_lengths) words before it, so every c really truncates; a truncated
+    context starts mid-document (no `bos`)."""
+    k, need = ec.k, max(ec.context_lengths)
+    pool = [(d, i) for d, idx in enumerate(chosen) for i in idx if i >= need]
+    rng = random.Random(f"context-curve-{ec.sample_seed}")
+    sample = sorted(rng.sample(pool, min(ec.context_positions, len(pool))))
+    gold = [tokens[d][targets[d][i]] for d, i in sample]
+    curve: dict[str, dict] = {}
+    for c in ec.context_lengths:
+        ctxs = [tokens[d][targets[d][i - c]:targets[d][i]] for d, i in sample]  # from the c-th word back
+        tops = scorer.top_words(ctxs, k, bos=False) if ctxs else []
+        curve[str(c)] = _acc(tops, gold, k)
+    curve["all"] = _acc([full_top[(d, targets[d][i])] for d, i in sample], gold, k)
+    return {"documents": len({d for d, _ in sample}), "positions": len(sample), "positions_available": len(pool),
+            "min_context_words": need, "curve": curve}
+
+
+def _acc(tops: list[list[str]], gold: list[str], k: int) -> dict[str, Any]:
+    n = len(gold)
+    return {"n": n, "top1": sum(bool(t) and t[0] == g for t, g in zip(tops, gold)) / n if n else None,
+            f"top{k}": sum(g in t[:k] for t, g in zip(tops, gold)) / n if n else None}
+
+
+def flat_metrics(result: dict[str, Any], split: str, k: int) -> dict[str, float]:
+    """MLflow-ready names: test/top1, test/top5_d17_64, test/top1_pos65_256, test/top1_ctx16, probe/recall_d32."""
+    m: dict[str, float] = {f"{split}/words": result["words"]} if "words" in result else {}
+    for key in ("top1", f"top{k}", "word_ppl"):
+        if result.get(key) is not None:
+            m[f"{split}/{key}"] = result[key]
+    for table, prefix in (("by_distance", ""), ("by_position", "pos")):
+        for b, row in result.get(table, {}).items():
+            for key in ("top1", f"top{k}"):
+                if row.get(key) is not None:
+                    suffix = metric_suffix(b) if not prefix else "pos" + metric_suffix(b)[1:]
+                    m[f"{split}/{key}_{suffix}"] = row[key]
+    for c, row in result.get("context", {}).get("curve", {}).items():
+        for key in ("top1", f"top{k}"):
+            if row.get(key) is not None:
+                m[f"{split}/{key}_ctx{c}"] = row[key]
+    for kind, by_d in result.get("probes", {}).get("kinds", {}).items():
+        for dist, row in by_d.items():
+            m[f"probe/{kind}" + ("" if dist == "all" else f"_d{dist}")] = row["accuracy"]
+    return m
+
+
+def evaluate(scorers: list, docs: list[str], cfg: Config, split: str, probes=None) -> dict[str, Any]:
+    from pipeline.evaluation import probes as probe_mod
+
+    results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
+    for scorer in scorers:
+        r = evaluate_scorer(scorer, docs, cfg.eval, split)
+        if probes:
+            r["probes"] = probe_mod.summarize(probes, probe_mod.score_probes(scorer, probes))
+        r["metrics"] = flat_metrics(r, split, cfg.eval.k)
+        results["models"][scorer.name] = r
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------ outputs
+
+def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
+    from pipeline.evaluation import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    k = results["k"]
+    files = [out / "results.json"]
+    files[0].write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    cols = ("top1", f"top{k}")
+    rows = {"summary.csv": [["model", "words", "top1", f"top{k}", "word_ppl", "words_per_s"]],
+            "by_distance.csv": [["model", "bucket", "n", *cols]],
+            "by_position.csv": [["model", "bucket", "n", *cols]],
+            "context.csv": [["model", "context_words", "n", *cols]],
+            "probes.csv": [["model", "kind", "distance", "n", "accuracy", "chance", "low95", "high95"]]}
+    for name, r in results["models"].items():
+        rows["summary.csv"].append([name, r["words"], r["top1"], r[f"top{k}"], r["word_ppl"], r["words_per_s"]])
+        for table in ("by_distance", "by_position"):
+            for b, row in r[table].items():
+                rows[f"{table}.csv"].append([name, b, row["n"], *(row[c] for c in cols)])
+        for c, row in r["context"]["curve"].items():
+            rows["context.csv"].append([name, c, row["n"], *(row[x] for x in cols)])
+        for kind, by_d in r.get("probes", {}).get("kinds", {}).items():
+            for dist, row in by_d.items():
+                rows["probes.csv"].append([name, kind, dist, row["n"], row["accuracy"], row["chance"], row["low"],
+                                           row["high"]])
+    for fname, table in rows.items():
+        with open(out / fname, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(table)
+        files.append(out / fname)
+    files += plots.write_all(results, out)
+    return files
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """The summary, then top-1 by distance, by position and by context length: n per cell, a 95 % interval on every
+    accuracy, "—" where fewer than MIN_N targets."""
+    k, models = results["k"], results["models"]
+    first = next(iter(models.values()))
+    lines = [sample_line(first), "",
+             f"{'model':<22}{'words':>8}{'top-1 % [95% CI]':>22}{f'top-{k} % [95% CI]':>22}{'word ppl':>12}"]
+    for name, r in models.items():
+        lines.append(f"{name:<22}{r['words']:>8}{accuracy_cell(r['top1'], r['words']):>22}"
+                     f"{accuracy_cell(r[f'top{k}'], r['words']):>22}{r['word_ppl'] or math.nan:>12.1f}")
+    for title, key, order in (("by distance to the word's last occurrence (words)", "by_distance",
+                               DISTANCE_BUCKETS),
+                              ("by words of context before the target", "by_position", POSITION_BUCKETS)):
+        lines += ["", f"top-1 % {title}; n per bucket",
+                  f"{'':<22}" + "".join(f"{b:>20}" for b in order),
+                  f"{'n':<22}" + "".join(f"{first[key][b]['n']:>20}" for b in order)]
+        lines += [f"{name:<22}" + "".join(f"{accuracy_cell(r[key][b]['top1'], r[key][b]['n']):>20}" for b in order)
+                  for name, r in models.items()]
+    ctx = first["context"]
+    if ctx["positions"]:
+        cs = list(ctx["curve"])
+        lines += ["", f"top-1 % when only the last c words are read: {ctx['positions']} positions (seeded) with >= "
+                      f"{ctx['min_context_words']} words before them, in {ctx['documents']} documents",
+                  f"{'c':<22}" + "".join(f"{c:>20}" for c in cs)]
+        lines += [f"{name:<22}" + "".join(f"{accuracy_cell(r['context']['curve'][c]['top1'], r['context']['curve'][c]['n']):>20}"
+                                          for c in cs) for name, r in models.items()]
+    else:
+        lines += ["", f"context-length curve: no scored position has {ctx['min_context_words']} words before it"]
+    return "\n".join(lines)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(format_tables(results))
+
+
+def corpus_file_documents(path: str, cfg: Config) -> list[str]:
+    """Cleaned documents of any corpus file the loader reads (same rules as training)."""
+    from pipeline.corpus.prepare import clean_split, load_raw
+
+    dc = dataclasses.replace(cfg.data, train=path, validation=path, test=path, hub=None)
+    raw = load_raw(dc, Path(cfg.data.cache_dir))
+    ds, _ = clean_split(raw["test"], dc)
+    return list(ds["text"])
+
+
+def eval_documents(cfg: Config, data: str | None) -> tuple[list[str], str]:
+    from pipeline.corpus.prepare import documents
+
+    if data:
+        return corpus_file_documents(data, cfg), "data"
+    return documents(cfg, cfg.eval.split), cfg.eval.split
+
+
+def _run_id_of_checkpoint(ref: str) -> str | None:
+    """A checkpoint under runs/<run>/checkpoints/ belongs to the MLflow run recorded in runs/<run>/mlflow_run_id."""
+    f = Path(ref).resolve().parent.parent / "mlflow_run_id"
+    return f.read_text().strip() if Path(ref).suffix == ".ckpt" and f.is_file() else None
+
+
+def build_baseline(cfg, log=print) -> KneserNey:
+    """The baseline for a config: eval.ngram_order on the cleaned train split (the same documents the models saw)."""
+    from pipeline.corpus.prepare import documents
+
+    lm = KneserNey(cfg.eval.ngram_order).fit(documents(cfg, "train"))
+    log(f"{lm.order}-gram Kneser-Ney: {lm.n_tokens} tokens, {len(lm.vocab)} types, built in "
+        f"{lm.build_seconds:.1f} s")
+    return lm
+
+
+def build_scorers(cfg: Config, refs: list[str], baseline: bool) -> list:
+    torch.set_grad_enabled(False)
+    scorers, names = [], set()
+    for ref in refs:
+        bundle, info = load_model(ref, cfg)
+        name = model_name(bundle, ref)
+        while name in names:
+            name += "'"
+        names.add(name)
+        scorer = NeuralScorer(bundle, cfg.eval, name)
+        scorer.run_id = info.get("run_id") or _run_id_of_checkpoint(ref)
+        scorers.append(scorer)
+    if baseline:
+        scorers.append(NgramScorer(build_baseline(cfg)))
+    return scorers
+
+
+def cli(args, cfg: Config) -> int:
+    from pipeline.evaluation import probes as probe_mod
+
+    if not args.model and not args.baseline:
+        print("error: give at least one --model (checkpoint or export directory) or --baseline")
+        return 2
+    scorers = build_scorers(cfg, args.model, args.baseline)
+    docs, split = eval_documents(cfg, args.data)
+    probes = None
+    if cfg.eval.probes:
+        path = Path(cfg.eval.probes)
+        probes = probe_mod.load_probes(path) if path.exists() else None
+    results = evaluate(scorers, docs, cfg, split, probes)
+    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / cfg.name
+    files = write_outputs(results, out)
+    print_table(results)
+    print(f"wrote {len(files)} files to {out}")
+    log_to_runs(cfg, scorers, results, out)
+    return 0
+
+
+def baseline_cli(args, cfg: Config) -> int:
+    """`python -m pipeline baseline`: the n-gram alone, evaluated like a model (tables, plots, probes)."""
+    args.model, args.baseline = [], True
+    args.out = args.out or str(Path(cfg.train.runs_dir) / "eval" / f"{cfg.name}-baseline")
+    return cli(args, cfg)
+
+
+def log_to_runs(cfg: Config, scorers: list, results: dict[str, Any], out: Path) -> None:
+    """Metrics, tables and plots go to each evaluated model's own MLflow run (when it has one)."""
+    from pipeline import tracking
+
+    targets = [(s.run_id, s.name) for s in scorers if getattr(s, "run_id", None)]
+    if not targets:
+        return
+    client = tracking.open_store(cfg)
+    for run_id, name in targets:
+        tracking.log_metrics(client, run_id, results["models"][name]["metrics"])
+        tracking.log_artifacts(client, run_id, out, f"evaluation/{out.name}")
+        print(f"logged {name} to MLflow run {run_id}")

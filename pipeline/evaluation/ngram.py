@@ -1,0 +1,179 @@
+"""Interpolated modified Kneser-Ney word n-gram (Chen & Goodman 1998): the count baseline of DESIGN §7.
+
+Trained on the cleaned train split's whitespace tokens (punctuation included, as the neural models see it); every
+document is `<s>…<s> tokens </s>` with order-1 `<s>`. Everything is numpy over integer keys, no Python loop per
+n-gram:
+
+    context key of order n   ck = w[t-1] | w[t-2] << B | … | w[t-n+1] << B(n-2)      (nearest word in the low bits)
+    dropping the oldest word ck & (2^(B(n-2)) - 1)  ->  the context of order n-1
+    table of order n         rows sorted by (ck, w); contexts are runs; lookup key = context index << B | w
+
+    P_n(w | h) = max(a(hw) - D_n(a), 0) / Σ_v a(hv)  +  γ_n(h) · P_{n-1}(w | h')      (γ = discounted mass)
+    P_1(w)     = max(a(w) - D_1(a), 0) / Σ_v a(v)    +  γ_1 / |V|                       (V includes <unk> and </s>)
+
+`a` is the raw count at the highest order and for n-grams that start with `<s>`, else the continuation count
+N1+(• hw). An unseen context backs off with γ = 1, so every distribution sums to 1 over V and <unk> keeps a mass.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from pipeline.corpus.cleaning import is_word
+
+UNK, BOS, EOS = 0, 1, 2
+SPECIALS = ("<unk>", "<s>", "</s>")
+
+
+def _unique_pairs(ck: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted unique (ck, w) pairs and how often each occurs."""
+    order = np.lexsort((w, ck))
+    ck, w = ck[order], w[order]
+    new = np.ones(len(ck), bool)
+    new[1:] = (ck[1:] != ck[:-1]) | (w[1:] != w[:-1])
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(ck)))
+    return ck[starts], w[starts], counts
+
+
+def _discounts(a: np.ndarray) -> np.ndarray:
+    """Modified KN discounts D(1), D(2), D(3+) from the counts-of-counts (Chen & Goodman eq. 26)."""
+    n = [int((a == i).sum()) for i in (1, 2, 3, 4)]
+    if min(n) == 0:  # too little data for the estimate: plain absolute discounting
+        return np.array([0.0, 0.5, 0.75, 0.9])
+    y = n[0] / (n[0] + 2 * n[1])
+    d = [1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]]
+    # kept inside (0, count): every seen n-gram keeps some mass and every context leaves some to back off to
+    return np.array([0.0] + [min(max(x, 0.05), i + 0.95) for i, x in enumerate(d)])
+
+
+class KneserNey:
+    def __init__(self, order: int = 4):
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        self.order = order
+        self.vocab: list[str] = list(SPECIALS)
+        self.index: dict[str, int] = {}
+        self.tables: dict[int, dict[str, np.ndarray]] = {}
+        self.build_seconds = 0.0
+
+    # -------------------------------------------------------------------------------------------------- training
+    def fit(self, docs: Iterable[str]) -> "KneserNey":
+        t0 = time.perf_counter()
+        token_docs = [d.split() for d in docs]
+        freq = Counter(t for d in token_docs for t in d)
+        self.vocab = list(SPECIALS) + [t for t, _ in freq.most_common()]
+        self.index = {t: i for i, t in enumerate(self.vocab)}
+        v = len(self.vocab)
+        self.bits = max(1, (v - 1).bit_length())
+        if self.bits * (self.order - 1) > 62:
+            raise ValueError(f"vocabulary of {v} words is too large for a {self.order}-gram with 64-bit keys; "
+                             "lower eval.ngram_order")
+        pad = [BOS] * (self.order - 1)
+        stream = np.fromiter((i for d in token_docs for i in pad + [self.index[t] for t in d] + [EOS]), np.int64)
+        targets = np.flatnonzero(stream != BOS)
+        w = stream[targets]
+        cks = {1: np.zeros(len(targets), np.int64)}
+        for n in range(2, self.order + 1):
+            cks[n] = cks[n - 1] | (stream[targets - (n - 1)] << (self.bits * (n - 2)))
+        self.tables = {}
+        upper = None  # the unique (ck, w) table of order n+1
+        for n in range(self.order, 0, -1):
+            uck, uw, raw = _unique_pairs(cks[n], w)
+            a = raw.astype(np.float64)
+            if upper is not None:  # continuation counts N1+(• h w) from the order-(n+1) table
+                _, _, cont = _unique_pairs(upper[0] & ((1 << (self.bits * (n - 1))) - 1), upper[1])
+                if n == 1:
+                    a = cont.astype(np.float64)
+                else:
+                    first = (uck >> (self.bits * (n - 2))) & ((1 << self.bits) - 1)
+                    a = np.where(first == BOS, raw, cont).astype(np.float64)
+            upper = (uck, uw)
+            self.tables[n] = self._table(uck, uw, a, _discounts(a))
+        self.p1 = np.full(v, self.tables[1]["gamma"][0] / (v - 1))  # uniform share over V (all but <s>)
+        self.p1[BOS] = 0.0
+        np.add.at(self.p1, self.tables[1]["w"], self.tables[1]["alpha"])
+        self.word_ok = np.array([False] * len(SPECIALS) + [is_word(t) for t in self.vocab[len(SPECIALS):]])
+        ranked = np.argsort(-self.p1, kind="stable")
+        self.ranked_words = ranked[self.word_ok[ranked]]
+        self.build_seconds = time.perf_counter() - t0
+        self.n_tokens = len(targets)
+        return self
+
+    def _table(self, uck: np.ndarray, uw: np.ndarray, a: np.ndarray, disc: np.ndarray) -> dict[str, np.ndarray]:
+        new = np.ones(len(uck), bool)
+        new[1:] = uck[1:] != uck[:-1]
+        starts = np.flatnonzero(new)
+        ctx_index = np.cumsum(new) - 1
+        total = np.add.reduceat(a, starts)
+        d = np.minimum(disc[np.minimum(a, 3).astype(int)], a)
+        return {"ctx": uck[starts], "start": np.append(starts, len(uck)), "w": uw,
+                "key": (ctx_index << self.bits) | uw, "a": a, "alpha": (a - d) / total[ctx_index],
+                "gamma": np.add.reduceat(d, starts) / total, "discounts": disc}
+
+    # -------------------------------------------------------------------------------------------------- queries
+    def ids(self, tokens: Sequence[str]) -> list[int]:
+        return [self.index.get(t, UNK) for t in tokens]
+
+    def _context_keys(self, contexts: Sequence[Sequence[str]], bos: bool = True) -> np.ndarray:
+        """(N, order) context keys per order (column n-1 for order n): the last order-1 tokens, <s>-padded at a
+        document's start. A truncated context (bos=False) is padded with <unk> instead: no training context holds
+        <unk>, so those orders are unseen and the estimate backs off to what the context really shows."""
+        m, pad = self.order - 1, BOS if bos else UNK
+        ctx = np.array([([pad] * m + self.ids(c[-m:] if m else []))[-m:] if m else [] for c in contexts],
+                       np.int64).reshape(len(contexts), m)
+        keys = np.zeros((len(contexts), self.order), np.int64)
+        for n in range(2, self.order + 1):
+            keys[:, n - 1] = keys[:, n - 2] | (ctx[:, m - (n - 1)] << (self.bits * (n - 2)))
+        return keys
+
+    def _prob(self, keys: np.ndarray, w: np.ndarray) -> np.ndarray:
+        p = self.p1[w]
+        for n in range(2, self.order + 1):
+            t = self.tables[n]
+            ck = keys[:, n - 1]
+            ci = np.minimum(np.searchsorted(t["ctx"], ck), len(t["ctx"]) - 1)
+            found = t["ctx"][ci] == ck
+            full = (ci << self.bits) | w
+            pos = np.minimum(np.searchsorted(t["key"], full), len(t["key"]) - 1)
+            hit = found & (t["key"][pos] == full)
+            p = np.where(hit, t["alpha"][pos], 0.0) + np.where(found, t["gamma"][ci], 1.0) * p
+        return p
+
+    def log_prob(self, contexts: Sequence[Sequence[str]], words: Sequence[str]) -> np.ndarray:
+        """log P(word | preceding tokens) for N pairs; an unknown word gets P(<unk>)."""
+        w = np.array(self.ids(words), np.int64)
+        return np.log(self._prob(self._context_keys(contexts), w))
+
+    def distribution(self, context: Sequence[str]) -> np.ndarray:
+        """P(· | context) over the whole vocabulary (ids), for checks."""
+        keys = np.repeat(self._context_keys([context]), len(self.vocab), axis=0)
+        return self._prob(keys, np.arange(len(self.vocab), dtype=np.int64))
+
+    def followers(self, keys_row: np.ndarray) -> np.ndarray:
+        out = []
+        for n in range(2, self.order + 1):
+            t = self.tables[n]
+            ci = np.searchsorted(t["ctx"], keys_row[n - 1])
+            if ci < len(t["ctx"]) and t["ctx"][ci] == keys_row[n - 1]:
+                out.append(t["w"][t["start"][ci]:t["start"][ci + 1]])
+        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+    def top_words(self, contexts: Sequence[Sequence[str]], k: int, bos: bool = True) -> list[list[tuple[str, float]]]:
+        """The k most probable next *words* (punctuation, </s> and <unk> skipped) with log-probabilities, exactly:
+        a word seen after none of the context's suffixes scores (product of γ) · P_1, so beyond the followers only
+        the unigram ranking's head can enter the top k."""
+        all_keys = self._context_keys(contexts, bos)
+        out = []
+        for keys in all_keys:
+            seen = self.followers(keys)
+            seen = seen[self.word_ok[seen]]
+            cand = np.unique(np.concatenate([seen, self.ranked_words[:k + len(seen)]]))
+            p = self._prob(np.broadcast_to(keys, (len(cand), self.order)), cand)
+            best = np.argsort(-p, kind="stable")[:k]
+            out.append([(self.vocab[cand[i]], math.log(p[i])) for i in best])
+        return out

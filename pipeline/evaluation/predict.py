@@ -1,0 +1,264 @@
+"""Whole-word prediction from a piece-level model (DESIGN §7): exact top-k whole words, exact word log-probability.
+
+A word is one piece that starts with `▁` followed by continuation pieces; it ends where the next piece starts with
+`▁` (or is eos). With `B` = the set of boundary pieces (word starts and eos) and w's pieces the tokenizer's own
+segmentation of w (the one the model was trained on):
+
+    log P(word | ctx) = Σ_j log p(piece_j | ctx, piece_<j) + log Σ_{b ∈ B} p(b | ctx, pieces)
+
+Ranking and word perplexity use this same P(word): a piece sequence that decodes to w but is not w's own
+segmentation is not a candidate (its mass is the model's error, not w's), so each word is one path in the search.
+
+The search is a beam search over pieces that knows when it is exact: extending a prefix only lowers its score, so
+every word under a dropped prefix scores at most the best dropped score. A row whose k-th word scores at least that
+bound has its exact top k; any other row is searched again with a 4× wider beam (up to `max_beam_width`). Pieces that
+cannot be part of a word (punctuation, pad, unk, bos, eos) never enter a beam.
+
+Every function here is batched over many starting points at once (rows); nothing loops over words in Python except
+the final bookkeeping of the top-k lists.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import unicodedata
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.recurrent import RecurrentLM, State
+from pipeline.corpus.cleaning import clean_text, is_word
+from pipeline.corpus.tokenizer import Tokenizer
+
+
+def stepwise(fn):
+    """For loops that feed the model one piece at a time: no autograd, and PyTorch's native RNN kernels instead of
+    oneDNN's, whose fixed cost per call dominates when T = 1 (measured: bench/evaluate.py)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def select_state(state: State, index: Tensor) -> State:
+    """Rows of a state by index: (L, N, H) -> (L, len(index), H)."""
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)
+
+
+def scatter_state(state: State, index: Tensor, rows: State) -> State:
+    """A copy of `state` with rows `index` replaced by `rows`."""
+    if isinstance(state, tuple):
+        return tuple(s.index_copy(1, index, r) for s, r in zip(state, rows))
+    return state.index_copy(1, index, rows)
+
+
+def cat_states(states: list[State]) -> State:
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat([s[i] for s in states], 1) for i in range(len(states[0])))
+    return torch.cat(states, 1)
+
+
+def _word_char(ch: str) -> bool:
+    """A character a cleaned word can hold: letters, marks, digits, ZWJ/ZWNJ, and . or , inside numbers."""
+    return unicodedata.category(ch)[0] in "LMN" or ch in "\u200c\u200d.,"
+
+
+@dataclass
+class PieceMasks:
+    starts: Tensor    # (V,) bool: pieces that can open a word
+    inner: Tensor     # (V,) bool: pieces that can continue a word
+    boundary: Tensor  # (V,) bool: pieces that end the current word when they come next (word starts + eos)
+
+    @classmethod
+    def of(cls, tok: Tokenizer, device=None) -> "PieceMasks":
+        special = [tok.sp.is_control(i) or tok.sp.is_unknown(i) for i in range(tok.vocab_size)]
+        start, inner = [], []
+        for i, p in enumerate(tok.pieces):
+            body = p[1:] if p.startswith("\u2581") else p
+            ok = not special[i] and (tok.sp.is_byte(i) or all(map(_word_char, body)))
+            start.append(ok and p.startswith("\u2581") and not body[:1] in (".", ","))
+            inner.append(ok and not p.startswith("\u2581"))
+        boundary = torch.tensor([p.startswith("\u2581") for p in tok.pieces], device=device)
+        boundary[tok.eos_id] = True
+        return cls(torch.tensor(start, device=device), torch.tensor(inner, device=device), boundary)
+
+
+class WordPredictor:
+    """Next whole words for contexts; shared by evaluation, the MLflow pyfunc and the HTTP server."""
+
+    def __init__(self, model: RecurrentLM, tokenizer: Tokenizer, beam_width: int = 8, max_word_pieces: int = 12,
+                 max_beam_width: int = 128):
+        self.model, self.tok = model.eval(), tokenizer
+        self.beam_width, self.max_word_pieces = beam_width, max_word_pieces
+        self.max_beam_width = max(max_beam_width, beam_width)
+        self.device = next(model.parameters()).device
+        self.masks = PieceMasks.of(tokenizer, self.device)
+        # The search reads log-probabilities in the output layer's own column order (RecurrentLM.log_probs)
+        order = model.rank_order()
+        self._inner_cols = self.masks.inner[order].nonzero().flatten()  # columns of continuation pieces
+        self._inner_ids = order[self._inner_cols]                        # ... and their piece ids
+        self._boundary_ranked = self.masks.boundary[order].float()       # (V,) 1 at boundary columns
+        self._word_cache: dict[tuple[int, ...], str | None] = {}
+        # rows searched, rows searched again wider, rows still not proven exact at max_beam_width
+        self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0}
+
+    # --------------------------------------------------------------------------------------------- reading text
+    def context_ids(self, text: str) -> list[int]:
+        """`bos` + pieces of the cleaned text: what the model saw at the start of every training document."""
+        cleaned = clean_text(text)
+        return [self.tok.bos_id] + (self.tok.encode(cleaned) if cleaned else [])
+
+    @torch.no_grad()
+    def read(self, ids: list[list[int]], state: State | None = None) -> tuple[State, Tensor]:
+        """Run the model over each row's pieces (rows may differ in length); return the state after each row's last
+        piece and the log-probabilities of the next piece, (N, V). `state`, when given, is where each row starts."""
+        n = len(ids)
+        lengths = torch.tensor([len(r) for r in ids])
+        if (lengths == 0).any():
+            raise ValueError("every row needs at least one piece")
+        out_states: list[State | None] = [None] * n
+        out_lp = torch.empty(n, self.model.vocab_size, device=self.device)
+        # Rows of equal length run together: one fused call per length group, no padding to get wrong.
+        for length in lengths.unique():
+            rows = (lengths == length).nonzero().flatten()
+            x = torch.tensor([ids[i] for i in rows.tolist()], device=self.device)  # (n_rows, T)
+            start = None if state is None else select_state(state, rows.to(self.device))
+            features, new_state = self.model(x, start)
+            out_lp[rows] = self.model.log_probs(features[:, -1:]).squeeze(1)
+            for j, i in enumerate(rows.tolist()):
+                out_states[i] = select_state(new_state, torch.tensor([j], device=self.device))
+        return cat_states(out_states), out_lp
+
+    # ---------------------------------------------------------------------------------------------- beam search
+    def _word(self, pieces: tuple[int, ...]) -> str | None:
+        """The word these pieces spell, when they are its own segmentation and it is a word cleaning could leave."""
+        if len(self._word_cache) > 200_000:  # bounded: a long-running server sees endless piece sequences
+            self._word_cache.clear()
+        if pieces not in self._word_cache:
+            text = self.tok.decode(list(pieces)).strip()
+            ok = text and is_word(text) and clean_text(text) == text and tuple(self.tok.encode(text)) == pieces
+            self._word_cache[pieces] = text if ok else None
+        return self._word_cache[pieces]
+
+    @stepwise
+    def top_words(self, state: State, next_lp: Tensor, k: int) -> list[list[tuple[str, float]]]:
+        """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
+        words of at most max_word_pieces pieces with their log-probabilities, best first: exact (see the module
+        docstring) unless a row stays unproven at max_beam_width (counted in search_stats["not_exact"])."""
+        n = next_lp.size(0)
+        out: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+        todo, width = torch.arange(n), max(self.beam_width, k)
+        self.search_stats["rows"] += n
+        while True:
+            sub = todo.to(self.device)
+            found, exact = self._search(select_state(state, sub), next_lp.index_select(0, sub), k, width)
+            for i, row, ok in zip(todo.tolist(), found, exact):
+                out[i] = row
+            again = [j for j, ok in enumerate(exact) if not ok]
+            if not again:
+                break
+            if width >= self.max_beam_width:
+                self.search_stats["not_exact"] += len(again)
+                break
+            self.search_stats["widened"] += len(again)
+            todo, width = todo[again], min(width * 4, self.max_beam_width)
+        return out
+
+    def _search(self, state: State, next_lp: Tensor, k: int, width: int) -> tuple[list[list[tuple[str, float]]],
+                                                                                    list[bool]]:
+        """One beam search of `width`; per row the k best words found and whether they are proven exact."""
+        n = next_lp.size(0)
+        neg = torch.tensor(-math.inf, device=self.device)
+        first = torch.where(self.masks.starts, next_lp, neg)  # only word starts can open the word
+        width = min(width, int(self.masks.starts.sum()))
+        top = first.topk(min(width + 1, first.size(1)), dim=1)
+        score, piece = top.values[:, :width], top.indices[:, :width]  # (N, W)
+        # bound[r]: the best score of anything this search dropped; no word under it can score higher
+        bound = top.values[:, width] if top.values.size(1) > width else torch.full((n,), -math.inf)
+        bound = bound.tolist()
+        beams = [[(int(p),) for p in row] for row in piece.tolist()]
+        rows = torch.arange(n, device=self.device).repeat_interleave(width)  # beam b of row r sits at r*W + b
+        beam_state = select_state(state, rows)
+        done: list[dict[str, float]] = [dict() for _ in range(n)]
+        alive = list(range(n))  # the rows still searched; score/piece/beams/beam_state/kth hold only these
+        kth = torch.full((n,), -math.inf, device=self.device)  # per alive row: its k-th best word so far
+        for step in range(self.max_word_pieces):
+            # Extending only lowers a prefix's probability, so a beam at or below its row's k-th word can add
+            # nothing: the model runs on live beams only, and a row without one is finished and leaves the batch.
+            live_mask = score > kth.unsqueeze(1)  # (A, W)
+            keep = live_mask.any(dim=1).nonzero().flatten()
+            if len(keep) == 0:
+                break
+            if len(keep) < len(alive):
+                alive, beams = [alive[i] for i in keep.tolist()], [beams[i] for i in keep.tolist()]
+                score, piece, kth, live_mask = (t.index_select(0, keep) for t in (score, piece, kth, live_mask))
+                beam_rows = (keep.unsqueeze(1) * width + torch.arange(width, device=self.device)).reshape(-1)
+                beam_state = select_state(beam_state, beam_rows)
+            a = len(alive)
+            live = live_mask.reshape(-1).nonzero().flatten()  # (L,) flat beam indices r*W + b
+            feats, live_state = self.model(piece.reshape(-1, 1).index_select(0, live), select_state(beam_state, live))
+            lp = self.model.log_probs(feats, in_rank_order=True).squeeze(1)  # (L, V), columns = self._rank_order
+            live_score = score.reshape(-1).index_select(0, live)
+            end = live_score + (lp.exp() @ self._boundary_ranked).log()
+            for idx, e in zip(live.tolist(), end.tolist()):
+                word = self._word(beams[idx // width][idx % width])
+                if word is not None:
+                    done[alive[idx // width]][word] = e  # one path per word: its own segmentation
+            if step == self.max_word_pieces - 1:
+                break  # longer words are not candidates
+            kth = torch.tensor([sorted(done[r].values(), reverse=True)[k - 1] if len(done[r]) >= k else -math.inf
+                                for r in alive], device=self.device)
+            # The row's best width+1 extensions lie among each beam's best width+1: take those per beam, then
+            # merge per row. The (width+1)-th of the merge is the best score this step drops.
+            per_beam = min(width + 1, len(self._inner_cols))
+            ext = lp.index_select(1, self._inner_cols).topk(per_beam, dim=1)
+            cand = torch.full((a * width, per_beam), -math.inf, device=self.device)
+            cand[live] = live_score.unsqueeze(1) + ext.values
+            cand_piece = torch.zeros(a * width, per_beam, dtype=torch.long, device=self.device)
+            cand_piece[live] = self._inner_ids[ext.indices]
+            top = cand.view(a, -1).topk(min(width + 1, width * per_beam), dim=1)
+            if top.values.size(1) > width:
+                for r, dropped in zip(alive, top.values[:, width].tolist()):
+                    bound[r] = max(bound[r], dropped)
+            score, flat = top.values[:, :width], top.indices[:, :width]
+            parent, piece = flat // per_beam, cand_piece.view(a, -1).gather(1, flat)  # (A, W)
+            beams = [[beams[r][p] + (c,) for p, c in zip(prow, crow)]
+                     for r, (prow, crow) in enumerate(zip(parent.tolist(), piece.tolist()))]
+            # Each new beam's state is its parent's after this step; a parent that was not live only ever has
+            # -inf children, which never run again, so any row serves them.
+            slot = torch.zeros(a * width, dtype=torch.long, device=self.device)
+            slot[live] = torch.arange(len(live), device=self.device)
+            gather = (torch.arange(a, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
+            beam_state = select_state(live_state, slot.index_select(0, gather))
+        found = [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done]
+        # exact: the k-th word found beats everything dropped (fewer than k words: nothing may have been dropped)
+        exact = [(row[-1][1] if len(row) == k else -math.inf) >= b for row, b in zip(found, bound)]
+        return found, exact
+
+    # ----------------------------------------------------------------------------------------------- scoring
+    @torch.no_grad()
+    def word_log_prob(self, state: State, next_lp: Tensor, words: list[str]) -> Tensor:
+        """Exact log P(word | context) for N (context, word) pairs, with the tokenizer's own segmentation."""
+        pieces = [self.tok.encode(w.strip()) for w in words]
+        total = next_lp.gather(1, torch.tensor([[p[0]] for p in pieces], device=self.device)).squeeze(1)
+        longest = max(len(p) for p in pieces)
+        padded = torch.tensor([p + [p[-1]] * (longest - len(p)) for p in pieces], device=self.device)
+        feats, _ = self.model(padded, state)
+        lp = self.model.log_probs(feats)  # (N, T, V): lp[:, j] predicts piece j+1
+        lengths = torch.tensor([len(p) for p in pieces], device=self.device)
+        for j in range(1, longest):
+            live = lengths > j
+            total = total + torch.where(live, lp[:, j - 1].gather(1, padded[:, j:j + 1]).squeeze(1),
+                                        torch.zeros_like(total))
+        last = lp[torch.arange(len(pieces)), lengths - 1]  # (N, V): the distribution after each word's last piece
+        return total + torch.logsumexp(last.masked_fill(~self.masks.boundary, -math.inf), dim=1)
+
+    # ----------------------------------------------------------------------------------------------- the API
+    def predict(self, texts: list[str], k: int = 5) -> list[list[dict[str, float]]]:
+        """The k most probable next words after each text, as [{"word", "prob"}, ...]."""
+        state, lp = self.read([self.context_ids(t) for t in texts])
+        return [[{"word": w, "prob": math.exp(s)} for w, s in row] for row in self.top_words(state, lp, k)]

@@ -1,6 +1,0 @@
-"""The pyfunc entry point MLflow loads ("models from code"): no pickled Python object is stored with the model."""
-import mlflow
-
-from pipeline.tracking import NextWordModel
-
-mlflow.models.set_model(NextWordModel())

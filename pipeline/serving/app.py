@@ -1,0 +1,271 @@
+"""The HTTP API and the live-suggestion page (DESIGN §10): `python -m pipeline serve [--model REF] [--host] [--port]`.
+
+    POST /predict        {"text": str, "k": 1..20 = 5}  -> {"words": [{"word", "prob"}, ...], "model": str}
+    POST /predict/batch  {"texts": [str, ...], "k": ...} -> {"results": [[{"word", "prob"}, ...], ...], "model": str}
+    GET  /health         model name, version, run id, cache figures
+    GET  /               the page (pipeline/serving/static/index.html, read once at start-up)
+
+Bad requests get a 4xx whose JSON `{"error": ..., "field": ...}` names the field; input never reaches the filesystem
+and never produces a 5xx. Model calls run one at a time under a lock (see `IncrementalPredictor`).
+"""
+# No `from __future__ import annotations`: FastAPI must see the request models, which are local to create_app.
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.checkpoints import CheckpointError, ModelBundle
+from pipeline.config import Config, ServeConfig
+from pipeline.evaluation.predict import WordPredictor
+from pipeline.serving.statecache import IncrementalPredictor, StateCache
+
+STATIC = Path(__file__).resolve().parent / "static"
+JSON_TYPES = ("application/json",)
+
+
+# ------------------------------------------------------------------------------------------------ resolving a model
+def _load(ref: str, cfg: Config | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+    """The one place a model reference is resolved (MLflow run id or URI, checkpoint, export directory)."""
+    from pipeline.tracking import load_bundle
+
+    return load_bundle(ref, cfg)
+
+
+def newest_checkpoint(runs_dir: Path) -> Path | None:
+    """best.ckpt (else last.ckpt) of the most recently written run, LSTM runs first (the default model is an LSTM)."""
+    found = []
+    for run in runs_dir.glob("*/checkpoints") if runs_dir.is_dir() else []:
+        ckpt = next((run / n for n in ("best.ckpt", "last.ckpt") if (run / n).is_file()), None)
+        if ckpt is not None:
+            found.append(("lstm" in run.parent.name, ckpt.stat().st_mtime, ckpt))
+    return max(found)[2] if found else None
+
+
+def resolve_model(ref: str | None, cfg: Config) -> tuple[ModelBundle, dict[str, Any]]:
+    """`ref` if given (errors propagate); else serve.model, falling back to the newest local run with a message."""
+    if ref:
+        return _load(ref, cfg)
+    try:
+        return _load(cfg.serve.model, cfg)
+    except Exception as e:  # noqa: BLE001 - nothing registered, store unreachable, ...: fall back to local runs
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    runs_dir = Path(cfg.train.runs_dir)
+    ckpt = newest_checkpoint(runs_dir)
+    if ckpt is None:
+        raise CheckpointError(f"no model to serve: {cfg.serve.model} cannot be loaded ({reason}) and {runs_dir} "
+                              "holds no checkpoint; run `make run` first, or pass --model PATH_OR_URI")
+    print(f"serve: {cfg.serve.model} is not available ({reason}); serving the newest local run instead: {ckpt}",
+          file=sys.stderr)
+    return _load(str(ckpt), cfg)
+
+
+def model_label(info: dict[str, Any]) -> str:
+    uri = Path(str(info.get("uri") or "model"))
+    name = info.get("name") or uri.name
+    if not info.get("version") and uri.suffix == ".ckpt":  # runs/<run>/checkpoints/best.ckpt -> <run>/best.ckpt
+        name = f"{uri.parent.parent.name}/{uri.name}"
+    return f"{name}/{info['version']}" if info.get("version") else str(name)
+
+
+# ---------------------------------------------------------------------------------------------------- the app
+def _request_models(cfg: ServeConfig):
+    def check_text(v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        if len(v) > cfg.max_text_chars:
+            raise ValueError(f"is {len(v)} characters; the limit is {cfg.max_text_chars}")
+        return v
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: StrictStr
+        k: StrictInt = Field(5, ge=1, le=20)
+
+        @field_validator("text")
+        @classmethod
+        def _text(cls, v: str) -> str:
+            return check_text(v)
+
+    class BatchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        texts: list[StrictStr] = Field(min_length=1, max_length=cfg.max_batch)
+        k: StrictInt = Field(5, ge=1, le=20)
+
+        @field_validator("texts")
+        @classmethod
+        def _texts(cls, v: list[str]) -> list[str]:
+            for i, t in enumerate(v):
+                try:
+                    check_text(t)
+                except ValueError as e:
+                    raise ValueError(f"texts[{i}] {e}") from None
+            return v
+
+    return PredictRequest, BatchRequest
+
+
+def _field(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def _describe(err: dict[str, Any], cfg: ServeConfig) -> tuple[int, str, str]:
+    """(status, field, message) for one pydantic error."""
+    field, kind, msg = _field(tuple(err.get("loc", ()))), err.get("type", ""), str(err.get("msg", ""))
+    if kind == "json_invalid":
+        return 400, "body", f"body is not valid JSON ({err.get('ctx', {}).get('error', msg)})"
+    if kind == "missing":
+        return 422, field, f"{field} is required"
+    if kind == "extra_forbidden":
+        return 422, field, f"{field} is not a known field (expected text/texts and k)"
+    if field == "body" or kind == "model_type":
+        return 422, "body", "body must be a JSON object, e.g. {\"text\": \"...\", \"k\": 5}"
+    if field == "k" or field.startswith("k."):
+        return 422, "k", "k must be an integer from 1 to 20"
+    if field == "texts" and kind in ("too_long", "too_short"):
+        return 422, "texts", f"texts must hold 1 to {cfg.max_batch} strings"
+    msg = msg.removeprefix("Value error, ")
+    if kind == "value_error" and msg.startswith("texts["):
+        return 422, msg.split(" ", 1)[0], msg
+    return 422, field, f"{field} {msg[0].lower() + msg[1:] if msg else 'is invalid'}"
+
+
+class _BodyGuard:
+    """ASGI middleware: POST bodies must be JSON (415 otherwise) and at most `limit` bytes (413), counted as they
+    arrive, so a lying or absent Content-Length cannot get a bigger body through."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in JSON_TYPES:
+            return await _send_error(send, 415, "content-type",
+                                     f"content-type must be application/json (got {ctype or 'none'!r})")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await _send_error(send, 413, "body", f"body is over the {self.limit}-byte limit")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await _send_error(send, 413, "body", f"body is over the {self.limit}-byte limit")
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+async def _send_error(send, status: int, field: str, message: str) -> None:
+    payload = json.dumps({"error": message, "field": field}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str, Any]) -> FastAPI:
+    """The app for one loaded model. Everything it serves is in memory once this returns."""
+    ecfg = bundle.config.get("eval", {}) if isinstance(bundle.config, dict) else {}
+    predictor = WordPredictor(bundle.model, bundle.tokenizer, beam_width=int(ecfg.get("beam_width", 8)),
+                              max_word_pieces=int(ecfg.get("max_word_pieces", 12)),
+                              max_beam_width=int(ecfg.get("max_beam_width", 128)))
+    cache = StateCache(serve_cfg.cache_entries, int(serve_cfg.cache_megabytes * 2**20))
+    engine = IncrementalPredictor(predictor, cache)
+    label = model_label(model_info)
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    PredictRequest, BatchRequest = _request_models(serve_cfg)
+
+    app = FastAPI(title="marathi-nwp", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.engine, app.state.model_info = engine, model_info
+    # JSON escapes may take 6 bytes per character: room for a full batch of maximal texts, and no more.
+    app.add_middleware(_BodyGuard, limit=serve_cfg.max_batch * (serve_cfg.max_text_chars * 6 + 64) + 1024)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        status, field, message = _describe(errors[0] if errors else {}, serve_cfg)
+        return JSONResponse({"error": message, "field": field}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot even decode (e.g. invalid UTF-8) with a bare 400; 404/405 for paths
+        field = {400: "body", 404: "path", 405: "method"}.get(exc.status_code, "request")
+        message = {400: "body is not valid JSON (it could not be decoded)",
+                   404: f"path {request.url.path!r} does not exist (try /, /predict, /predict/batch, /health)",
+                   405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
+                                                                                         str(exc.detail))
+        return JSONResponse({"error": message, "field": field}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.post("/predict")
+    def predict(req: PredictRequest) -> dict[str, Any]:
+        return {"words": engine.predict([req.text], req.k)[0], "model": label}
+
+    @app.post("/predict/batch")
+    def predict_batch(req: BatchRequest) -> dict[str, Any]:
+        return {"results": engine.predict(req.texts, req.k), "model": label}
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": label, "name": model_info.get("name"),
+                "version": model_info.get("version"), "run_id": model_info.get("run_id"),
+                "cache": cache.stats()}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app
+
+
+# ------------------------------------------------------------------------------------------------------ the command
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cli(args, cfg: Config) -> int:
+    import uvicorn
+
+    host = args.host or cfg.serve.host
+    port = cfg.serve.port if args.port is None else args.port
+    bundle, info = resolve_model(args.model, cfg)
+    if not is_loopback(host):
+        print(f"warning: binding to {host}: the API will be reachable from other machines; it has no "
+              "authentication. Use --host 127.0.0.1 unless that is what you want.", file=sys.stderr)
+    if cfg.train.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.num_threads)
+    print(f"serving {model_label(info)} ({info.get('uri')}) on http://{host}:{port}/", file=sys.stderr)
+    uvicorn.run(create_app(bundle, cfg.serve, info), host=host, port=port, log_level="info", workers=1)
+    return 0

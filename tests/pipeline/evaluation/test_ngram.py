@@ -1,0 +1,57 @@
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.evaluation.ngram import EOS, UNK, KneserNey
+
+DOCS = ["मी घरी गेलो .", "मी घरी गेलो .", "मी शाळेत गेलो", "तू शाळेत गेलास .", "तू घरी ये", "मी घरी आलो , आणि झोपलो ."]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return KneserNey(4).fit(DOCS)
+
+
+@pytest.mark.parametrize("context", [[], ["मी"], ["मी", "घरी"], ["तू", "शाळेत"], ["अनोळखी", "शब्द"], ["मी", "घरी", "आलो", ","]])
+def test_distribution_sums_to_one_with_unk_mass(lm, context):
+    p = lm.distribution(context)
+    assert p.sum() == pytest.approx(1.0, abs=1e-9)
+    assert p[UNK] > 0 and p[EOS] > 0 and (p[3:] > 0).all()
+
+
+def test_kneser_ney_prefers_the_seen_continuation(lm):
+    lp = lm.log_prob([["मी", "घरी"], ["मी", "घरी"], ["तू", "शाळेत"]], ["गेलो", "ये", "गेलास"])
+    assert lp[0] > lp[1] and lp[2] > lm.log_prob([["तू", "शाळेत"]], ["गेलो"])[0]
+    assert np.isfinite(lm.log_prob([["मी"]], ["कधीच_न_पाहिलेला"])).all()
+
+
+def test_top_words_are_the_exact_top_of_the_distribution(lm):
+    for context in ([], ["मी"], ["मी", "घरी"], ["तू"], ["काहीतरी"]):
+        p = lm.distribution(context)
+        ranked = [i for i in np.argsort(-p, kind="stable") if lm.word_ok[i]][:3]
+        got = lm.top_words([context], 3)[0]
+        assert [w for w, _ in got] == [lm.vocab[i] for i in ranked]
+        assert [s for _, s in got] == pytest.approx([math.log(p[i]) for i in ranked])
+    assert all(w not in (".", ",", "</s>", "<unk>") for w, _ in lm.top_words([["मी", "घरी", "गेलो"]], 8)[0])
+
+
+def _count(lm, n, context, word):
+    t = lm.tables[n]
+    ck = lm._context_keys([context])[0, n - 1]
+    ci = np.searchsorted(t["ctx"], ck)
+    rows = np.arange(t["start"][ci], t["start"][ci + 1])
+    return t["a"][rows[t["w"][rows] == lm.index[word]]][0]
+
+
+def test_adjusted_counts(lm):
+    assert _count(lm, 1, [], "गेलो") == 2           # continuation: after घरी and शाळेत, though seen 3 times
+    assert _count(lm, 2, ["घरी"], "गेलो") == 1      # continuation: only ever after मी
+    assert _count(lm, 2, [], "मी") == 4             # <s> मी: starts 4 documents, raw count kept
+    assert _count(lm, 4, ["मी", "घरी"], "गेलो") == 2  # highest order: raw count of <s> मी घरी गेलो
+
+
+def test_vocabulary_too_large_for_the_order_is_named():
+    docs = [" ".join(f"w{i}" for i in range(300))]  # 300 words: 9 bits each, 9 x 9 context bits > 62 for order 10
+    with pytest.raises(ValueError, match=r"vocabulary of 30\d words is too large for a 10-gram .* lower eval.ngram_order"):
+        KneserNey(10).fit(docs)

@@ -1,0 +1,97 @@
+"""Whole-word top-k against brute force: every word of up to two pieces enumerated and scored one by one."""
+import math
+
+import pytest
+import torch
+
+from pipeline.checkpoints import load_local
+from pipeline.corpus.cleaning import clean_text, is_word
+from pipeline.evaluation.predict import WordPredictor, select_state
+
+CONTEXTS = ["मी काल संध्याकाळी घरी", "आज पाऊस पडला , आणि", "ते", "सरकारने नवीन"]
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_checkpoint):
+    torch.set_num_threads(1)
+    return load_local(trained_checkpoint)
+
+
+def brute_force(model, tok, context_ids: list[int], k: int) -> list[tuple[str, float]]:
+    """Score every sequence start (+ continuation) by plain forward passes; keep those that spell a word cleaning
+    could leave, in the tokenizer's own segmentation; the k best."""
+    pieces = tok.pieces
+    boundary = torch.tensor([p.startswith("\u2581") for p in pieces])
+    boundary[tok.eos_id] = True
+    special = {tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id}
+    starts = [i for i, p in enumerate(pieces) if p.startswith("\u2581") and i not in special]
+    inner = [i for i, p in enumerate(pieces) if not p.startswith("\u2581") and i not in special]
+
+    def spelled(seq):
+        w = tok.decode(list(seq)).strip()
+        ok = w and is_word(w) and clean_text(w) == w and tuple(tok.encode(w)) == tuple(seq)
+        return w if ok else None
+
+    with torch.no_grad():
+        feats, state = model(torch.tensor([context_ids]))
+        lp0 = model.log_probs(feats[:, -1:])[0, 0]  # (V,)
+        s = torch.tensor(starts)
+        f1, st1 = model(s[:, None], select_state(state, torch.zeros(len(s), dtype=torch.long)))
+        lp1 = model.log_probs(f1)[:, 0]  # (S, V): after each start piece
+        scores = {}
+        for a, i in enumerate(starts):
+            w = spelled((i,))
+            if w:
+                scores[w] = float(lp0[i] + torch.logsumexp(lp1[a][boundary], 0))
+        c = torch.tensor(inner)
+        for a, i in enumerate(starts):
+            f2, _ = model(c[:, None], select_state(st1, torch.full((len(c),), a)))
+            lp2 = model.log_probs(f2)[:, 0]  # (C, V): after start i + each continuation
+            end = lp0[i] + lp1[a][c] + torch.logsumexp(lp2.masked_fill(~boundary, -math.inf), 1)
+            for b, j in enumerate(inner):
+                w = spelled((i, j))
+                if w:
+                    scores[w] = float(end[b])
+    return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_top_k_equals_brute_force_enumeration(bundle, context):
+    # beam width 2 < k: the search must widen itself until it can prove its top k
+    pred = WordPredictor(bundle.model, bundle.tokenizer, beam_width=2, max_word_pieces=2, max_beam_width=4096)
+    ids = pred.context_ids(context)
+    state, lp = pred.read([ids])
+    got = pred.top_words(state, lp, 10)[0]
+    want = brute_force(bundle.model, bundle.tokenizer, ids, 10)
+    assert [w for w, _ in got] == [w for w, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-4)
+    assert pred.search_stats["not_exact"] == 0
+
+
+def test_words_and_scores_agree_with_word_log_prob(bundle):
+    # ranking and perplexity use one P(word): the beam's score of each word equals its teacher-forced log-prob
+    pred = WordPredictor(bundle.model, bundle.tokenizer, beam_width=8, max_word_pieces=6)
+    state, lp = pred.read([pred.context_ids(CONTEXTS[0])])
+    top = pred.top_words(state, lp, 8)[0]
+    rows = torch.zeros(len(top), dtype=torch.long)
+    scored = pred.word_log_prob(select_state(state, rows), lp.index_select(0, rows), [w for w, _ in top])
+    assert scored.tolist() == pytest.approx([s for _, s in top], abs=1e-4)
+
+
+def test_pieces_that_cannot_be_in_a_word_never_enter_a_beam(bundle):
+    pred = WordPredictor(bundle.model, bundle.tokenizer)
+    tok, m = bundle.tokenizer, pred.masks
+    for i in (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id):
+        assert not m.starts[i] and not m.inner[i]
+    punct = [i for i, p in enumerate(tok.pieces) if p in ("\u2581.", "\u2581,", "\u2581।", "\u2581?")]
+    assert punct and not any(m.starts[i] for i in punct)
+    assert all(m.boundary[i] for i in punct)  # punctuation after a word still ends it
+    words = {w for row in pred.top_words(*pred.read([pred.context_ids(c) for c in CONTEXTS]), 20) for w, _ in row}
+    assert words and all(is_word(w) and clean_text(w) == w for w in words)
+
+
+def test_a_narrow_search_that_cannot_widen_reports_it(bundle):
+    pred = WordPredictor(bundle.model, bundle.tokenizer, beam_width=1, max_word_pieces=2, max_beam_width=1)
+    state, lp = pred.read([pred.context_ids(c) for c in CONTEXTS])
+    pred.top_words(state, lp, 10)
+    assert pred.search_stats["rows"] == len(CONTEXTS) and pred.search_stats["not_exact"] > 0

@@ -1,0 +1,125 @@
+"""The comparison experiment: budget split, parameter matching, one parent run with nested runs, the report, reuse."""
+from __future__ import annotations
+
+import pytest
+from conftest import _overrides_of
+
+from pipeline.config import ConfigError, load_config
+from pipeline.experiments.grid import match_parameters, plan_budget
+
+
+def _cfg(tiny_config, store, *extra: str):
+    return load_config(None, ["name=tiny", *_overrides_of(tiny_config),
+                              f"tracking.tracking_uri=sqlite:///{store / 'mlflow.db'}",
+                              f"tracking.artifact_location={store / 'artifacts'}", "tracking.experiment=tiny-exp",
+                              f"train.runs_dir={store / 'runs'}", "train.max_steps=8", "train.val_check_interval=4",
+                              "eval.max_words=60", "experiment.models=[rnn_tanh, lstm]",
+                              "experiment.budget_minutes=1", "experiment.overhead_minutes=0",
+                              "experiment.eval_minutes_per_model=0", "experiment.longrange_minutes=0.04",
+                              "experiment.exploding_share=0.04", "experiment.exploding_steps=6",
+                              "experiment.longrange_distances=[2, 5]", "experiment.longrange_hidden=8",
+                              "experiment.longrange_embedding=8", "experiment.longrange_batch=8",
+                              "experiment.longrange_n_test=10", "experiment.longrange_cells=[rnn_tanh, lstm_f3]",
+                              "experiment.longrange_steps=4", "experiment.longrange_eval_every=2",
+                              "experiment.longrange_seeds=1", "experiment.longrange_workers=1",
+                              "experiment.gradient_windows=4",
+                              "experiment.log_models=false", f"experiment.report_dir={store / 'reports'}", *extra])
+
+
+def test_budget_gives_every_model_the_same_training_time_and_fits_the_budget(tiny_config):
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "experiment.budget_minutes=120",
+                             "experiment.overhead_minutes=6", "experiment.eval_minutes_per_model=5",
+                             "experiment.longrange_minutes=15", "experiment.exploding_share=0.1"])
+    # by hand, 6 models: reserves 6 + 6 × 5 + 15 = 51; the rest 69 gives 6.9 to the demo and 62.1 / 6 to each model
+    assert plan_budget(cfg) == pytest.approx({"budget_minutes": 120, "models": 6, "overhead_minutes": 6,
+                                              "eval_minutes_per_model": 5, "longrange_minutes": 15,
+                                              "exploding_minutes": 6.9, "train_minutes": 10.35})
+    assert plan_budget(cfg, n_models=3)["train_minutes"] == pytest.approx((120 - 6 - 15 - 15) * 0.9 / 3)
+    with pytest.raises(ConfigError, match="budget_minutes"):
+        plan_budget(cfg.replace(experiment=cfg.experiment.__class__(budget_minutes=5)))
+
+
+def hand_count(name: str, h: int, layers: int, v: int = 600, e: int = 32) -> int:
+    """Parameters of the tiny config's tied-softmax model, by hand: embedding, G gate blocks per layer (weights over
+    input and state, two biases), the projection to the embedding size when H != E, the decoder's bias."""
+    g = {"lstm": 4, "gru": 3}.get(name, 1)
+    recurrent = sum(g * h * ((e if i == 0 else h) + h) + 2 * g * h for i in range(layers))
+    return v * e + recurrent + (h * e + e if h != e else 0) + v
+
+
+def test_grid_parameter_counts_match_within_ten_percent(tiny_config):
+    from pipeline.experiments.grid import variant_config
+
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
+                             "model.num_layers=2"])
+    matched = match_parameters(cfg, 600)
+    assert set(matched["models"]) == set(cfg.experiment.models)
+    for name, m in matched["models"].items():
+        assert abs(m["parameters"] / matched["target"] - 1) <= 0.10, name
+        assert m["parameters"] == hand_count(name, m["hidden_dim"], m["num_layers"])
+    assert matched["models"]["lstm"]["hidden_dim"] == 64
+    assert matched["models"]["rnn_tanh"]["hidden_dim"] > matched["models"]["gru"]["hidden_dim"] > 64
+    assert matched["models"]["rnn_tanh_residual"]["num_layers"] == cfg.experiment.residual_layers
+    noclip = variant_config(cfg, "rnn_tanh_noclip")
+    assert noclip.train.gradient_clip_val is None and variant_config(cfg, "rnn_tanh").train.gradient_clip_val
+    assert variant_config(cfg, "irnn").model.init == "identity"
+
+
+def test_bad_experiment_settings_are_config_errors(tiny_config):
+    for bad in ("experiment.models=[rnn_foo]", "experiment.budget_minutes=0", "experiment.nope=1",
+                "experiment.longrange_minutes=-1", "experiment.exploding_share=0.95", "experiment.models=[]"):
+        with pytest.raises(ConfigError, match="experiment"):
+            load_config(None, ["name=tiny", *_overrides_of(tiny_config), bad])
+
+
+def test_budget_and_parameter_matching_errors_say_what_to_change(tiny_config):
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "experiment.budget_minutes=2",
+                             "experiment.overhead_minutes=1", "experiment.eval_minutes_per_model=1"])
+    with pytest.raises(ConfigError, match=r"leaves no training time .* give more minutes or lower the reserves"):
+        plan_budget(cfg)
+    exact = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
+                               "experiment.parameter_tolerance=0.0"])
+    with pytest.raises(ConfigError, match=r"cannot match \d+ parameters within 0% .* change model.hidden_dim or "
+                                          r"experiment.parameter_tolerance"):
+        match_parameters(exact, 600)
+
+
+@pytest.mark.slow
+def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, prepared, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import tracking
+    from pipeline.experiments.grid import run_experiment
+
+    cfg = _cfg(tiny_config, tmp_path)
+    s = run_experiment(cfg, "test", log=lambda *a: None)
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    exp = client.get_experiment_by_name("tiny-exp")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    nested = [r for r in runs if r.data.tags.get(tracking.PARENT_TAG) == s["parent_run_id"]]
+    assert [p.info.run_id for p in parent] == [s["parent_run_id"]] and len(runs) == 3
+    assert sorted(r.data.tags["mlflow.runName"] for r in nested) == ["lstm", "rnn_tanh"]
+    for r in nested:
+        assert r.info.status == "FINISHED"
+        for metric in ("test/top1", "test/top5", "test/word_ppl", "grad/decay_rate_init", "grad/decay_rate_trained",
+                       "train/clipped_share", "train/seconds", "train/tokens_per_s_mean", "model/parameters"):
+            assert metric in r.data.metrics, metric
+    assert parent[0].info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(s["parent_run_id"])} >= {"experiment.md", "report", "longrange",
+                                                                          "exploding", "baseline"}
+    report = (tmp_path / "reports" / "experiment.md").read_text(encoding="utf-8")
+    for needle in ("| rnn_tanh ", "| lstm ", "| kn4gram ", "## Long-range task", "## Exploding gradients",
+                   "(experiment/gradients.png)", "## Reading", "Top-1 accuracy by distance", "commit:"):
+        assert needle in report, needle
+    for png in ("gradients.png", "accuracy_by_distance.png", "longrange/longrange.png", "exploding/exploding.png"):
+        assert (tmp_path / "reports" / "experiment" / png).is_file(), png
+    budget = {r["train_minutes_budget"] for r in s["rows"]}
+    assert len(budget) == 1  # the same training time for every model
+
+    again = run_experiment(cfg, "test", log=lambda *a: None)
+    assert len(client.search_runs([exp.experiment_id])) == 3  # nothing new: the grid was reused
+    assert again["parent_run_id"] == s["parent_run_id"]
+    assert all(r["reused"] for r in again["rows"])
+    assert [r["run_id"] for r in again["rows"]] == [r["run_id"] for r in s["rows"]]
+    assert again["longrange"].get("reused") and again["exploding"].get("reused")

@@ -1,0 +1,236 @@
+"""The HTTP API: happy paths, every bad request (status + the field named), and a fuzz test that never sees a 5xx."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.checkpoints import CheckpointError, export, load_local
+from pipeline.config import ServeConfig
+from pipeline.serving.app import (
+    _load,
+    create_app,
+    is_loopback,
+    newest_checkpoint,
+    resolve_model,
+)
+
+CFG = ServeConfig(max_text_chars=200, max_batch=4, cache_entries=32, cache_megabytes=1.0)
+
+
+@pytest.fixture(scope="module")
+def client(trained_checkpoint) -> TestClient:
+    bundle, info = _load(str(trained_checkpoint))
+    return TestClient(create_app(bundle, CFG, info))
+
+
+def error_of(r, status: int, field: str) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["field"] == field and field in body["error"], body
+    return body["error"]
+
+
+# --------------------------------------------------------------------------------------------------- happy paths
+def test_predict(client):
+    r = client.post("/predict", json={"text": "मी उद्या", "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["words"]) == 3 and body["model"]
+    probs = [w["prob"] for w in body["words"]]
+    assert probs == sorted(probs, reverse=True) and all(0 < p <= 1 for p in probs)
+    assert all(isinstance(w["word"], str) and " " not in w["word"] for w in body["words"])
+    assert len(client.post("/predict", json={"text": "मी"}).json()["words"]) == 5  # k defaults to 5
+
+
+def test_predict_matches_batch_and_is_stable(client):
+    one = client.post("/predict", json={"text": "तो म्हणाला", "k": 4}).json()["words"]
+    again = client.post("/predict", json={"text": "तो म्हणाला", "k": 4}).json()["words"]  # served from the cache
+    batch = client.post("/predict/batch", json={"texts": ["तो म्हणाला", "ती"], "k": 4})
+    assert batch.status_code == 200
+    results = batch.json()["results"]
+    assert one == again and len(results) == 2
+    assert [w["word"] for w in results[0]] == [w["word"] for w in one]
+
+
+def test_health_names_the_model(client, trained_checkpoint):
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and trained_checkpoint.name in body["model"]
+    assert {"name", "version", "run_id", "cache"} <= body.keys()
+    assert body["cache"]["entries"] <= CFG.cache_entries
+
+
+def test_page_is_served_and_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "Lohit Devanagari" in r.text and 'fetch("predict"' in r.text
+    assert "http://" not in r.text and "https://" not in r.text  # works offline: nothing fetched from elsewhere
+
+
+def test_export_directory_serves_too(trained_checkpoint, tmp_path):
+    export(load_local(trained_checkpoint), tmp_path / "exported")
+    bundle, info = _load(str(tmp_path / "exported"))
+    r = TestClient(create_app(bundle, CFG, info)).post("/predict", json={"text": "मी"})
+    assert r.status_code == 200 and r.json()["words"]
+
+
+@pytest.mark.parametrize("text", ["😀😀😀", "hello world", "   ?!  ", "१२३", "\u200d\u200c", "a\x00b"])
+def test_non_devanagari_text_is_answered(client, text):
+    r = client.post("/predict", json={"text": text, "k": 2})
+    assert r.status_code == 200 and isinstance(r.json()["words"], list)
+
+
+# --------------------------------------------------------------------------------------------------- bad requests
+@pytest.mark.parametrize("body, field", [
+    ({}, "text"),
+    ({"k": 3}, "text"),
+    ({"text": ""}, "text"),
+    ({"text": "   "}, "text"),
+    ({"text": 5}, "text"),
+    ({"text": None}, "text"),
+    ({"text": "म" * (CFG.max_text_chars + 1)}, "text"),
+    ({"text": "मी", "k": 0}, "k"),
+    ({"text": "मी", "k": 21}, "k"),
+    ({"text": "मी", "k": -1}, "k"),
+    ({"text": "मी", "k": "5"}, "k"),
+    ({"text": "मी", "k": 2.5}, "k"),
+    ({"text": "मी", "k": True}, "k"),
+    ({"text": "मी", "colour": 1}, "colour"),
+    ([1, 2], "body"),
+    ("मी", "body"),
+])
+def test_predict_rejects(client, body, field):
+    error_of(client.post("/predict", json=body), 422, field)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"texts": []}, "texts"),
+    ({"texts": ["मी"] * (CFG.max_batch + 1)}, "texts"),
+    ({"texts": "मी"}, "texts"),
+    ({"texts": ["मी", ""]}, "texts[1]"),
+    ({"texts": ["मी", "म" * (CFG.max_text_chars + 1)]}, "texts[1]"),
+    ({"texts": ["मी", 3]}, "texts[1]"),
+    ({"texts": ["मी"], "k": 99}, "k"),
+    ({"text": "मी"}, "texts"),
+])
+def test_batch_rejects(client, body, field):
+    error_of(client.post("/predict/batch", json=body), 422, field)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_non_json_body(client, path):
+    msg = error_of(client.post(path, content=b'{"text": "\xe0\xa4', headers={"content-type": "application/json"}),
+                   400, "body")
+    assert "JSON" in msg
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None])
+def test_wrong_content_type(client, ctype):
+    headers = {"content-type": ctype} if ctype else {}
+    r = client.post("/predict", content=json.dumps({"text": "मी"}).encode(), headers=headers)
+    error_of(r, 415, "content-type")
+
+
+def test_body_size_limit(client):
+    huge = json.dumps({"texts": ["म" * CFG.max_text_chars] * 100}).encode()  # far over max_batch * max_text_chars
+    error_of(client.post("/predict/batch", content=huge, headers={"content-type": "application/json"}), 413, "body")
+
+    def chunks():  # no Content-Length: counted as it streams
+        for _ in range(200):
+            yield b" " * 8192
+    error_of(client.post("/predict", content=chunks(), headers={"content-type": "application/json"}), 413, "body")
+
+
+def test_unknown_paths_and_methods_are_4xx(client):
+    assert client.get("/predict").status_code == 405
+    assert client.get("/../../etc/passwd").status_code == 404
+    assert client.get("/static/../serve.py").status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------------- fuzzing
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+_bodies = st.one_of(
+    _json,
+    st.fixed_dictionaries({"text": st.text(max_size=250)}, optional={"k": st.integers(-3, 25) | _json}),
+    st.fixed_dictionaries({"texts": st.lists(st.text(max_size=60), max_size=6)}, optional={"k": st.integers(-3, 25)}),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/predict", "/predict/batch"]), body=_bodies, raw=st.none() | st.binary(max_size=64),
+       ctype=st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain"]))
+def test_fuzz_never_5xx(client, path, body, raw, ctype):
+    content = raw if raw is not None else json.dumps(body, allow_nan=True).encode()
+    r = client.post(path, content=content, headers={"content-type": ctype})
+    assert 200 <= r.status_code < 500, (r.status_code, r.text)
+    if r.status_code >= 400:
+        assert r.json()["error"]
+
+
+# ------------------------------------------------------------------------------------------------ resolving a model
+def test_default_model_falls_back_to_newest_local_run(trained_checkpoint, tiny_config, capsys):
+    cfg = tiny_config.replace(serve=ServeConfig(model="models:/no-such-model@champion"))
+    bundle, info = resolve_model(None, cfg)
+    assert newest_checkpoint(trained_checkpoint.parent.parent.parent) is not None
+    assert bundle.model is not None and "newest local run" in capsys.readouterr().err
+
+
+def test_no_model_anywhere_says_run_make_run(tiny_config, tmp_path):
+    from pipeline.config import TrainConfig
+
+    cfg = tiny_config.replace(serve=ServeConfig(model=str(tmp_path / "nothing.ckpt")),
+                              train=TrainConfig(runs_dir=str(tmp_path / "empty")))
+    with pytest.raises(CheckpointError, match="make run"):
+        resolve_model(None, cfg)
+
+
+def test_explicit_model_errors_are_not_hidden(tiny_config, tmp_path):
+    with pytest.raises(CheckpointError):
+        resolve_model(str(tmp_path / "missing.ckpt"), tiny_config)
+
+
+def test_loopback_detection():
+    assert all(map(is_loopback, ["127.0.0.1", "localhost", "::1", "127.0.0.2"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "192.168.1.5", "::", "example.org"]))
+
+
+def test_cli_warns_on_public_host(monkeypatch, trained_checkpoint, tiny_config, capsys):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    from pipeline.serving.app import cli
+
+    assert cli(SimpleNamespace(model=str(trained_checkpoint), host="0.0.0.0", port=8123), tiny_config) == 0
+    assert seen["host"] == "0.0.0.0" and seen["port"] == 8123 and "warning" in capsys.readouterr().err
+    cli(SimpleNamespace(model=str(trained_checkpoint), host=None, port=None), tiny_config)
+    assert seen["host"] == "127.0.0.1" and "warning" not in capsys.readouterr().err
+
+
+def test_server_runs_without_lightning(trained_checkpoint):
+    """The serve command's whole path (CLI, config, model load, app, one request) in a fresh interpreter loads no
+    Lightning: issue 16's contract, checked on sys.modules where import-linter checks the import graph."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from fastapi.testclient import TestClient
+from pipeline.cli import build_parser
+from pipeline.config import load_config
+from pipeline.serving.app import create_app, resolve_model
+cfg = load_config(None)
+bundle, info = resolve_model({str(trained_checkpoint)!r}, cfg)
+assert TestClient(create_app(bundle, cfg.serve, info)).post("/predict", json={{"text": "मी"}}).status_code == 200
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")
+             or m.startswith("pipeline.training")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
