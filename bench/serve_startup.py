@@ -34,7 +34,7 @@ def _status(pid: int) -> dict[str, float]:
 def measure(checkout: Path, model: Path) -> dict:
     import httpx
 
-    with running_server(["--model", str(model)], checkout=checkout) as (server, url):
+    with running_server(["--model", str(model.resolve())], checkout=checkout) as (server, url):
         started = _status(server.pid)
         for i in range(20):
             httpx.post(url + "/predict", json={"text": f"मी आज {i} वाजता घरी", "k": 5}, timeout=30)
