@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-browser prepare train evaluate probe experiment longrange gradients ui serve bench clean
+.PHONY: help setup run test test-browser prepare train evaluate probe mix experiment longrange gradients ui serve bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ experiment: setup ## the comparison grid on the full corpus + reports/experiment
 
 longrange: setup ## the controlled long-range task alone (~13 min, 2 processes) -> reports/experiment/longrange/
 	$(PY) -m pipeline longrange --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) $(ARGS)
+
+mix: setup ## fit network + 4-gram + cache mixtures on validation for MODEL; evaluate them beside the parts
+	$(PY) -m pipeline mix --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
 
 gradients: setup ## gradient by distance (init and trained) for MODEL; plot and decay rates
 	$(PY) -m pipeline gradients --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
             "build and evaluate the Kneser-Ney word n-gram")
     p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
     p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
+    p = add("mix", _lazy("pipeline.evaluation.mixture:cli"),
+            "fit the network + 4-gram + cache mixtures on validation and evaluate them beside the parts")
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--out", default=None, help="directory for the tables, plots and mixture_weights.json")
     p = add("serve", _lazy("pipeline.serving.app:cli"), "HTTP API + live-suggestion page")
     p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
     p.add_argument("--host", default=None)

@@ -143,6 +143,16 @@ LONGRANGE_CELLS = ("rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", 
 
 
 @dataclass(frozen=True)
+class MixtureConfig:
+    """The network mixed with the n-gram and a neural cache (pipeline/evaluation/mixture.py), fitted on validation."""
+    candidates: int = 20          # K: each part's top K words are re-scored under the mixture
+    thetas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)   # cache sharpness θ, chosen on validation
+    windows: tuple[int, ...] = (100, 500, 2000)          # cache length W in words, chosen on validation
+    fit_words: int = 20000        # validation words (seeded, word-weighted sample) the weights are fitted on
+    em_iterations: int = 100
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     # The comparison grid (`python -m pipeline experiment`, pipeline/experiments/grid.py). Every model gets the parameter
     # count of `model` (its cell, hidden_dim × scale, num_layers) by choosing its own hidden size.
@@ -193,6 +203,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -257,6 +268,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "experiment.longrange_seeds": (1, None), "experiment.longrange_steps": (1, None),
     "experiment.longrange_eval_every": (1, None), "experiment.longrange_lr": (0.0, None),
     "experiment.longrange_workers": (1, None),
+    "mixture.candidates": (1, 1000), "mixture.fit_words": (1, None), "mixture.em_iterations": (1, None),
 }
 
 
@@ -396,6 +408,10 @@ def _check(cfg: Config, source: str) -> None:
                           "non-empty and each >= 2 (cue, query word, verb)")
     if cfg.data.hub is None and not cfg.data.train:
         raise ConfigError(f"{source}: set data.train (a file or glob) or data.hub (a dataset name)")
+    mx = cfg.mixture
+    if not mx.thetas or min(mx.thetas) < 0 or not mx.windows or min(mx.windows) < 1:
+        raise ConfigError(f"{source}: mixture.thetas {list(mx.thetas)} must be non-empty and >= 0, mixture.windows "
+                          f"{list(mx.windows)} non-empty and >= 1 (words), e.g. thetas: [0.1, 0.3], windows: [500]")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

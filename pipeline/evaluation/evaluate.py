@@ -84,9 +84,10 @@ class NeuralScorer:
         return ids, starts
 
     @stepwise
-    def _force(self, rows: list[list[int]], want: list[list[int]], on_state: Callable, need_lp: bool = True):
+    def _force(self, rows: list[list[int]], want: list[list[int]], on_state: Callable, need_lp: bool = True,
+               on_step: Callable | None = None):
         """Teacher-force rows (B, T); at each wanted position t of row r call on_state(r, t, state_t, lp_t) in
-        batches; return tok_lp and bnd (B, T) when need_lp."""
+        batches, and on_step(t, features_t) at every step when given; return tok_lp and bnd (B, T) when need_lp."""
         n, longest = len(rows), max(len(r) for r in rows)
         x = torch.full((n, longest), self.tok.pad_id, dtype=torch.long, device=self.device)
         for i, r in enumerate(rows):
@@ -101,6 +102,8 @@ class NeuralScorer:
         neg = torch.tensor(-math.inf, device=self.device)
         for t in range(longest):
             feats, state = self.model(x[:, t:t + 1], state)  # (B, 1, H)
+            if on_step is not None:
+                on_step(t, feats[:, 0])
             if need_lp or t in at:
                 lp = self.model.log_probs(feats).squeeze(1)  # (B, V)
             if need_lp:
@@ -122,18 +125,33 @@ class NeuralScorer:
             cur.append(i)
         return out + ([cur] if cur else [])
 
-    def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress) -> dict:
-        """For every target token index: the top-k words (none when k = 0) and the word's exact log-probability."""
-        encoded = [self._encode(d) for d in docs]
+    def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress, bos: bool = True,
+                      extra: dict[tuple[int, int], list[str]] | None = None, vectors: bool = False) -> dict:
+        """For every target token index: the top-k words (none when k = 0) with their log-probabilities and the
+        word's exact log-probability. `extra`: more words whose exact log-probability is wanted at a target
+        (res["extra"]); `vectors`: the top-layer state before every token of every document (res["vectors"][d],
+        (tokens, H)), the state that predicts that token (the mixture's cache keys)."""
+        encoded = [self._encode(d, bos) for d in docs]
         top: dict[tuple[int, int], list[str]] = {}
+        scored: dict[tuple[int, int], list[tuple[str, float]]] = {}
         logp: dict[tuple[int, int], float] = {}
+        extra_lp: dict[tuple[int, int], dict[str, float]] = {}
+        vecs: dict[int, torch.Tensor] = {}
         pending: list = []
 
         def flush():
             keys = [key for key, _, _ in pending]
             state, lp = cat_states([s for _, s, _ in pending]), torch.cat([l for _, _, l in pending])
             for key, row in zip(keys, self.pred.top_words(state, lp, k)):
-                top[key] = [w for w, _ in row]
+                top[key], scored[key] = [w for w, _ in row], row
+            if extra:
+                asked = [(i, w) for i, key in enumerate(keys) for w in extra.get(key, ()) if w not in top[key]]
+                if asked:
+                    rows = torch.tensor([i for i, _ in asked], device=self.device)
+                    got = self.pred.word_log_prob(select_state(state, rows), lp.index_select(0, rows),
+                                                  [w for _, w in asked]).tolist()
+                    for (i, w), v in zip(asked, got):
+                        extra_lp.setdefault(keys[i], {})[w] = v
             progress(len(keys))
             pending.clear()
 
@@ -150,18 +168,22 @@ class NeuralScorer:
                     pending.append((where[key], select_state(state, torch.tensor([m])), lp[m:m + 1]))
                     if len(pending) >= self.ec.batch_size:
                         flush()
-            tok_lp, bnd = self._force(rows, want, on_state)
+            feats = torch.zeros(len(rows), max(map(len, rows)), self.model.hidden_dim) if vectors else None
+            on_step = (lambda t, f: feats[:, t].copy_(f)) if vectors else None
+            tok_lp, bnd = self._force(rows, want, on_state, on_step=on_step)
             for r, d in enumerate(batch):
                 ids, starts = encoded[d]
                 for j in targets[d]:
                     s = starts[j]
                     e = (starts[j + 1] if j + 1 < len(starts) else len(ids)) - 1  # the word's last piece
                     logp[(d, j)] = float(tok_lp[r, s - 1:e].sum() + bnd[r, e])
+                if vectors:
+                    vecs[d] = feats[r, torch.tensor(starts, dtype=torch.long) - 1]
             if k == 0:
                 progress(sum(len(targets[d]) for d in batch))
         if pending:
             flush()
-        return {"top": top, "logp": logp}
+        return {"top": top, "scored": scored, "logp": logp, "extra": extra_lp, "vectors": vecs}
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
         """Top-k words after each context, read from a fresh state (after `bos` when the context is a document's

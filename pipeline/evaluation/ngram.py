@@ -144,10 +144,21 @@ class KneserNey:
             p = np.where(hit, t["alpha"][pos], 0.0) + np.where(found, t["gamma"][ci], 1.0) * p
         return p
 
-    def log_prob(self, contexts: Sequence[Sequence[str]], words: Sequence[str]) -> np.ndarray:
+    def log_prob(self, contexts: Sequence[Sequence[str]], words: Sequence[str], bos: bool = True) -> np.ndarray:
         """log P(word | preceding tokens) for N pairs; an unknown word gets P(<unk>)."""
         w = np.array(self.ids(words), np.int64)
-        return np.log(self._prob(self._context_keys(contexts), w))
+        return np.log(self._prob(self._context_keys(contexts, bos), w))
+
+    def matched_order(self, contexts: Sequence[Sequence[str]], bos: bool = True) -> np.ndarray:
+        """(N,) how many context words the estimate rests on: the longest context (0 … order-1 words) seen in
+        training; 0 when even the last word was never seen as a context."""
+        keys = self._context_keys(contexts, bos)
+        out = np.zeros(len(contexts), np.int64)
+        for n in range(2, self.order + 1):
+            t = self.tables[n]
+            ci = np.minimum(np.searchsorted(t["ctx"], keys[:, n - 1]), len(t["ctx"]) - 1)
+            out = np.where(t["ctx"][ci] == keys[:, n - 1], n - 1, out)
+        return out
 
     def distribution(self, context: Sequence[str]) -> np.ndarray:
         """P(· | context) over the whole vocabulary (ids), for checks."""

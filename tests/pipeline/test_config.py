@@ -88,3 +88,11 @@ def test_paths_are_resolved_once_when_the_config_is_loaded(tmp_path, monkeypatch
     assert load_config(None, ["train.runs_dir=runs"]).hash() == \
         load_config(None, [f"train.runs_dir={PROJECT_ROOT / 'runs'}"]).hash()
     assert load_config(None, ["train.runs_dir=runs"]).hash() != load_config(None, ["train.runs_dir=elsewhere"]).hash()
+
+
+def test_mixture_grids_must_be_usable():
+    with pytest.raises(ConfigError, match=r"mixture.thetas \[\] must be non-empty and >= 0, mixture.windows"):
+        load_config(None, ["mixture.thetas=[]"])
+    with pytest.raises(ConfigError, match=r"mixture.windows \[0\] non-empty and >= 1"):
+        load_config(None, ["mixture.windows=[0]"])
+    assert load_config(None, ["mixture.thetas=[0.5]", "mixture.windows=[50]"]).mixture.thetas == (0.5,)

@@ -1,0 +1,123 @@
+"""The mixture of the network, the n-gram and the cache: a proper distribution, EM that finds the right weights,
+fitted weights that beat every part alone on text built to need both the n-gram and the cache."""
+import dataclasses
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.checkpoints import load_local
+from pipeline.config import MixtureConfig
+from pipeline.evaluation.evaluate import NeuralScorer, evaluate_scorer
+from pipeline.evaluation.mixture import MixtureScorer, MixtureWeights, cache_distributions, em_weights, fit
+from pipeline.evaluation.ngram import KneserNey
+
+SYLLABLES = ["का", "मा", "रा", "ली", "नू", "पे", "सो", "ती", "गा", "धू", "बी", "चे", "वा", "हो", "जु", "टा"]
+TEMPLATES = ["{n} आज सकाळी शाळेत गेला .", "{n} घरी परत आला आणि जेवला .", "मग {n} बाजारात भाजी आणायला गेला .",
+             "{n} म्हणाला की पाऊस खूप पडला ."]
+
+
+def synthetic_docs(n_docs: int, seed: int) -> list[str]:
+    """Templated sentences (an n-gram learns them from other documents) around a name that is new in every document
+    and recurs inside it (only a cache can know it)."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        name = "".join(rng.choice(SYLLABLES) for _ in range(3))
+        docs.append(" ".join(rng.choice(TEMPLATES).format(n=name) for _ in range(rng.randint(4, 8))))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def net(trained_checkpoint, tiny_config):
+    torch.set_num_threads(1)
+    ec = dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4), context_positions=20)
+    return NeuralScorer(load_local(trained_checkpoint), ec, "lstm")
+
+
+def test_em_recovers_known_weights():
+    rng = np.random.default_rng(0)
+    # two parts; each word was drawn from part 0 with probability 0.3, and the part that drew it gives it a high
+    # probability: EM on the rows must find 0.3 / 0.7
+    drawn = rng.random(20000) < 0.3
+    probs = np.where(drawn[:, None], [0.5, 0.01], [0.01, 0.5]) * rng.uniform(0.8, 1.2, (20000, 2))
+    lam = em_weights(probs, 200)
+    assert lam == pytest.approx([0.3, 0.7], abs=0.02) and lam.sum() == pytest.approx(1.0)
+    assert em_weights(np.c_[probs[:, :1], np.zeros(20000)])[1] == 0.0  # a part that never helps gets nothing
+
+
+def test_cache_attends_only_to_earlier_words_in_its_window():
+    keys = torch.eye(4)  # word i's key is e_i: a query equal to e_0 looks only at word 0 (when θ is large)
+    ids = [0, 1, 0, 2]
+    dist = cache_distributions(keys[[0, 3]], keys, ids, [2, 3], theta=50.0, window=2, vocab=3)
+    # target at position 2 sees words 0, 1 (window 2) and its query is e_0: nearly all mass on word id 0
+    assert dist[0, 0] > 0.99 and dist[0].sum() == pytest.approx(1.0)
+    # target at position 3 sees words 1, 2 only (word 0 is outside the window): its query e_3 matches none, so the
+    # mass is spread evenly over ids 1 and 0 (position 2 holds id 0)
+    assert dist[1, 0] == pytest.approx(0.5) and dist[1, 1] == pytest.approx(0.5) and dist[1, 2] == 0
+    assert cache_distributions(keys[[0]], keys, ids, [0], 1.0, 5, vocab=3).sum() == 0  # nothing before: empty
+
+
+def test_mixture_probabilities_sum_to_at_most_one(net):
+    lm = KneserNey(3).fit(synthetic_docs(60, 1))
+    doc = synthetic_docs(1, 2)[0].split()
+    weights = MixtureWeights(("net", "kn", "cache"), {"all": [0.4, 0.4, 0.2]}, theta=0.5, window=50,
+                             context_dependent=False)
+    mix = MixtureScorer(net, lm, weights, candidates=10)
+    ctx = " ".join(doc[:12])
+    # every word any part can give mass to: the n-gram's vocabulary, the cache's words, and the network's every
+    # word of up to two pieces (the rest of the network's mass lies on longer words, which only lowers the sum)
+    from test_predict import brute_force
+
+    ids = net.pred.context_ids(ctx)
+    words = {w for w, _ in brute_force(net.model, net.tok, ids, 10 ** 9)}
+    words |= {w for w in lm.vocab if w not in ("<unk>", "<s>", "</s>") and any(ch.isalpha() for ch in w)}
+    words |= set(doc[:12])
+    words = sorted(w for w in words if " " not in w)
+    total = sum(math.exp(v) for v in mix.score([ctx], [words])[0])
+    assert 0.3 < total <= 1.0 + 1e-6, total
+
+
+def test_fitted_weights_beat_every_part_alone_on_text_that_needs_both(net, tiny_config):
+    lm = KneserNey(3).fit(synthetic_docs(300, 1))
+    mc = MixtureConfig(thetas=(0.1, 1.0), windows=(50, 200), fit_words=1500, candidates=10)
+    ec = dataclasses.replace(net.ec, max_words=None, context_lengths=(1, 4), context_positions=20)
+    valid, test = synthetic_docs(60, 2), synthetic_docs(40, 3)
+    weights, info = fit(net, lm, ("net", "kn", "cache"), valid, mc, ec)
+    assert info["validation_words"] == 1500 and weights.theta in mc.thetas and weights.window in mc.windows
+    ppl = {}
+    for name, parts, w in [("mixture", None, weights),
+                           ("net", ("net",), MixtureWeights(("net",), {"all": [1.0]}, context_dependent=False)),
+                           ("kn", ("kn",), MixtureWeights(("kn",), {"all": [1.0]}, context_dependent=False)),
+                           ("net+kn", None, fit(net, lm, ("net", "kn"), valid, mc, ec)[0])]:
+        r = evaluate_scorer(MixtureScorer(net, lm, w, 10, name), test, ec)
+        ppl[name] = r["word_ppl"]
+    # the cache knows each document's name, the n-gram its templates, so the three-way mixture beats every part
+    # alone and the mixture without the cache
+    assert ppl["mixture"] < min(ppl["net"], ppl["kn"], ppl["net+kn"]), ppl
+    # and the weights say so: in the classes with a cache, both the n-gram and the cache carry real weight
+    lams = np.array([v for c, v in weights.weights.items() if not c.endswith("nocache") and c != "all"])
+    assert (lams[:, 1].max() > 0.1) and (lams[:, 2].max() > 0.1), weights.weights
+
+
+def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.evaluation.mixture import MIXES, cli
+
+    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=80, context_lengths=(1,),
+                                                       context_positions=5, probes=None),
+                              mixture=MixtureConfig(thetas=(0.3,), windows=(50,), fit_words=200, candidates=5))
+    assert cli(SimpleNamespace(model=str(trained_checkpoint), out=str(tmp_path / "mix")), cfg) == 0
+    import json
+
+    res = json.loads((tmp_path / "mix" / "results.json").read_text())
+    assert list(res["models"]) == ["lstm-1x32", *MIXES, "4-gram"]
+    assert all(r["words"] == 80 for r in res["models"].values())
+    weights = json.loads((tmp_path / "mix" / "mixture_weights.json").read_text())
+    for name, w in weights.items():
+        assert tuple(w["parts"]) == MIXES[name]
+        assert all(abs(sum(lam) - 1) < 1e-4 for lam in w["weights"].values())
+    assert res["mixture_fit"]["net + 4-gram + cache, one fixed λ"]["validation_word_ppl"] > 0
