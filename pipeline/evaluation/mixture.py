@@ -40,6 +40,10 @@ class MixtureWeights:
     window: int = 0
     context_dependent: bool = True
 
+    def __post_init__(self):
+        if not self.parts or set(self.parts) - set(PARTS):
+            raise ValueError(f"mixture parts {list(self.parts)}: give one or more of {list(PARTS)}")
+
     def context_class(self, order: int, cache_empty: bool) -> str:
         if not self.context_dependent:
             return "all"
@@ -52,9 +56,6 @@ class MixtureWeights:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "parts": list(self.parts)}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MixtureWeights":
-        return cls(**{**d, "parts": tuple(d["parts"])})
 
 
 # ------------------------------------------------------------------------------------------------------ the cache
