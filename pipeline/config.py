@@ -134,6 +134,8 @@ class ServeConfig:
     model: str = "models:/marathi-nwp-lstm@champion"
     max_text_chars: int = 10_000
     max_batch: int = 64
+    max_request_chars: int = 50_000   # all texts of one request together
+    max_context_pieces: int = 512     # a longer text is read from its last word that fits (no bos: mid-document)
     cache_entries: int = 256
     cache_megabytes: float = 64.0
 
@@ -255,7 +257,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval.k": (1, 100), "eval.beam_width": (1, 1000), "eval.max_beam_width": (1, 10000), "eval.max_word_pieces": (1, 64), "eval.ngram_order": (1, 10),
     "eval.batch_size": (1, None), "eval.long_document_words": (1, None), "eval.max_words": (1, None),
     "eval.context_positions": (1, None),
-    "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None),
+    "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None), "serve.max_request_chars": (1, None),
+    "serve.max_context_pieces": (1, None),
     "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None),
     "experiment.residual_layers": (2, None), "experiment.parameter_tolerance": (0.0, 1.0),
     "experiment.scale": (0.01, None), "experiment.gpu_scale": (0.01, None), "experiment.budget_minutes": (0.01, None),

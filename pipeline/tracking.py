@@ -35,6 +35,10 @@ SCORE_TAG = "val_word_ppl"  # lower is better; the champion alias follows it
 MODEL_URI_TAG = "marathi_nwp.model_uri"
 
 
+class NotRegistered(CheckpointError):
+    """The registry has no such model (or alias): the one case where the server may fall back to a local run."""
+
+
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message names the URI and the fix."""
 
@@ -105,14 +109,46 @@ def experiment_name(cfg: Config) -> str:
     return cfg.tracking.experiment or cfg.name
 
 
+# MLflow 3 opens an experiment without this tag in its GenAI (tracing) view, which hides the training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client: MlflowClient, cfg: Config) -> str:
     name = experiment_name(cfg)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(cfg, name))
+    if exp is None:
+        return client.create_experiment(name, artifact_location=artifact_location(cfg, name), tags=EXPERIMENT_KIND)
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def log_corpus_inputs(client: MlflowClient, run_id: str, cfg: Config, prepared) -> None:
+    """The corpus splits as the run's dataset inputs (the runs table's Dataset column): one per split, named after
+    its file or hub dataset, with the SHA-256 of the prepared split's token stream as its digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    from pipeline.corpus.prepare import sha256_file
+
+    inputs = []
+    for split in ("train", "validation", "test"):
+        stream = Path(prepared.directory) / f"{split}.npy"
+        path = getattr(cfg.data, split)
+        if not stream.exists() or (path is None and cfg.data.hub is None):
+            continue
+        source = HuggingFaceDatasetSource(path=cfg.data.hub, config_name=cfg.data.hub_config, split=split) \
+            if cfg.data.hub else resolve_dataset_source(path)
+        name = f"{cfg.data.hub}:{split}" if cfg.data.hub else Path(path).name
+        dataset = MetaDataset(source, name=name, digest=sha256_file(stream)[:16])
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def drop_metrics_from(client: MlflowClient, run_id: str, step: int) -> int:
@@ -359,6 +395,12 @@ def load_bundle(ref: str, cfg: Config | None = None) -> tuple[ModelBundle, dict[
                                   "models:/NAME/VERSION URI")
         pyfunc = mlflow.pyfunc.load_model(uri)
     except MlflowException as e:
+        missing = e.error_code == "RESOURCE_DOES_NOT_EXIST" or (e.error_code == "INVALID_PARAMETER_VALUE"
+                                                                and "alias" in str(e).lower())
+        if missing and ref.startswith("models:/"):
+            raise NotRegistered(f"cannot load {ref} from the MLflow store {mlflow.get_tracking_uri()} (not "
+                                "registered); run `make run` to train and register a model, or pass a checkpoint "
+                                "path") from None
         raise CheckpointError(f"cannot load {ref} from the MLflow store {mlflow.get_tracking_uri()} "
                               f"({str(e).splitlines()[0][:160]}); run `make run` to train and register a model, "
                               "or pass a checkpoint path") from None

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -469,10 +470,12 @@ def corpus_file_documents(path: str, cfg: Config) -> list[str]:
 
 
 def eval_documents(cfg: Config, data: str | None) -> tuple[list[str], str]:
+    """The documents to score and the name their metrics go under: the config's split, or `data-<file stem>` for a
+    corpus file, so evaluations of different files never overwrite each other in MLflow."""
     from pipeline.corpus.prepare import documents
 
     if data:
-        return corpus_file_documents(data, cfg), "data"
+        return corpus_file_documents(data, cfg), "data-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem)
     return documents(cfg, cfg.eval.split), cfg.eval.split
 
 
@@ -522,7 +525,8 @@ def cli(args, cfg: Config) -> int:
         path = Path(cfg.eval.probes)
         probes = probe_mod.load_probes(path) if path.exists() else None
     results = evaluate(scorers, docs, cfg, split, probes)
-    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / cfg.name
+    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / \
+        (cfg.name if split == cfg.eval.split else f"{cfg.name}-{split}")
     files = write_outputs(results, out)
     print_table(results)
     print(f"wrote {len(files)} files to {out}")

@@ -188,3 +188,95 @@ class KneserNey:
             best = np.argsort(-p, kind="stable")[:k]
             out.append([(self.vocab[cand[i]], math.log(p[i])) for i in best])
         return out
+
+
+# ------------------------------------------------------------------------------------------------------- ARPA files
+# The model in the field's standard text format, so it can travel with a registered model without pickle:
+# each seen n-gram hw carries log10 P(w | h) (the full interpolated probability) and each context h the log10 of its
+# back-off weight γ(h), on h's own entry (an entry added with log10 p = -99 when h never ends a counted n-gram, e.g.
+# <s> <s>). Reading it back gives the same probabilities: P = P*(hw) when hw is listed, else γ(h)·P(w | h').
+
+def _digits(ck: int, n: int, bits: int) -> list[int]:
+    """The n-1 context ids of an order-n key, oldest first."""
+    return [(ck >> (bits * i)) & ((1 << bits) - 1) for i in range(n - 1)][::-1]
+
+
+def _log10(p: float) -> float:
+    return math.log10(p) if p > 0 else -99.0
+
+
+def write_arpa(lm: KneserNey, path) -> None:
+    entries: dict[int, dict[tuple[int, ...], list]] = {n: {} for n in range(1, lm.order + 1)}
+    for i in range(len(lm.vocab)):
+        entries[1][(i,)] = [_log10(lm.p1[i]), None]
+    for n in range(2, lm.order + 1):
+        t = lm.tables[n]
+        ci = np.repeat(np.arange(len(t["ctx"])), np.diff(t["start"]))
+        ck = t["ctx"][ci]
+        keys = np.full((len(ck), lm.order), -1, np.int64)  # orders above n: a key no table holds, so γ = 1 there
+        for m in range(1, n + 1):
+            keys[:, m - 1] = ck & ((1 << (lm.bits * (m - 1))) - 1)
+        p = lm._prob(keys, t["w"])
+        for c, w, pw in zip(ck.tolist(), t["w"].tolist(), p.tolist()):
+            entries[n][(*_digits(c, n, lm.bits), w)] = [_log10(pw), None]
+        for c, g in zip(t["ctx"].tolist(), t["gamma"].tolist()):
+            entries[n - 1].setdefault(tuple(_digits(c, n, lm.bits)), [-99.0, None])[1] = _log10(g)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\\data\\\n" + "".join(f"ngram {n}={len(entries[n])}\n" for n in entries) + "\n")
+        for n, rows in entries.items():
+            f.write(f"\\{n}-grams:\n")
+            for ids, (lp, bo) in rows.items():
+                f.write(f"{lp:.10g}\t{' '.join(lm.vocab[i] for i in ids)}" + (f"\t{bo:.10g}" if bo is not None else "")
+                        + "\n")
+            f.write("\n")
+        f.write("\\end\\\n")
+
+
+def read_arpa(path) -> KneserNey:
+    """A KneserNey from write_arpa's file: the same vocabulary ids, tables and probabilities."""
+    sections: dict[int, list[tuple[float, list[str], float]]] = {}
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("\\") and line.endswith("-grams:"):
+                n = int(line[1:line.index("-")])
+                sections[n] = []
+            elif n and line and not line.startswith("\\"):
+                parts = line.split("\t")
+                sections[n].append((float(parts[0]), parts[1].split(" "), float(parts[2]) if len(parts) > 2 else 0.0))
+    if 1 not in sections or [w for _, (w,), _ in sections[1][:3]] != list(SPECIALS):
+        raise ValueError(f"{path}: not an ARPA file written by write_arpa (no \\1-grams: section starting with "
+                         f"{', '.join(SPECIALS)}); rebuild the n-gram and write it again")
+    lm = KneserNey(max(sections))
+    lm.vocab = [w for _, (w,), _ in sections[1]]
+    lm.index = {w: i for i, w in enumerate(lm.vocab)}
+    lm.bits = max(1, (len(lm.vocab) - 1).bit_length())
+    lm.p1 = np.array([10 ** lp if lp > -99 else 0.0 for lp, _, _ in sections[1]])
+    backoff = {1: {(i,): 10 ** bo for i, (_, _, bo) in enumerate(sections[1])}}
+    for n in range(2, lm.order + 1):
+        rows = [(tuple(lm.index[w] for w in ws), lp, bo) for lp, ws, bo in sections[n]]
+        backoff[n] = {ids: 10 ** bo for ids, _, bo in rows}
+        seen = [(ids, lp) for ids, lp, _ in rows if lp > -99]
+        ck = np.array([sum(i << (lm.bits * k) for k, i in enumerate(reversed(ids[:-1]))) for ids, _ in seen], np.int64)
+        w = np.array([ids[-1] for ids, _ in seen], np.int64)
+        order = np.lexsort((w, ck))
+        ck, w = ck[order], w[order]
+        p = np.array([10 ** lp for _, lp in seen])[order]
+        new = np.ones(len(ck), bool)
+        new[1:] = ck[1:] != ck[:-1]
+        starts = np.flatnonzero(new)
+        ctx_index = np.cumsum(new) - 1
+        gamma = np.array([backoff[n - 1].get(tuple(_digits(c, n, lm.bits)), 1.0) for c in ck[starts].tolist()])
+        lm.order = n - 1  # P_{n-1}(w | h') from the tables read so far
+        keys = np.full((len(ck), n - 1), 0, np.int64)
+        for m in range(2, n):
+            keys[:, m - 1] = ck & ((1 << (lm.bits * (m - 1))) - 1)
+        lower = lm._prob(keys, w) if len(ck) else np.zeros(0)
+        lm.order = n
+        lm.tables[n] = {"ctx": ck[starts], "start": np.append(starts, len(ck)), "w": w,
+                        "key": (ctx_index << lm.bits) | w, "alpha": p - gamma[ctx_index] * lower, "gamma": gamma}
+    lm.word_ok = np.array([False] * len(SPECIALS) + [is_word(t) for t in lm.vocab[len(SPECIALS):]])
+    ranked = np.argsort(-lm.p1, kind="stable")
+    lm.ranked_words = ranked[lm.word_ok[ranked]]
+    return lm

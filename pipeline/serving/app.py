@@ -49,13 +49,16 @@ def newest_checkpoint(runs_dir: Path) -> Path | None:
 
 
 def resolve_model(ref: str | None, cfg: Config) -> tuple[ModelBundle, dict[str, Any]]:
-    """`ref` if given (errors propagate); else serve.model, falling back to the newest local run with a message."""
+    """`ref` if given; else serve.model, falling back to the newest local run (with a message) only when nothing is
+    registered under that name: a registered model that fails to load is an error, never a silent switch."""
     if ref:
         return _load(ref, cfg)
+    from pipeline.tracking import NotRegistered
+
     try:
         return _load(cfg.serve.model, cfg)
-    except Exception as e:  # noqa: BLE001 - nothing registered, store unreachable, ...: fall back to local runs
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    except NotRegistered as e:  # nothing registered yet: the newest local run; any other failure is an error
+        reason = str(e).splitlines()[0][:200]
     runs_dir = Path(cfg.train.runs_dir)
     ckpt = newest_checkpoint(runs_dir)
     if ckpt is None:
@@ -106,6 +109,10 @@ def _request_models(cfg: ServeConfig):
                     check_text(t)
                 except ValueError as e:
                     raise ValueError(f"texts[{i}] {e}") from None
+            total = sum(map(len, v))
+            if total > cfg.max_request_chars:
+                raise ValueError(f"hold {total} characters together; the limit per request is "
+                                 f"{cfg.max_request_chars}: send fewer or shorter texts")
             return v
 
     return PredictRequest, BatchRequest
@@ -195,7 +202,7 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
                               max_word_pieces=int(ecfg.get("max_word_pieces", 12)),
                               max_beam_width=int(ecfg.get("max_beam_width", 128)))
     cache = StateCache(serve_cfg.cache_entries, int(serve_cfg.cache_megabytes * 2**20))
-    engine = IncrementalPredictor(predictor, cache)
+    engine = IncrementalPredictor(predictor, cache, serve_cfg.max_context_pieces)
     label = model_label(model_info)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     PredictRequest, BatchRequest = _request_models(serve_cfg)
@@ -203,7 +210,8 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
     app = FastAPI(title="marathi-nwp", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.engine, app.state.model_info = engine, model_info
     # JSON escapes may take 6 bytes per character: room for a full batch of maximal texts, and no more.
-    app.add_middleware(_BodyGuard, limit=serve_cfg.max_batch * (serve_cfg.max_text_chars * 6 + 64) + 1024)
+    app.add_middleware(_BodyGuard, limit=min(serve_cfg.max_batch * (serve_cfg.max_text_chars * 6 + 64),
+                                             serve_cfg.max_request_chars * 6 + serve_cfg.max_batch * 64) + 1024)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

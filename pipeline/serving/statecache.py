@@ -15,7 +15,9 @@ the end (same text again, or the next word). The cache is bounded both in entrie
 from __future__ import annotations
 
 import math
+import sys
 import threading
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -37,7 +39,7 @@ def _clone(state: State) -> State:
 
 @dataclass
 class Entry:
-    ids: tuple[int, ...]
+    ids: array       # array("i"): 4 bytes per piece id
     state: State             # (L, 1, H) or a pair of them: the state after reading `ids`
     next_lp: Tensor | None   # (1, V) log-probs of the next piece; None for states kept mid-request
     nbytes: int
@@ -90,16 +92,17 @@ class StateCache:
             return
         state = _clone(state)
         next_lp = None if next_lp is None else next_lp.clone()  # never a view that pins a whole batch's tensor
-        # tensors + the ids tuple (8-byte pointers to small ints) + ~200 bytes of bookkeeping
-        nbytes = _state_bytes(state) + (0 if next_lp is None else _state_bytes(next_lp)) + 8 * len(ids) + 200
+        ids = array("i", ids)  # 4 bytes per id; a tuple would cost ~36 (pointer + int object)
+        # tensors + the ids array as Python counts it + the entry, dict slot and key (~250 bytes)
+        nbytes = _state_bytes(state) + (0 if next_lp is None else _state_bytes(next_lp)) + sys.getsizeof(ids) + 250
         if nbytes > self.max_bytes:
             return
         old = self._entries.pop(key, None)
         if old is not None:
             self.nbytes -= old.nbytes
-            if next_lp is None and old.next_lp is not None and list(old.ids) == ids:
+            if next_lp is None and old.next_lp is not None and old.ids == ids:
                 next_lp, nbytes = old.next_lp, old.nbytes  # keep the richer entry for the same prefix
-        self._entries[key] = Entry(tuple(ids), state, next_lp, nbytes)
+        self._entries[key] = Entry(ids, state, next_lp, nbytes)
         self.nbytes += nbytes
         while self._entries and (len(self._entries) > self.max_entries or self.nbytes > self.max_bytes):
             _, evicted = self._entries.popitem(last=False)
@@ -110,8 +113,8 @@ class IncrementalPredictor:
     """`WordPredictor.predict` with the context read chunk by chunk through a `StateCache`. Thread-safe: one lock
     covers the cache and every model call (torch modules are not re-entrant for this)."""
 
-    def __init__(self, predictor: WordPredictor, cache: StateCache | None):
-        self.predictor, self.cache = predictor, cache
+    def __init__(self, predictor: WordPredictor, cache: StateCache | None, max_context_pieces: int | None = None):
+        self.predictor, self.cache, self.max_context_pieces = predictor, cache, max_context_pieces
         self.model = predictor.model
         self._opens = predictor.masks.boundary.tolist()  # pieces that open a new chunk (word starts, eos)
         self.lock = threading.Lock()
@@ -148,9 +151,18 @@ class IncrementalPredictor:
             self.cache.put(keys[n], ids, state, next_lp)
         return state, next_lp
 
+    def tail(self, ids: list[int]) -> list[int]:
+        """At most max_context_pieces pieces: a longer context is read from the first word start that leaves no
+        more, without bos (it starts mid-document), so one long text costs a bounded read under the lock."""
+        n = self.max_context_pieces
+        if n is None or len(ids) - 1 <= n:
+            return ids
+        cut = next((m for m in self.boundaries(ids)[:-1] if len(ids) - m <= n and self._opens[ids[m]]), len(ids) - n)
+        return ids[cut:]
+
     def predict(self, texts: list[str], k: int = 5) -> list[list[dict[str, float]]]:
         """The k most probable next words after each text, as [{"word", "prob"}, ...]."""
-        ids = [self.predictor.context_ids(t) for t in texts]
+        ids = [self.tail(self.predictor.context_ids(t)) for t in texts]
         with self.lock:
             read = [self._context(r) for r in ids]
             state = cat_states([s for s, _ in read])

@@ -20,6 +20,7 @@ from pipeline.tracking import (
     ensure_experiment,
     experiment_name,
     git_commit,
+    log_corpus_inputs,
     tracking_uri,
 )
 
@@ -93,6 +94,7 @@ def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path, extr
     ensure_experiment(client, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(logger.run_id)
+    log_corpus_inputs(client, logger.run_id, cfg, prepared)
     if run_id is not None:
         for k, v in tags.items():
             client.set_tag(run_id, k, v)

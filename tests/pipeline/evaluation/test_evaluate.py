@@ -194,3 +194,19 @@ def test_tables_print_n_and_hide_small_cells():
     assert lines[at + 2].split()[1:] == ["40", "80", "0", "0", "0", "0"]  # n per bucket: 0 | 1-4 | 5-16 | ...
     row = lines[at + 3]
     assert row.startswith("kn2gram") and row.count("100.0 [") == 2 and row.count("—") == 4
+
+
+def test_a_corpus_file_is_evaluated_under_its_own_name(tiny_config, tmp_path):
+    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, context_lengths=(1,), probes=None),
+                              train=dataclasses.replace(tiny_config.train, runs_dir=str(tmp_path / "runs")))
+    for name in ("news", "tweets"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"text": f"मी घरी गेलो आणि {name} {i} वाजता जेवलो"}, ensure_ascii=False) + "\n"
+            for i in range(20)), encoding="utf-8")
+        args = SimpleNamespace(model=[], baseline=True, data=str(tmp_path / f"{name}.jsonl"), out=None)
+        assert cli(args, cfg) == 0
+    # each file gets its own name: its own output directory and metric names, so neither overwrites the other
+    for name in ("news", "tweets"):
+        res = json.loads((tmp_path / "runs" / "eval" / f"tiny-data-{name}" / "results.json").read_text())
+        assert res["split"] == f"data-{name}"
+        assert f"data-{name}/top1" in res["models"]["kn4gram"]["metrics"]

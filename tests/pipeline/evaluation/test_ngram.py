@@ -55,3 +55,26 @@ def test_vocabulary_too_large_for_the_order_is_named():
     docs = [" ".join(f"w{i}" for i in range(300))]  # 300 words: 9 bits each, 9 x 9 context bits > 62 for order 10
     with pytest.raises(ValueError, match=r"vocabulary of 30\d words is too large for a 10-gram .* lower eval.ngram_order"):
         KneserNey(10).fit(docs)
+
+
+def test_arpa_round_trip_gives_the_same_model(tmp_path):
+    from pipeline.evaluation.ngram import read_arpa, write_arpa
+
+    docs = ["मी घरी गेलो", "मी घरी आलो", "तू शाळेत गेलास", "मी आज शाळेत गेलो , आणि घरी आलो", "ती घरी गेली"] * 3
+    lm = KneserNey(4).fit(docs)
+    write_arpa(lm, tmp_path / "lm.arpa")
+    text = (tmp_path / "lm.arpa").read_text(encoding="utf-8")
+    header = dict(line.split(" ")[1].split("=") for line in text.splitlines() if line.startswith("ngram "))
+    for n, count in header.items():  # the header counts what each section holds
+        section = text.split(f"\\{n}-grams:\n")[1].split("\n\n")[0]
+        assert len(section.splitlines()) == int(count)
+    back = read_arpa(tmp_path / "lm.arpa")
+    assert back.vocab == lm.vocab and back.order == 4
+    for ctx in ([], ["मी"], ["मी", "घरी"], ["आज", "शाळेत", "गेलो"], ["कधीच", "न", "दिसलेले"]):
+        np.testing.assert_allclose(back.distribution(ctx), lm.distribution(ctx), rtol=1e-7, atol=1e-12)
+        assert [w for w, _ in back.top_words([ctx], 5)[0]] == [w for w, _ in lm.top_words([ctx], 5)[0]]
+    ctxs = [["मी", "घरी"], ["घरी"], ["कधीच"]]
+    assert back.matched_order(ctxs, bos=False).tolist() == lm.matched_order(ctxs, bos=False).tolist()
+    (tmp_path / "bad.arpa").write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\tx\n\n\\end\\\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not an ARPA file written by write_arpa"):
+        read_arpa(tmp_path / "bad.arpa")

@@ -1,6 +1,7 @@
 """The HTTP API: happy paths, every bad request (status + the field named), and a fuzz test that never sees a 5xx."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -184,9 +185,20 @@ def test_default_model_falls_back_to_newest_local_run(trained_checkpoint, tiny_c
 def test_no_model_anywhere_says_run_make_run(tiny_config, tmp_path):
     from pipeline.config import TrainConfig
 
-    cfg = tiny_config.replace(serve=ServeConfig(model=str(tmp_path / "nothing.ckpt")),
+    cfg = tiny_config.replace(serve=ServeConfig(model="models:/no-such-model@champion"),
+                              tracking=dataclasses.replace(tiny_config.tracking,
+                                                           tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"),
                               train=TrainConfig(runs_dir=str(tmp_path / "empty")))
     with pytest.raises(CheckpointError, match="make run"):
+        resolve_model(None, cfg)
+
+
+def test_a_configured_model_that_fails_to_load_is_an_error_not_a_fallback(trained_checkpoint, tiny_config,
+                                                                          tmp_path):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    cfg = tiny_config.replace(serve=ServeConfig(model=str(broken)))  # local runs exist: no switch to them
+    with pytest.raises(CheckpointError, match="broken.ckpt"):
         resolve_model(None, cfg)
 
 
@@ -234,3 +246,12 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_total_characters_per_request_are_capped(trained_checkpoint):
+    bundle, info = _load(str(trained_checkpoint))
+    capped = TestClient(create_app(bundle, ServeConfig(max_text_chars=200, max_batch=4, max_request_chars=300), info))
+    ok = capped.post("/predict/batch", json={"texts": ["मी " * 50, "ती " * 50]})  # 150 + 150 characters
+    assert ok.status_code == 200
+    message = error_of(capped.post("/predict/batch", json={"texts": ["मी " * 60, "ती " * 60]}), 422, "texts")
+    assert "360 characters together; the limit per request is 300" in message

@@ -1,7 +1,10 @@
 """The incremental state cache: same answers with and without it, fewer pieces read with it, and its bounds hold."""
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 
 from pipeline.checkpoints import load_local
 from pipeline.evaluation.predict import WordPredictor
@@ -90,3 +93,35 @@ def test_cached_tensors_do_not_pin_batch_tensors(predictor):
         parts = e.state if isinstance(e.state, tuple) else (e.state,)
         for t in [*parts, *([e.next_lp] if e.next_lp is not None else [])]:
             assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+def test_memory_count_covers_what_python_allocates_for_the_ids():
+    import tracemalloc
+
+    cache = StateCache(10, 10 ** 9)
+    ids = list(range(1000, 11000))  # 10,000 ids above the small-int cache: a tuple would cost ~36 B each
+    state = torch.zeros(1, 1, 4)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    cache.put(1, ids, state, None)
+    allocated = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    tensors = state.numel() * state.element_size()
+    assert cache.nbytes - tensors >= allocated * 0.9  # counted at least what Python allocated (the clone is torch's)
+    assert cache.nbytes - tensors < 10_000 * 8  # and it is the compact array, not a tuple of int objects
+
+
+def test_a_long_text_is_read_from_its_last_words_only(predictor):
+    pred, tok = predictor, predictor.tok
+    words = ("मी आज सकाळी लवकर उठलो आणि शाळेत गेलो " * 40).split()
+    capped = IncrementalPredictor(pred, None, max_context_pieces=30)
+    ids = pred.context_ids(" ".join(words))
+    tail = capped.tail(ids)
+    assert len(tail) <= 30 and tail == ids[-len(tail):] and tail[0] != tok.bos_id
+    assert tok.sp.id_to_piece(tail[0]).startswith("\u2581")  # cut at a word start
+    capped.predict([" ".join(words)], 3)
+    assert capped.pieces_read <= 30  # a bounded read, however long the text
+    # the capped reader reads the same as an uncapped one given only those last words, without bos
+    state, lp = pred.read([tail])
+    assert capped.predict([" ".join(words)], 3)[0] == [
+        {"word": w, "prob": math.exp(s)} for w, s in pred.top_words(state, lp, 3)[0]]
