@@ -255,3 +255,40 @@ def test_total_characters_per_request_are_capped(trained_checkpoint):
     assert ok.status_code == 200
     message = error_of(capped.post("/predict/batch", json={"texts": ["मी " * 60, "ती " * 60]}), 422, "texts")
     assert "360 characters together; the limit per request is 300" in message
+
+
+def _from_schema(schema: dict) -> st.SearchStrategy:
+    """Values a JSON schema admits, for the shapes this API's schema uses; anything else fails the test loudly, so
+    a schema change cannot silently escape the fuzz."""
+    kind = schema.get("type")
+    if kind == "object":
+        props = {k: _from_schema(v) for k, v in schema["properties"].items()}
+        required = set(schema.get("required", ()))
+        return st.fixed_dictionaries({k: v for k, v in props.items() if k in required},
+                                     optional={k: v for k, v in props.items() if k not in required})
+    if kind == "string":
+        return st.text(max_size=300) | st.text(alphabet="मीआजघरीगेलो ", min_size=1, max_size=40)
+    if kind == "integer":
+        return st.integers(int(schema.get("minimum", -10 ** 6)), int(schema.get("maximum", 10 ** 6)))
+    if kind == "array":
+        return st.lists(_from_schema(schema["items"]), min_size=schema.get("minItems", 0),
+                        max_size=schema.get("maxItems", 8))
+    raise AssertionError(f"the fuzz does not know schema {schema}: extend _from_schema")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_from_the_openapi_schema(client, data):
+    """Bodies generated from the app's own OpenAPI schema: never a 5xx; a body the schema admits that also keeps
+    the documented limits (non-blank texts, serve.max_text_chars, serve.max_request_chars) gets a 200."""
+    spec = client.app.openapi()
+    path = data.draw(st.sampled_from(sorted(p for p, ops in spec["paths"].items() if "post" in ops)))
+    ref = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = data.draw(_from_schema(spec["components"]["schemas"][ref.rsplit("/", 1)[1]]))
+    r = client.post(path, json=body)
+    assert r.status_code < 500, (r.status_code, r.text)
+    texts = body.get("texts", [body.get("text")])
+    within = all(t.strip() and len(t) <= CFG.max_text_chars for t in texts) and \
+        sum(map(len, texts)) <= CFG.max_request_chars
+    assert r.status_code == (200 if within else 422), (body, r.text)
