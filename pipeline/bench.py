@@ -128,7 +128,8 @@ def cli(args, cfg) -> int:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         figures = module.run(cfg)
-        knobs = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("BENCH_", "TTQ_")))
+        knobs = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                         if k.startswith(("BENCH_", "TTQ_", "SERVE_STARTUP_", "MARATHI_NWP_BENCH_")))
         entry = record(name, figures, f"{knobs} python -m pipeline bench --only {name} --config {args.config}".strip())
         print(json.dumps(entry, indent=1, ensure_ascii=False))
     return 0

@@ -84,3 +84,16 @@ def _overrides_of(cfg) -> list[str]:
 def _quiet_threads():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     yield
+
+
+def hand_scored_probes(rows):
+    """Hand-made probes and scores: rows of (kind, distance, right, n, candidates) -> (probes, scores), the first
+    candidate being the right one and `right` of the n probes scoring it highest."""
+    from pipeline.evaluation.probes import Probe
+
+    probes, scores = [], []
+    for kind, d, right, n, k in rows:
+        for i in range(n):
+            probes.append(Probe("संदर्भ", tuple(f"श{j}" for j in range(k)), 0, d, kind))
+            scores.append([0.0] + [-1.0] * (k - 1) if i < right else [-1.0, 0.0] + [-1.0] * (k - 2))
+    return probes, scores

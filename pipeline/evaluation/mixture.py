@@ -302,8 +302,14 @@ def cli(args, cfg) -> int:
     from pathlib import Path
 
     from pipeline.corpus.prepare import documents
-    from pipeline.evaluation.evaluate import NgramScorer, build_baseline, build_scorers, evaluate, print_table, \
-        write_outputs
+    from pipeline.evaluation.evaluate import (
+        NgramScorer,
+        build_baseline,
+        build_scorers,
+        evaluate,
+        print_table,
+        write_outputs,
+    )
 
     torch.set_grad_enabled(False)
     net = build_scorers(cfg, [args.model], False)[0]

@@ -49,13 +49,6 @@ def select_state(state: State, index: Tensor) -> State:
     return state.index_select(1, index)
 
 
-def scatter_state(state: State, index: Tensor, rows: State) -> State:
-    """A copy of `state` with rows `index` replaced by `rows`."""
-    if isinstance(state, tuple):
-        return tuple(s.index_copy(1, index, r) for s, r in zip(state, rows))
-    return state.index_copy(1, index, rows)
-
-
 def cat_states(states: list[State]) -> State:
     if isinstance(states[0], tuple):
         return tuple(torch.cat([s[i] for s in states], 1) for i in range(len(states[0])))

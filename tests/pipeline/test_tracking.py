@@ -15,7 +15,7 @@ from conftest import _overrides_of
 from pipeline import tracking
 from pipeline.bench import free_port
 from pipeline.config import PROJECT_ROOT, load_config
-from pipeline.corpus.prepare import documents
+from pipeline.corpus.prepare import documents, prepare, sha256_file
 
 
 def _cfg(tiny_config, store: Path, *extra: str):
@@ -70,6 +70,15 @@ def test_one_run_with_params_tags_metrics_and_artifacts(tracked):
     assert {"config.yaml", "tokenizer", "checkpoints", "evaluation"} <= top
     assert [a.path for a in client.list_artifacts(run.info.run_id, "tokenizer")] == ["tokenizer/spm.model"]
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    # MLflow 3 shows the experiment as model development, and the runs table's Dataset column is filled
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train.jsonl", "validation.jsonl", "test.jsonl"}
+    directory = prepare(cfg, log=lambda *a: None).directory
+    for split in ("train", "validation", "test"):
+        i = inputs[f"{split}.jsonl"]
+        assert {t.key: t.value for t in i.tags}["mlflow.data.context"] == split
+        assert i.dataset.digest == sha256_file(directory / f"{split}.npy")[:16]
 
 
 @pytest.mark.slow

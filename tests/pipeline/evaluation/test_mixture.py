@@ -11,7 +11,13 @@ import torch
 from pipeline.checkpoints import load_local
 from pipeline.config import MixtureConfig
 from pipeline.evaluation.evaluate import NeuralScorer, evaluate_scorer
-from pipeline.evaluation.mixture import MixtureScorer, MixtureWeights, cache_distributions, em_weights, fit
+from pipeline.evaluation.mixture import (
+    MixtureScorer,
+    MixtureWeights,
+    cache_distributions,
+    em_weights,
+    fit,
+)
 from pipeline.evaluation.ngram import KneserNey
 
 SYLLABLES = ["का", "मा", "रा", "ली", "नू", "पे", "सो", "ती", "गा", "धू", "बी", "चे", "वा", "हो", "जु", "टा"]
@@ -78,6 +84,13 @@ def test_mixture_probabilities_sum_to_at_most_one(net):
     words = sorted(w for w in words if " " not in w)
     total = sum(math.exp(v) for v in mix.score([ctx], [words])[0])
     assert 0.3 < total <= 1.0 + 1e-6, total
+    # and it is exactly λ-weighted part by part: the network's and the cache's totals on their own, the n-gram's from
+    # the n-gram directly over its own vocabulary (a word it has never seen gets none of its <unk> mass)
+    alone = {p: sum(math.exp(v) for v in MixtureScorer(net, lm, MixtureWeights((p,), {"all": [1.0]}, 0.5, 50, False),
+                                                        10).score([ctx], [words])[0]) for p in ("net", "cache")}
+    known = [w for w in words if w in lm.index]
+    kn = float(np.exp(lm.log_prob([doc[:12]] * len(known), known)).sum())
+    assert total == pytest.approx(0.4 * alone["net"] + 0.4 * kn + 0.2 * alone["cache"], rel=1e-6)
 
 
 def test_fitted_weights_beat_every_part_alone_on_text_that_needs_both(net, tiny_config):
@@ -97,6 +110,10 @@ def test_fitted_weights_beat_every_part_alone_on_text_that_needs_both(net, tiny_
     # the cache knows each document's name, the n-gram its templates, so the three-way mixture beats every part
     # alone and the mixture without the cache
     assert ppl["mixture"] < min(ppl["net"], ppl["kn"], ppl["net+kn"]), ppl
+    # the fitted λ beat uniform ones on the validation words they were fitted on (EM climbs a concave likelihood)
+    uniform = MixtureWeights(weights.parts, {"all": [1 / 3] * 3}, weights.theta, weights.window, False)
+    on_valid = evaluate_scorer(MixtureScorer(net, lm, uniform, 10), valid, dataclasses.replace(ec, max_words=1500))
+    assert info["validation_word_ppl"] < on_valid["word_ppl"]
     # and the weights say so: in the classes with a cache, both the n-gram and the cache carry real weight
     lams = np.array([v for c, v in weights.weights.items() if not c.endswith("nocache") and c != "all"])
     assert (lams[:, 1].max() > 0.1) and (lams[:, 2].max() > 0.1), weights.weights

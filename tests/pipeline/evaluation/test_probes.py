@@ -24,6 +24,7 @@ from pipeline.evaluation.probes import (
     wilson,
     write_probes,
 )
+from tests.conftest import hand_scored_probes
 
 GOOD = {"context": "तो जात", "candidates": ["होता", "होती"], "answer": 0, "distance": 2, "kind": "gender_agreement"}
 
@@ -141,22 +142,10 @@ def test_count_constructions_matches_a_hand_count():
     assert "25 words" in table and "जात आहे" in table and "कदम … कदम" in table
 
 
-def _scored(rows):
-    """Hand-made probes and scores: (kind, distance, right, n, candidates) -> probes, scores."""
-    from pipeline.evaluation.probes import Probe
-
-    probes, scores = [], []
-    for kind, d, right, n, k in rows:
-        for i in range(n):
-            probes.append(Probe("संदर्भ", tuple(f"श{j}" for j in range(k)), 0, d, kind))
-            scores.append([0.0] + [-1.0] * (k - 1) if i < right else [-1.0, 0.0] + [-1.0] * (k - 2))
-    return probes, scores
-
-
 def test_ceiling_is_the_shortest_distance_and_informative_means_above_chance():
     # "speaks": 18/20 at d=4 (chance 1/2) -> lower bound 0.699 > 0.5; 10/20 at d=16 does not matter.
     # "mute": 6/20 at d=3 (chance 1/4) -> lower bound 0.145 < 0.25; 20/20 at d=100 does not count.
-    probes, scores = _scored([("speaks", 16, 10, 20, 2), ("speaks", 4, 18, 20, 2),
+    probes, scores = hand_scored_probes([("speaks", 16, 10, 20, 2), ("speaks", 4, 18, 20, 2),
                               ("mute", 100, 20, 20, 4), ("mute", 3, 6, 20, 4)])
     s = summarize(probes, scores)
     c = s["ceilings"]

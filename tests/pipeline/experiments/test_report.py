@@ -1,16 +1,12 @@
 """reports/experiment.md, part by part, from hand-made summaries."""
-from pipeline.evaluation.probes import Probe, summarize
+from pipeline.evaluation.probes import summarize
 from pipeline.experiments.report import probe_section
+from tests.conftest import hand_scored_probes
 
 
 def _summary(rows):
     """(kind, distance, right, n, candidates) -> a probe summary as the experiment stores it."""
-    probes, scores = [], []
-    for kind, d, right, n, k in rows:
-        for i in range(n):
-            probes.append(Probe("संदर्भ", tuple(f"श{j}" for j in range(k)), 0, d, kind))
-            scores.append([0.0] + [-1.0] * (k - 1) if i < right else [-1.0, 0.0] + [-1.0] * (k - 2))
-    return summarize(probes, scores)
+    return summarize(*hand_scored_probes(rows))
 
 
 def test_probe_section_shows_distance_only_where_the_ceiling_is_above_chance():
