@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -142,8 +143,10 @@ def log_corpus_inputs(client: MlflowClient, run_id: str, cfg: Config, prepared) 
         path = getattr(cfg.data, split)
         if not stream.exists() or (path is None and cfg.data.hub is None):
             continue
-        source = HuggingFaceDatasetSource(path=cfg.data.hub, config_name=cfg.data.hub_config, split=split) \
-            if cfg.data.hub else resolve_dataset_source(path)
+        with warnings.catch_warnings():  # a local path matches MLflow's local source under two registrations
+            warnings.simplefilter("ignore", UserWarning)
+            source = HuggingFaceDatasetSource(path=cfg.data.hub, config_name=cfg.data.hub_config, split=split) \
+                if cfg.data.hub else resolve_dataset_source(path)
         name = f"{cfg.data.hub}:{split}" if cfg.data.hub else Path(path).name
         dataset = MetaDataset(source, name=name, digest=sha256_file(stream)[:16])
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
