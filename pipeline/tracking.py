@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -325,16 +326,20 @@ def log_artifacts(client: MlflowClient, run_id: str, directory: Path, artifact_p
     client.log_artifacts(run_id, str(directory), artifact_path)
 
 
-def log_pyfunc(bundle: ModelBundle, run_id: str) -> str:
-    """Log the bundle as a pyfunc model of the run; returns its model URI."""
+def log_pyfunc(bundle: ModelBundle, run_id: str, mixture_dir: Path | None = None) -> str:
+    """Log the bundle as a pyfunc model of the run, with the files of its fitted mixture (mixture_dir: mixture.json
+    and the ARPA n-gram) beside the weights; returns its model URI."""
     import pandas as pd
     from mlflow.models import infer_signature
 
     example = ["आज हवामान खूप"]
-    out = pd.DataFrame({"text": example, "words": [["छान"]], "probs": [[0.1]]})
-    signature = infer_signature(example, out, params={"k": 5})  # `k` must be declared, or MLflow drops it
+    out = pd.DataFrame({"text": example, "words": [["छान"]], "probs": [[0.1]], "model": ["lstm + 4-gram + cache"]})
+    # `k` and `mix` must be declared, or MLflow drops them
+    signature = infer_signature(example, out, params={"k": 5, "mix": "auto"})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = export(bundle, Path(tmp) / "model")
+        for f in sorted(mixture_dir.iterdir()) if mixture_dir is not None else []:
+            shutil.copy2(f, model_dir / f.name)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_ENTRY), artifacts={"model_dir": str(model_dir)},

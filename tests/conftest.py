@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.config import PROJECT_ROOT, load_config
 
@@ -69,6 +70,30 @@ def trained_checkpoint(tiny_config, prepared) -> Path:
     cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "train.max_steps=40", "model.cell=lstm"])
     result = train(cfg, prepared, fresh=True, log=lambda *a: None)
     return Path(result.last_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def mixed_checkpoint(tiny_config, trained_checkpoint, tmp_path_factory) -> Path:
+    """A copy of the tiny LSTM's checkpoint with its network + 4-gram + cache mixture, fitted on the tiny validation
+    split and stored the way `make run` stores it (runs/<run>/mixture/ beside runs/<run>/checkpoints/)."""
+    import shutil
+
+    from pipeline.checkpoints import load_local
+    from pipeline.corpus.prepare import documents
+    from pipeline.evaluation.evaluate import NeuralScorer, build_baseline
+    from pipeline.evaluation.mixture import MIXES, fit, save_mixture
+
+    run = tmp_path_factory.mktemp("mixed-run")
+    ckpt = run / "checkpoints" / trained_checkpoint.name
+    ckpt.parent.mkdir()
+    shutil.copy2(trained_checkpoint, ckpt)
+    lm = build_baseline(tiny_config, log=lambda *a: None)
+    net = NeuralScorer(load_local(ckpt), tiny_config.eval, "lstm")
+    with torch.no_grad():
+        weights, about = fit(net, lm, MIXES["net + 4-gram + cache"], documents(tiny_config, "validation"),
+                             tiny_config.mixture, tiny_config.eval)
+    save_mixture(run / "mixture", lm, weights, tiny_config.mixture.candidates, about)
+    return ckpt
 
 
 def _overrides_of(cfg) -> list[str]:

@@ -58,6 +58,77 @@ class MixtureWeights:
 
 
 
+# ------------------------------------------------------------------------------------------- stored with a model
+# A fitted mixture travels with the network (the registered model's artifacts, or runs/<run>/mixture/) as two
+# documented text files, nothing pickled: mixture.json (MixtureWeights + K + how it was fitted) and the n-gram as
+# ARPA text (gzip), the format KenLM, SRILM and every n-gram toolkit read.
+WEIGHTS_FILE, ARPA_FILE = "mixture.json", "ngram.arpa.gz"
+
+
+class MixtureError(ValueError):
+    """A stored mixture cannot be read; the message names the file and the fix."""
+
+
+@dataclass
+class Mixture:
+    lm: KneserNey | None
+    weights: MixtureWeights
+    candidates: int
+    about: dict[str, Any] = field(default_factory=dict)  # the fit: validation words, word ppl, ...
+
+
+def save_mixture(directory, lm: KneserNey | None, weights: MixtureWeights, candidates: int,
+                 about: dict[str, Any] | None = None) -> Path:
+    import json
+    from pathlib import Path
+
+    from pipeline.evaluation.ngram import write_arpa
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if "kn" in weights.parts:
+        write_arpa(lm, directory / ARPA_FILE)
+    blob = {"weights": weights.to_dict(), "candidates": candidates, "about": about or {}}
+    (directory / WEIGHTS_FILE).write_text(json.dumps(blob, indent=1, ensure_ascii=False, default=str),
+                                          encoding="utf-8")
+    return directory
+
+
+def load_mixture(directory) -> Mixture | None:
+    """The mixture stored in `directory`, or None when it holds none (a model trained before mixtures existed)."""
+    import json
+    from pathlib import Path
+
+    from pipeline.evaluation.ngram import read_arpa
+
+    directory = Path(directory)
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        blob = json.loads(path.read_text(encoding="utf-8"))
+        w = blob["weights"]
+        weights = MixtureWeights(tuple(w["parts"]), {str(c): [float(x) for x in v] for c, v in w["weights"].items()},
+                                 float(w["theta"]), int(w["window"]), bool(w["context_dependent"]))
+        if any(len(v) != len(weights.parts) for v in weights.weights.values()):
+            raise ValueError("a class's weights do not match the parts")
+        candidates = int(blob["candidates"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MixtureError(f"{path} is not a mixture written by marathi-nwp ({type(e).__name__}: {e}); refit it "
+                           "with `make mix` or retrain with `make run`") from None
+    lm = None
+    if "kn" in weights.parts:
+        try:
+            lm = read_arpa(directory / ARPA_FILE)
+        except FileNotFoundError:
+            raise MixtureError(f"{directory} has {WEIGHTS_FILE} but not the n-gram it mixes ({ARPA_FILE}); copy "
+                               "both files together, or refit with `make mix`") from None
+        except (ValueError, KeyError, IndexError, EOFError, OSError) as e:
+            raise MixtureError(f"{directory / ARPA_FILE} is truncated or not an ARPA file written by marathi-nwp "
+                               f"({type(e).__name__}); refit with `make mix` or retrain with `make run`") from None
+    return Mixture(lm, weights, candidates, blob.get("about") or {})
+
+
 # ------------------------------------------------------------------------------------------------------ the cache
 
 def cache_distributions(queries: torch.Tensor, keys: torch.Tensor, key_words: Sequence[int], positions: Sequence[int],
@@ -99,10 +170,14 @@ def em_weights(probs: np.ndarray, iterations: int = 100) -> np.ndarray:
     return lam
 
 
+MIN_CLASS_WORDS = 50
+
+
 def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]], classes: list[str],
                 context_dependent: bool, iterations: int) -> tuple[MixtureWeights, float]:
     """Choose (θ, W) and the λ per class on validation rows; probs[θ][W] is (T, len(parts)). Returns the weights
-    and the mean validation log-likelihood per word they reach."""
+    and the mean validation log-likelihood per word they reach. A class seen fewer than MIN_CLASS_WORDS times keeps
+    the pooled λ ("all"): a handful of words would fit weights of 1 and 0 that no test text supports."""
     best: tuple[float, MixtureWeights] | None = None
     for theta, by_window in probs.items():
         for window, p in by_window.items():
@@ -110,7 +185,8 @@ def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]
             cls = np.array([w.context_class(*c) if isinstance(c, tuple) else c for c in classes])
             w.weights["all"] = em_weights(p, iterations).round(6).tolist()  # also the fallback of an unseen class
             for c in sorted(set(cls)):
-                w.weights[c] = em_weights(p[cls == c], iterations).round(6).tolist()
+                if (cls == c).sum() >= MIN_CLASS_WORDS:
+                    w.weights[str(c)] = em_weights(p[cls == c], iterations).round(6).tolist()
             ll = float(np.mean(np.log(np.maximum(mixture_prob(w, p, cls), 1e-300))))
             if best is None or ll > best[0]:
                 best = (ll, w)
@@ -120,6 +196,25 @@ def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]
 def mixture_prob(w: MixtureWeights, probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
     lam = np.stack([w.lam(c) for c in classes])
     return (probs * lam).sum(axis=1)
+
+
+def kn_probs(lm: KneserNey, ctx: list[str], words: list[str], bos: bool) -> list[float]:
+    """P_kn of each word after ctx; 0 for a word outside the n-gram's vocabulary (see the module docstring)."""
+    lp = lm.log_prob([ctx] * len(words), words, bos)
+    return [math.exp(v) if w in lm.index else 0.0 for v, w in zip(lp, words)]
+
+
+def mix_probs(w: MixtureWeights, lm: KneserNey | None, feat: dict, ctx: list[str], words: list[str],
+              net_lp: dict[str, float], bos: bool) -> list[float]:
+    """Mixture probabilities of `words` at one target: feat holds the n-gram's matched order, whether the cache is
+    empty and P_cache per word; net_lp the network's log-probability per word."""
+    kn = kn_probs(lm, ctx, words, bos) if "kn" in w.parts else [0.0] * len(words)
+    lam = w.lam(w.context_class(feat["order"], feat["cache_empty"]))
+    out = []
+    for word, k in zip(words, kn):
+        part = {"net": math.exp(net_lp[word]), "kn": k, "cache": feat["cache"].get(word, 0.0)}
+        out.append(float(sum(l * part[x] for l, x in zip(lam, w.parts))))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- the scorer
@@ -170,19 +265,8 @@ class MixtureScorer:
                         f["cache"][w] = float(dist[r, vocab[w]]) if w in vocab else 0.0
         return out
 
-    def _kn(self, ctx: list[str], words: list[str], bos: bool) -> list[float]:
-        lp = self.lm.log_prob([ctx] * len(words), words, bos)
-        return [math.exp(v) if w in self.lm.index else 0.0 for v, w in zip(lp, words)]
-
     def mix(self, feat: dict, ctx: list[str], words: list[str], net_lp: dict[str, float], bos: bool) -> list[float]:
-        """Mixture probabilities of `words` at one target (their network log-probs and cache probs given)."""
-        kn = self._kn(ctx, words, bos) if "kn" in self.w.parts else [0.0] * len(words)
-        lam = self.w.lam(self.w.context_class(feat["order"], feat["cache_empty"]))
-        out = []
-        for w, k in zip(words, kn):
-            part = {"net": math.exp(net_lp[w]), "kn": k, "cache": feat["cache"].get(w, 0.0)}
-            out.append(float(sum(l * part[x] for l, x in zip(lam, self.w.parts))))
-        return out
+        return mix_probs(self.w, self.lm, feat, ctx, words, net_lp, bos)
 
     def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress, bos: bool = True
                       ) -> dict:
@@ -204,18 +288,19 @@ class MixtureScorer:
         for key, row in zip(keys, kn_top):
             extra[key] = list(dict.fromkeys([w for w, _ in row] + feats[key]["cache_top"]))
         second = self.net.evaluate_docs(docs, targets, self.K, progress, bos=bos, extra=extra)
-        cands = {key: list(dict.fromkeys([w for w, _ in second["scored"][key]] + extra[key] + [docs[key[0]][key[1]]]))
-                 for key in keys}
-        feats = self.features(docs, targets, first["vectors"], bos, asked=cands)
+        # only the parts' candidates are ranked (the target joins them only when a part proposed it: ranking it
+        # regardless would let the answer into the shortlist); the target is scored in any case
+        cands = {key: list(dict.fromkeys([w for w, _ in second["scored"][key]] + extra[key])) for key in keys}
+        feats = self.features(docs, targets, first["vectors"], bos,
+                              asked={key: c + [docs[key[0]][key[1]]] for key, c in cands.items()})
         for (d, j) in keys:
             word = docs[d][j]
             net_lp = {**dict(second["scored"][(d, j)]), **second["extra"].get((d, j), {}), word: first["logp"][(d, j)]}
             words = [w for w in cands[(d, j)] if w in net_lp]
-            probs = self.mix(feats[(d, j)], docs[d][:j], words, net_lp, bos)
+            probs = self.mix(feats[(d, j)], docs[d][:j], words + [word], net_lp, bos)
             best = sorted(range(len(words)), key=lambda i: -probs[i])
             top[(d, j)] = [words[i] for i in best[:k]]
-            p = probs[words.index(word)]
-            logp[(d, j)] = math.log(p) if p > 0 else -math.inf
+            logp[(d, j)] = math.log(probs[-1]) if probs[-1] > 0 else -math.inf
         return {"top": top, "logp": logp}
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
@@ -252,7 +337,7 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
     probe = MixtureScorer(net, lm, MixtureWeights(parts), mc.candidates)
     thetas = mc.thetas if "cache" in parts else (0.0,)
     windows = mc.windows if "cache" in parts else (0,)
-    kn_p = {(d, j): probe._kn(cut[d][:j], [cut[d][j]], True)[0] for d, ts in enumerate(want) for j in ts} \
+    kn_p = {(d, j): kn_probs(lm, cut[d][:j], [cut[d][j]], True)[0] for d, ts in enumerate(want) for j in ts} \
         if "kn" in parts else {}
     probs: dict[float, dict[int, np.ndarray]] = {}
     classes: list[tuple[int, bool]] = []

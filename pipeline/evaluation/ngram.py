@@ -16,6 +16,7 @@ N1+(• hw). An unseen context backs off with γ = 1, so every distribution sums
 """
 from __future__ import annotations
 
+import gzip
 import math
 import time
 from collections import Counter
@@ -205,7 +206,14 @@ def _log10(p: float) -> float:
     return math.log10(p) if p > 0 else -99.0
 
 
+def _open_text(path, mode: str):
+    """ARPA text, gzip-compressed when the name ends in .gz (as KenLM and SRILM read it)."""
+    return gzip.open(path, mode + "t", encoding="utf-8") if str(path).endswith(".gz") else \
+        open(path, mode, encoding="utf-8")
+
+
 def write_arpa(lm: KneserNey, path) -> None:
+    """The model as an ARPA back-off file (`.arpa`, or `.arpa.gz`), the field's standard text format."""
     entries: dict[int, dict[tuple[int, ...], list]] = {n: {} for n in range(1, lm.order + 1)}
     for i in range(len(lm.vocab)):
         entries[1][(i,)] = [_log10(lm.p1[i]), None]
@@ -221,7 +229,7 @@ def write_arpa(lm: KneserNey, path) -> None:
             entries[n][(*_digits(c, n, lm.bits), w)] = [_log10(pw), None]
         for c, g in zip(t["ctx"].tolist(), t["gamma"].tolist()):
             entries[n - 1].setdefault(tuple(_digits(c, n, lm.bits)), [-99.0, None])[1] = _log10(g)
-    with open(path, "w", encoding="utf-8") as f:
+    with _open_text(path, "w") as f:
         f.write("\\data\\\n" + "".join(f"ngram {n}={len(entries[n])}\n" for n in entries) + "\n")
         for n, rows in entries.items():
             f.write(f"\\{n}-grams:\n")
@@ -236,7 +244,7 @@ def read_arpa(path) -> KneserNey:
     """A KneserNey from write_arpa's file: the same vocabulary ids, tables and probabilities."""
     sections: dict[int, list[tuple[float, list[str], float]]] = {}
     n = 0
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path, "r") as f:
         for line in f:
             line = line.rstrip("\n")
             if line.startswith("\\") and line.endswith("-grams:"):

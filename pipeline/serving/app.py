@@ -1,10 +1,14 @@
 """The HTTP API and the live-suggestion page (DESIGN §10): `python -m pipeline serve [--model REF] [--host] [--port]`.
 
-    POST /predict        {"text": str, "k": 1..20 = 5}  -> {"words": [{"word", "prob"}, ...], "model": str}
-    POST /predict/batch  {"texts": [str, ...], "k": ...} -> {"results": [[{"word", "prob"}, ...], ...], "model": str}
+    POST /predict        {"text": str, "k": 1..20 = 5, "mix": "mixture"|"net"}
+                         -> {"words": [{"word", "prob"}, ...], "model": str}
+    POST /predict/batch  {"texts": [str, ...], "k": ..., "mix": ...} -> {"results": [[{"word", "prob"}, ...], ...],
+                                                                          "model": str}
     GET  /health         model name, version, run id, cache figures
     GET  /               the page (pipeline/serving/static/index.html, read once at start-up)
 
+Suggestions come from the model's fitted mixture (network + n-gram + neural cache, pipeline/serving/mixed.py) when
+it carries one, and "model" says so ("marathi-nwp-lstm/3 + 4-gram + cache"); "mix": "net" asks for the network alone.
 Bad requests get a 4xx whose JSON `{"error": ..., "field": ...}` names the field; input never reaches the filesystem
 and never produces a 5xx. Model calls run one at a time under a lock (see `IncrementalPredictor`).
 """
@@ -13,7 +17,7 @@ import ipaddress
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,8 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.checkpoints import CheckpointError, ModelBundle
 from pipeline.config import Config, ServeConfig
-from pipeline.evaluation.predict import WordPredictor
-from pipeline.serving.statecache import IncrementalPredictor, StateCache
+from pipeline.evaluation.mixture import Mixture
+from pipeline.serving.mixed import ServedPredictor, load_for, predictor_for
+from pipeline.serving.statecache import StateCache
 
 STATIC = Path(__file__).resolve().parent / "static"
 JSON_TYPES = ("application/json",)
@@ -90,6 +95,7 @@ def _request_models(cfg: ServeConfig):
         model_config = ConfigDict(extra="forbid")
         text: StrictStr
         k: StrictInt = Field(5, ge=1, le=20)
+        mix: Literal["mixture", "net"] | None = None
 
         @field_validator("text")
         @classmethod
@@ -100,6 +106,7 @@ def _request_models(cfg: ServeConfig):
         model_config = ConfigDict(extra="forbid")
         texts: list[StrictStr] = Field(min_length=1, max_length=cfg.max_batch)
         k: StrictInt = Field(5, ge=1, le=20)
+        mix: Literal["mixture", "net"] | None = None
 
         @field_validator("texts")
         @classmethod
@@ -134,11 +141,13 @@ def _describe(err: dict[str, Any], cfg: ServeConfig) -> tuple[int, str, str]:
     if kind == "missing":
         return 422, field, f"{field} is required"
     if kind == "extra_forbidden":
-        return 422, field, f"{field} is not a known field (expected text/texts and k)"
+        return 422, field, f"{field} is not a known field (expected text/texts, k and mix)"
     if field == "body" or kind == "model_type":
         return 422, "body", "body must be a JSON object, e.g. {\"text\": \"...\", \"k\": 5}"
     if field == "k" or field.startswith("k."):
         return 422, "k", "k must be an integer from 1 to 20"
+    if field == "mix" or field.startswith("mix."):
+        return 422, "mix", "mix must be \"mixture\" (the default when the model carries one) or \"net\""
     if field == "texts" and kind in ("too_long", "too_short"):
         return 422, "texts", f"texts must hold 1 to {cfg.max_batch} strings"
     msg = msg.removeprefix("Value error, ")
@@ -195,20 +204,19 @@ async def _send_error(send, status: int, field: str, message: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str, Any]) -> FastAPI:
-    """The app for one loaded model. Everything it serves is in memory once this returns."""
-    ecfg = bundle.config.get("eval", {}) if isinstance(bundle.config, dict) else {}
-    predictor = WordPredictor(bundle.model, bundle.tokenizer, beam_width=int(ecfg.get("beam_width", 8)),
-                              max_word_pieces=int(ecfg.get("max_word_pieces", 12)),
-                              max_beam_width=int(ecfg.get("max_beam_width", 128)))
+def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str, Any],
+               mixture: Mixture | None = None) -> FastAPI:
+    """The app for one loaded model (and its fitted mixture, if any). Everything it serves is in memory once this
+    returns."""
     cache = StateCache(serve_cfg.cache_entries, int(serve_cfg.cache_megabytes * 2**20))
-    engine = IncrementalPredictor(predictor, cache, serve_cfg.max_context_pieces)
-    label = model_label(model_info)
+    served: ServedPredictor = predictor_for(bundle, mixture, model_label(model_info), cache,
+                                            serve_cfg.max_context_pieces)
+    engine = served.engine
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     PredictRequest, BatchRequest = _request_models(serve_cfg)
 
     app = FastAPI(title="marathi-nwp", version="0.1.0", docs_url=None, redoc_url=None)
-    app.state.engine, app.state.model_info = engine, model_info
+    app.state.engine, app.state.served, app.state.model_info = engine, served, model_info
     # JSON escapes may take 6 bytes per character: room for a full batch of maximal texts, and no more.
     app.add_middleware(_BodyGuard, limit=min(serve_cfg.max_batch * (serve_cfg.max_text_chars * 6 + 64),
                                              serve_cfg.max_request_chars * 6 + serve_cfg.max_batch * 64) + 1024)
@@ -230,18 +238,30 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
         return JSONResponse({"error": message, "field": field}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    def run(texts: list[str], k: int, mix: str | None) -> tuple[list, str] | JSONResponse:
+        if mix == "mixture" and mixture is None:
+            return JSONResponse({"error": f"{served.name} carries no fitted mixture; ask for \"mix\": \"net\", or "
+                                          "fit one (`make mix`, or `make run` which registers it)", "field": "mix"},
+                                status_code=422)
+        return served.predict(texts, k, mix), served.label(mix)
+
     @app.post("/predict")
-    def predict(req: PredictRequest) -> dict[str, Any]:
-        return {"words": engine.predict([req.text], req.k)[0], "model": label}
+    def predict(req: PredictRequest) -> Any:
+        out = run([req.text], req.k, req.mix)
+        return out if isinstance(out, JSONResponse) else {"words": out[0][0], "model": out[1]}
 
     @app.post("/predict/batch")
-    def predict_batch(req: BatchRequest) -> dict[str, Any]:
-        return {"results": engine.predict(req.texts, req.k), "model": label}
+    def predict_batch(req: BatchRequest) -> Any:
+        out = run(req.texts, req.k, req.mix)
+        return out if isinstance(out, JSONResponse) else {"results": out[0], "model": out[1]}
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "model": label, "name": model_info.get("name"),
+        return {"status": "ok", "model": served.label(), "network": served.name, "name": model_info.get("name"),
                 "version": model_info.get("version"), "run_id": model_info.get("run_id"),
+                "mixture": None if mixture is None else {"parts": list(mixture.weights.parts),
+                                                         "theta": mixture.weights.theta,
+                                                         "window": mixture.weights.window},
                 "cache": cache.stats()}
 
     @app.get("/", response_class=HTMLResponse)
@@ -267,6 +287,7 @@ def cli(args, cfg: Config) -> int:
     host = args.host or cfg.serve.host
     port = cfg.serve.port if args.port is None else args.port
     bundle, info = resolve_model(args.model, cfg)
+    mixture = load_for(bundle)
     if not is_loopback(host):
         print(f"warning: binding to {host}: the API will be reachable from other machines; it has no "
               "authentication. Use --host 127.0.0.1 unless that is what you want.", file=sys.stderr)
@@ -274,6 +295,7 @@ def cli(args, cfg: Config) -> int:
         import torch
 
         torch.set_num_threads(cfg.train.num_threads)
-    print(f"serving {model_label(info)} ({info.get('uri')}) on http://{host}:{port}/", file=sys.stderr)
-    uvicorn.run(create_app(bundle, cfg.serve, info), host=host, port=port, log_level="info", workers=1)
+    app = create_app(bundle, cfg.serve, info, mixture)
+    print(f"serving {app.state.served.label()} ({info.get('uri')}) on http://{host}:{port}/", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="info", workers=1)
     return 0

@@ -6,18 +6,20 @@ from typing import Any
 import mlflow
 
 from pipeline.checkpoints import load_export
-from pipeline.evaluation.predict import WordPredictor
+from pipeline.evaluation.mixture import load_mixture
+from pipeline.serving.mixed import predictor_for
 
 
 class NextWordModel(mlflow.pyfunc.PythonModel):
     """Input: a list of texts (or a one-column DataFrame). Output: one row per text with the top-k words and their
-    probabilities. Params: `k` (default 5)."""
+    probabilities, and which model gave them. Params: `k` (default 5); `mix`: "auto" (default: the fitted mixture
+    stored with the model, else the network), "mixture" or "net"."""
 
     def load_context(self, context) -> None:
-        self.bundle = load_export(context.artifacts["model_dir"])
-        ev = self.bundle.config.get("eval", {})
-        self.predictor = WordPredictor(self.bundle.model, self.bundle.tokenizer, ev.get("beam_width", 8),
-                                       ev.get("max_word_pieces", 12), ev.get("max_beam_width", 128))
+        model_dir = context.artifacts["model_dir"]
+        self.bundle = load_export(model_dir)
+        self.mixture = self.bundle.meta["mixture"] = load_mixture(model_dir)  # read once, also by the server
+        self.served = predictor_for(self.bundle, self.mixture, self.bundle.model_args["cell"])
 
     # MLflow builds the signature from `predict`'s type hints when there are any, and a hint-derived signature
     # cannot declare params, so `k` would be dropped: opt out of hint validation and log an explicit signature.
@@ -27,12 +29,17 @@ class NextWordModel(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         k = int((params or {}).get("k", 5))
+        mix = str((params or {}).get("mix", "auto"))
+        if mix not in ("auto", "mixture", "net"):
+            raise ValueError(f"params.mix is {mix!r}; use \"auto\", \"mixture\" or \"net\"")
+        mix = None if mix == "auto" else mix
         if isinstance(model_input, pd.DataFrame):
             texts = model_input.iloc[:, 0].astype(str).tolist()
         elif isinstance(model_input, pd.Series):
             texts = model_input.astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
-        rows = self.predictor.predict(texts, k) if texts else []
+        rows = self.served.predict(texts, k, mix) if texts else []
         return pd.DataFrame({"text": texts, "words": [[w["word"] for w in r] for r in rows],
-                             "probs": [[w["prob"] for w in r] for r in rows]})
+                             "probs": [[w["prob"] for w in r] for r in rows],
+                             "model": [self.served.label(mix)] * len(texts)})

@@ -11,6 +11,10 @@ Because the chunking depends only on the ids, a request reads exactly the same c
 cache merely skips the ones it has seen, so the results are bit-for-bit identical either way (tested). After each
 request two states are kept: at the start of the last word (the prefix a user extends while typing that word) and at
 the end (same text again, or the next word). The cache is bounded both in entries and in bytes.
+
+With `keep_ends` an entry also keeps the top-layer output at the end of every chunk it read (the mixture's neural
+cache keys: the state that predicted each following word), so the cache component reads the whole typed text while
+the network reads only what is new.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class Entry:
     state: State             # (L, 1, H) or a pair of them: the state after reading `ids`
     next_lp: Tensor | None   # (1, V) log-probs of the next piece; None for states kept mid-request
     nbytes: int
+    ends: Tensor | None = None  # (chunks, H) top-layer output at each chunk's end, when the predictor keeps them
 
 
 def _prefix_keys(ids: list[int]) -> list[int]:
@@ -87,14 +92,17 @@ class StateCache:
         self.misses += 1
         return None
 
-    def put(self, key: int, ids: list[int], state: State, next_lp: Tensor | None) -> None:
+    def put(self, key: int, ids: list[int], state: State, next_lp: Tensor | None, ends: Tensor | None = None
+            ) -> None:
         if self.max_entries <= 0:
             return
         state = _clone(state)
         next_lp = None if next_lp is None else next_lp.clone()  # never a view that pins a whole batch's tensor
+        ends = None if ends is None else ends.clone()
         ids = array("i", ids)  # 4 bytes per id; a tuple would cost ~36 (pointer + int object)
         # tensors + the ids array as Python counts it + the entry, dict slot and key (~250 bytes)
-        nbytes = _state_bytes(state) + (0 if next_lp is None else _state_bytes(next_lp)) + sys.getsizeof(ids) + 250
+        nbytes = _state_bytes(state) + sum(_state_bytes(t) for t in (next_lp, ends) if t is not None) + \
+            sys.getsizeof(ids) + 250
         if nbytes > self.max_bytes:
             return
         old = self._entries.pop(key, None)
@@ -102,7 +110,7 @@ class StateCache:
             self.nbytes -= old.nbytes
             if next_lp is None and old.next_lp is not None and old.ids == ids:
                 next_lp, nbytes = old.next_lp, old.nbytes  # keep the richer entry for the same prefix
-        self._entries[key] = Entry(ids, state, next_lp, nbytes)
+        self._entries[key] = Entry(ids, state, next_lp, nbytes, ends)
         self.nbytes += nbytes
         while self._entries and (len(self._entries) > self.max_entries or self.nbytes > self.max_bytes):
             _, evicted = self._entries.popitem(last=False)
@@ -113,12 +121,18 @@ class IncrementalPredictor:
     """`WordPredictor.predict` with the context read chunk by chunk through a `StateCache`. Thread-safe: one lock
     covers the cache and every model call (torch modules are not re-entrant for this)."""
 
-    def __init__(self, predictor: WordPredictor, cache: StateCache | None, max_context_pieces: int | None = None):
+    def __init__(self, predictor: WordPredictor, cache: StateCache | None, max_context_pieces: int | None = None,
+                 keep_ends: bool = False):
         self.predictor, self.cache, self.max_context_pieces = predictor, cache, max_context_pieces
+        self.keep_ends = keep_ends
         self.model = predictor.model
         self._opens = predictor.masks.boundary.tolist()  # pieces that open a new chunk (word starts, eos)
         self.lock = threading.Lock()
         self.pieces_read = 0  # model steps actually run for contexts (what the cache saves)
+
+    def opens(self, piece: int) -> bool:
+        """Whether the piece starts a new chunk (a word start or eos)."""
+        return bool(self._opens[piece])
 
     def boundaries(self, ids: list[int]) -> list[int]:
         """Chunk starts after bos: 1 and every m > 1 whose piece opens a word, then len(ids)."""
@@ -126,16 +140,18 @@ class IncrementalPredictor:
         return cuts + [len(ids)]
 
     @stepwise
-    def _context(self, ids: list[int]) -> tuple[State, Tensor]:
-        """State after `ids` and the next-piece log-probs (1, V)."""
+    def _context(self, ids: list[int]) -> tuple[State, Tensor, Tensor | None]:
+        """State after `ids`, the next-piece log-probs (1, V) and, with keep_ends, the top-layer output at the end of
+        every chunk (chunks, H)."""
         n, cuts = len(ids), self.boundaries(ids)
         keys = _prefix_keys(ids) if self.cache is not None else []
-        start, state = 0, None
+        start, state, ends = 0, None, []
         hit = self.cache.longest(ids, keys, cuts[::-1]) if self.cache is not None else None
         if hit is not None:
             if hit.next_lp is not None and len(hit.ids) == n:
-                return hit.state, hit.next_lp
+                return hit.state, hit.next_lp, hit.ends
             start, state = len(hit.ids), hit.state
+            ends = [hit.ends] if self.keep_ends else []
         last_word = cuts[-2] if len(cuts) > 1 else 0  # where the last chunk begins
         dev = self.predictor.device
         for a, b in zip([0, *cuts[:-1]], cuts):
@@ -143,13 +159,16 @@ class IncrementalPredictor:
                 continue
             x = torch.tensor([ids[a:b]], device=dev)  # (1, T): one word's pieces
             features, state = self.model(x, state)
+            if self.keep_ends:
+                ends.append(features[0, -1:])
             self.pieces_read += b - a
             if b == last_word and self.cache is not None and b > start:
-                self.cache.put(keys[b], ids[:b], state, None)
+                self.cache.put(keys[b], ids[:b], state, None, torch.cat(ends) if self.keep_ends else None)
         next_lp = self.model.log_probs(features[:, -1:]).squeeze(1)  # (1, V)
+        out = torch.cat(ends) if self.keep_ends else None
         if self.cache is not None:
-            self.cache.put(keys[n], ids, state, next_lp)
-        return state, next_lp
+            self.cache.put(keys[n], ids, state, next_lp, out)
+        return state, next_lp, out
 
     def tail(self, ids: list[int]) -> list[int]:
         """At most max_context_pieces pieces: a longer context is read from the first word start that leaves no
@@ -160,11 +179,19 @@ class IncrementalPredictor:
         cut = next((m for m in self.boundaries(ids)[:-1] if len(ids) - m <= n and self._opens[ids[m]]), len(ids) - n)
         return ids[cut:]
 
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """What is read for each text: bos + its pieces, cut to the last max_context_pieces (see `tail`)."""
+        return [self.tail(self.predictor.context_ids(t)) for t in texts]
+
+    def read(self, ids: list[list[int]]) -> list[tuple[State, Tensor, Tensor | None]]:
+        """(state, next-piece log-probs, chunk ends) per row of ids; call under `lock`."""
+        return [self._context(r) for r in ids]
+
     def predict(self, texts: list[str], k: int = 5) -> list[list[dict[str, float]]]:
         """The k most probable next words after each text, as [{"word", "prob"}, ...]."""
-        ids = [self.tail(self.predictor.context_ids(t)) for t in texts]
+        ids = self.ids(texts)
         with self.lock:
-            read = [self._context(r) for r in ids]
-            state = cat_states([s for s, _ in read])
-            rows = self.predictor.top_words(state, torch.cat([lp for _, lp in read]), k)
+            read = self.read(ids)
+            state = cat_states([r[0] for r in read])
+            rows = self.predictor.top_words(state, torch.cat([r[1] for r in read]), k)
         return [[{"word": w, "prob": math.exp(s)} for w, s in row] for row in rows]

@@ -26,11 +26,12 @@ def _cfg(tiny_config, store: Path, *extra: str):
 
 
 def _run_job(cfg, prepared):
+    from pipeline.evaluation.evaluate import build_baseline
     from pipeline.job import train_and_register
 
     client = tracking.open_store(cfg)
     docs = {s: documents(cfg, s)[:8] for s in ("validation", "test")}
-    return client, train_and_register(cfg, prepared, client, docs)
+    return client, train_and_register(cfg, prepared, client, docs, build_baseline(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def test_one_run_with_params_tags_metrics_and_artifacts(tracked):
     assert any(k.startswith("lr") for k in run.data.metrics)
     for metric in ("test/top1", "test/top5", "test/word_ppl", "validation/word_ppl"):
         assert metric in run.data.metrics, metric
+        assert f"mixture/{metric}" in run.data.metrics, metric  # the fitted mixture's row, logged beside
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "tokenizer", "checkpoints", "evaluation"} <= top
     assert [a.path for a in client.list_artifacts(run.info.run_id, "tokenizer")] == ["tokenizer/spm.model"]
@@ -87,13 +89,17 @@ def test_registered_model_loads_in_a_fresh_process(tracked, tmp_path):
     assert row["registry"]["promoted"]
     code = ("import json, mlflow; m = mlflow.pyfunc.load_model('models:/marathi-nwp-lstm@champion'); "
             "out = m.predict(['मी आज', 'महाराष्ट्र'], params={'k': 3}); "
-            "print(json.dumps([list(w) for w in out['words']], ensure_ascii=False))")
+            "net = m.predict(['मी आज'], params={'k': 3, 'mix': 'net'}); "
+            "print(json.dumps([[list(w) for w in out['words']], list(out['model']), list(net['model'])], "
+            "ensure_ascii=False))")
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(cfg)}
     # run from an empty directory: the model must not need the project's config files
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    words = json.loads(out.stdout.strip().splitlines()[-1])
+    words, mixed, alone = json.loads(out.stdout.strip().splitlines()[-1])
+    # the registered model carries its n-gram and fitted weights: it suggests from the mixture unless told not to
+    assert mixed == ["lstm + 4-gram + cache"] * 2 and alone == ["lstm"]
     assert len(words) == 2 and all(len(w) == 3 for w in words)
     assert all(isinstance(x, str) and x for w in words for x in w)
 
@@ -119,6 +125,7 @@ def test_load_bundle_resolves_alias_version_and_run_id(tracked):
     for ref in (f"models:/{row['registry']['name']}/{row['registry']['version']}", row["run_id"]):
         bundle, info = tracking.load_bundle(ref)
         assert bundle.model.vocab_size == bundle.tokenizer.vocab_size
+        assert bundle.meta["mixture"].weights.parts == ("net", "kn", "cache")
         assert info["run_id"] == row["run_id"]
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.checkpoints import CheckpointError, export, load_local
 from pipeline.config import ServeConfig
+from pipeline.serving.mixed import load_for
 from pipeline.serving.app import (
     _load,
     create_app,
@@ -24,9 +25,10 @@ CFG = ServeConfig(max_text_chars=200, max_batch=4, cache_entries=32, cache_megab
 
 
 @pytest.fixture(scope="module")
-def client(trained_checkpoint) -> TestClient:
-    bundle, info = _load(str(trained_checkpoint))
-    return TestClient(create_app(bundle, CFG, info))
+def client(mixed_checkpoint) -> TestClient:
+    """The app as `serve` builds it for a model that carries a fitted mixture."""
+    bundle, info = _load(str(mixed_checkpoint))
+    return TestClient(create_app(bundle, CFG, info, load_for(bundle)))
 
 
 def error_of(r, status: int, field: str) -> str:
@@ -58,9 +60,23 @@ def test_predict_matches_batch_and_is_stable(client):
     assert [w["word"] for w in results[0]] == [w["word"] for w in one]
 
 
-def test_health_names_the_model(client, trained_checkpoint):
+def test_the_mixture_is_the_default_and_the_network_alone_is_one_field_away(client, trained_checkpoint):
+    mixed = client.post("/predict", json={"text": "मी उद्या", "k": 5}).json()
+    alone = client.post("/predict", json={"text": "मी उद्या", "k": 5, "mix": "net"}).json()
+    assert mixed["model"].endswith(" + 4-gram + cache") and alone["model"] == mixed["model"].split(" + ")[0]
+    assert client.post("/predict", json={"text": "मी उद्या", "k": 5, "mix": "mixture"}).json() == mixed
+    bundle, info = _load(str(trained_checkpoint))
+    net_only = TestClient(create_app(bundle, CFG, info))  # a model without a mixture
+    assert net_only.post("/predict", json={"text": "मी उद्या", "k": 5}).json()["words"] == alone["words"]
+    error_of(net_only.post("/predict", json={"text": "मी", "mix": "mixture"}), 422, "mix")
+    batch = client.post("/predict/batch", json={"texts": ["मी उद्या", "तो"], "mix": "net"}).json()
+    assert batch["results"][0] == alone["words"] and batch["model"] == alone["model"]
+
+
+def test_health_names_the_model(client, mixed_checkpoint):
     body = client.get("/health").json()
-    assert body["status"] == "ok" and trained_checkpoint.name in body["model"]
+    assert body["status"] == "ok" and mixed_checkpoint.parent.parent.name in body["model"]
+    assert body["mixture"]["parts"] == ["net", "kn", "cache"] and body["network"] in body["model"]
     assert {"name", "version", "run_id", "cache"} <= body.keys()
     assert body["cache"]["entries"] <= CFG.cache_entries
 
@@ -101,6 +117,8 @@ def test_non_devanagari_text_is_answered(client, text):
     ({"text": "मी", "k": 2.5}, "k"),
     ({"text": "मी", "k": True}, "k"),
     ({"text": "मी", "colour": 1}, "colour"),
+    ({"text": "मी", "mix": "ngram"}, "mix"),
+    ({"text": "मी", "mix": 1}, "mix"),
     ([1, 2], "body"),
     ("मी", "body"),
 ])
@@ -266,6 +284,8 @@ def _from_schema(schema: dict) -> st.SearchStrategy:
         required = set(schema.get("required", ()))
         return st.fixed_dictionaries({k: v for k, v in props.items() if k in required},
                                      optional={k: v for k, v in props.items() if k not in required})
+    if kind == "string" and "enum" in schema:
+        return st.sampled_from(schema["enum"])
     if kind == "string":
         return st.text(max_size=300) | st.text(alphabet="मीआजघरीगेलो ", min_size=1, max_size=40)
     if kind == "integer":
@@ -273,6 +293,10 @@ def _from_schema(schema: dict) -> st.SearchStrategy:
     if kind == "array":
         return st.lists(_from_schema(schema["items"]), min_size=schema.get("minItems", 0),
                         max_size=schema.get("maxItems", 8))
+    if "anyOf" in schema:
+        return st.one_of([_from_schema(s) for s in schema["anyOf"]])
+    if kind == "null":
+        return st.none()
     raise AssertionError(f"the fuzz does not know schema {schema}: extend _from_schema")
 
 

@@ -1,0 +1,128 @@
+"""The served mixture: the same suggestions and probabilities as the evaluated mixture, exact with the state cache,
+a cache that reads only what was typed, the network alone on request, and stored mixtures that fail clearly."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import pytest
+import torch
+
+from pipeline.checkpoints import load_local
+from pipeline.corpus.cleaning import clean_text, is_word
+from pipeline.evaluation.evaluate import NeuralScorer
+from pipeline.evaluation.mixture import ARPA_FILE, WEIGHTS_FILE, MixtureError, MixtureScorer, load_mixture
+from pipeline.serving.mixed import load_for, mixture_dir, predictor_for
+from pipeline.serving.statecache import StateCache
+
+# a name that recurs (the cache's case), with ordinary words around it
+TEXTS = ["सुमित्रा आज सकाळी बाजारात गेली . तिथे सुमित्रा",
+         "मी उद्या",
+         "तो म्हणाला की पाऊस खूप पडला आणि आम्ही घरी परत आलो . मग तो"]
+
+
+@pytest.fixture(scope="module")
+def bundle(mixed_checkpoint):
+    torch.set_num_threads(1)
+    return load_local(mixed_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def served(bundle):
+    return predictor_for(bundle, load_for(bundle), "lstm")
+
+
+def test_the_mixture_is_found_beside_the_checkpoint(bundle, mixed_checkpoint):
+    assert mixture_dir(bundle) == mixed_checkpoint.parent.parent / "mixture"
+    m = load_for(bundle)
+    assert m is not None and m.weights.parts == ("net", "kn", "cache") and m.lm is not None
+    assert sum(m.weights.lam("all")) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_served_suggestions_are_the_evaluated_mixtures(served, bundle, tiny_config):
+    """Two code paths, one model: the server (whole text encoded at once, state cache, chunk outputs as cache keys)
+    and the evaluator (token by token, teacher forcing) must rank the same words with the same probabilities."""
+    scorer = MixtureScorer(NeuralScorer(bundle, tiny_config.eval, "lstm"), served.mixture.lm, served.mixture.weights,
+                           served.mixture.candidates)
+    with torch.no_grad():
+        for text in TEXTS:
+            got = served.predict([text], 5)[0]
+            want = scorer.top_words([clean_text(text).split()], 5)[0]
+            assert [w["word"] for w in got] == want, text
+            logp = scorer.score([text], [want])[0]
+            assert [w["prob"] for w in got] == pytest.approx([float(torch.tensor(v).exp()) for v in logp], rel=1e-4)
+
+
+def test_mixture_is_a_distribution_and_says_so(served):
+    rows = served.predict(TEXTS, 20)
+    for row in rows:
+        probs = [w["prob"] for w in row]
+        assert probs == sorted(probs, reverse=True) and all(p > 0 for p in probs)
+        assert sum(probs) <= 1 + 1e-9 and len({w["word"] for w in row}) == len(row)
+    assert served.label() == "lstm + 4-gram + cache" and served.label("net") == "lstm"
+
+
+def test_mix_net_is_the_network_alone(served, bundle):
+    alone = predictor_for(bundle, None, "lstm")
+    assert alone.label() == "lstm" and alone.default_mix == "net"
+    assert served.predict(TEXTS, 5, "net") == alone.predict(TEXTS, 5)
+    with pytest.raises(ValueError, match="no fitted mixture"):
+        alone.predict(TEXTS, 5, "mixture")
+
+
+def test_typing_word_by_word_through_the_state_cache_is_exact(bundle):
+    """The cache component's keys come from the state cache on a hit: the results must not change by a bit."""
+    m = load_for(bundle)
+    cached = predictor_for(bundle, m, "lstm", StateCache(64, 2**24))
+    fresh = predictor_for(bundle, m, "lstm", None)
+    words = TEXTS[2].split()
+    for i in range(1, len(words) + 1):
+        text = " ".join(words[:i])
+        assert cached.predict([text], 8) == fresh.predict([text], 8), text
+    assert cached.engine.cache.hits > 0 and cached.engine.pieces_read < fresh.engine.pieces_read
+
+
+def test_the_cache_reads_the_typed_words_and_only_those(served, bundle):
+    text = TEXTS[0]
+    ids = served.engine.ids([text])[0]
+    with served.engine.lock:
+        (_, _, ends), = served.engine.read([ids])
+    feat = served._features(ids, ends, clean_text(text).split())
+    typed = {w for w in clean_text(text).split() if is_word(w)}
+    assert not feat["cache_empty"] and set(feat["cache"]) == typed
+    assert sum(feat["cache"].values()) == pytest.approx(1.0)
+    # a text longer than max_context_pieces is read from its tail: the cache holds only the tail's words
+    short = predictor_for(bundle, served.mixture, "lstm", None, max_context_pieces=30)
+    long_text = "सुमित्रा " + " ".join(["आज सकाळी बाजारात गेली ."] * 6)
+    ids = short.engine.ids([long_text])[0]
+    (_, _, ends), = short.engine.read([ids])
+    feat = short._features(ids, ends, clean_text(long_text).split())
+    assert "सुमित्रा" not in feat["cache"] and feat["cache"] and len(ids) <= 30
+
+
+def test_a_damaged_stored_mixture_is_a_clear_error(mixed_checkpoint, tmp_path):
+    src = mixed_checkpoint.parent.parent / "mixture"
+    assert load_mixture(tmp_path) is None  # no mixture.json: a model without a mixture, not an error
+
+    bad = shutil.copytree(src, tmp_path / "json")
+    (bad / WEIGHTS_FILE).write_text(json.dumps({"weights": {"parts": ["net", "moon"]}}))
+    with pytest.raises(MixtureError, match=WEIGHTS_FILE):
+        load_mixture(bad)
+
+    gone = shutil.copytree(src, tmp_path / "gone")
+    (gone / ARPA_FILE).unlink()
+    with pytest.raises(MixtureError, match=ARPA_FILE):
+        load_mixture(gone)
+
+    cut = shutil.copytree(src, tmp_path / "cut")
+    raw = (cut / ARPA_FILE).read_bytes()
+    (cut / ARPA_FILE).write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(MixtureError, match="truncated"):
+        load_mixture(cut)
+
+    text = shutil.copytree(src, tmp_path / "text")
+    with gzip.open(text / ARPA_FILE, "wt", encoding="utf-8") as f:
+        f.write("not an arpa file\n")
+    with pytest.raises(MixtureError, match="ARPA"):
+        load_mixture(text)
