@@ -20,8 +20,7 @@ CORPUS = PROJECT_ROOT / "data" / "corpus"
 def write_jsonl(path: Path, texts: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for i, t in enumerate(texts):
-            f.write(json.dumps({"text": t, "source": "test", "doc_id": str(i)}, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps({"text": t, "source": "test", "doc_id": str(i)}, ensure_ascii=False) + "\n" for i, t in enumerate(texts))
     return path
 
 

@@ -18,16 +18,18 @@ heaviest K) re-scored under the mixture, the network's probability of each compu
 from __future__ import annotations
 
 import bisect
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.corpus.cleaning import clean_text, is_word
-from pipeline.evaluation.ngram import KneserNey
+from pipeline.evaluation.ngram import KneserNey, read_arpa, write_arpa
 
 PARTS = ("net", "kn", "cache")
 
@@ -79,11 +81,6 @@ class Mixture:
 
 def save_mixture(directory, lm: KneserNey | None, weights: MixtureWeights, candidates: int,
                  about: dict[str, Any] | None = None) -> Path:
-    import json
-    from pathlib import Path
-
-    from pipeline.evaluation.ngram import write_arpa
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if "kn" in weights.parts:
@@ -96,11 +93,6 @@ def save_mixture(directory, lm: KneserNey | None, weights: MixtureWeights, candi
 
 def load_mixture(directory) -> Mixture | None:
     """The mixture stored in `directory`, or None when it holds none (a model trained before mixtures existed)."""
-    import json
-    from pathlib import Path
-
-    from pipeline.evaluation.ngram import read_arpa
-
     directory = Path(directory)
     path = directory / WEIGHTS_FILE
     if not path.is_file():
@@ -383,9 +375,6 @@ def fit_all(net, lm: KneserNey, validation: list[str], cfg, log=print) -> tuple[
 def cli(args, cfg) -> int:
     """`python -m pipeline mix --model REF`: fit the mixtures on validation, then evaluate the network alone, each
     mix and the 4-gram on the test split (eval.max_words) with the usual tables."""
-    import json
-    from pathlib import Path
-
     from pipeline.corpus.prepare import documents
     from pipeline.evaluation.evaluate import (
         NgramScorer,

@@ -15,7 +15,12 @@ import torch
 
 from pipeline.checkpoints import ModelBundle
 from pipeline.corpus.cleaning import clean_text
-from pipeline.evaluation.mixture import Mixture, cache_distributions, load_mixture, mix_probs
+from pipeline.evaluation.mixture import (
+    Mixture,
+    cache_distributions,
+    load_mixture,
+    mix_probs,
+)
 from pipeline.evaluation.predict import cat_states, select_state
 from pipeline.serving.statecache import IncrementalPredictor
 

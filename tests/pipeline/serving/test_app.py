@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from pipeline.checkpoints import CheckpointError, export, load_local
 from pipeline.config import ServeConfig
-from pipeline.serving.mixed import load_for
 from pipeline.serving.app import (
     _load,
     create_app,
@@ -20,6 +19,7 @@ from pipeline.serving.app import (
     newest_checkpoint,
     resolve_model,
 )
+from pipeline.serving.mixed import load_for
 
 CFG = ServeConfig(max_text_chars=200, max_batch=4, cache_entries=32, cache_megabytes=1.0)
 

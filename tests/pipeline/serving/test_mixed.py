@@ -12,7 +12,13 @@ import torch
 from pipeline.checkpoints import load_local
 from pipeline.corpus.cleaning import clean_text, is_word
 from pipeline.evaluation.evaluate import NeuralScorer
-from pipeline.evaluation.mixture import ARPA_FILE, WEIGHTS_FILE, MixtureError, MixtureScorer, load_mixture
+from pipeline.evaluation.mixture import (
+    ARPA_FILE,
+    WEIGHTS_FILE,
+    MixtureError,
+    MixtureScorer,
+    load_mixture,
+)
 from pipeline.serving.mixed import load_for, mixture_dir, predictor_for
 from pipeline.serving.statecache import StateCache
 
