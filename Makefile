@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-browser prepare train evaluate probe mix experiment longrange gradients ui serve bench clean
+.PHONY: help setup run test test-browser prepare train evaluate probe mix mix-report experiment longrange gradients ui serve bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ longrange: setup ## the controlled long-range task alone (~13 min, 2 processes) 
 
 mix: setup ## fit network + 4-gram + cache mixtures on validation for MODEL; evaluate them beside the parts
 	$(PY) -m pipeline mix --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
+
+mix-report: setup ## the mixtures on the experiment's LSTM (MIX_WORDS test words, default 5000) -> reports/experiment.md
+	$(PY) -m pipeline mix --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) --out reports/experiment/mixture \
+		--model $(or $(MODEL),$(firstword $(wildcard runs/experiment-lstm-lstm-*/checkpoints/best.ckpt)),models:/marathi-nwp-lstm@champion) \
+		--set eval.max_words=$(or $(MIX_WORDS),5000) $(ARGS)
+	$(PY) -m pipeline report --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml)
 
 gradients: setup ## gradient by distance (init and trained) for MODEL; plot and decay rates
 	$(PY) -m pipeline gradients --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
             "fit the network + 4-gram + cache mixtures on validation and evaluate them beside the parts")
     p.add_argument("--model", required=True, help=model_help)
     p.add_argument("--out", default=None, help="directory for the tables, plots and mixture_weights.json")
+    p = add("report", _lazy("pipeline.experiments.report:cli"),
+            "regenerate an experiment report from its summary.json (and <report>/mixture/results.json when there)")
+    p.add_argument("--report", default="reports/experiment.md")
     p = add("serve", _lazy("pipeline.serving.app:cli"), "HTTP API + live-suggestion page")
     p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
     p.add_argument("--host", default=None)

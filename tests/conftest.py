@@ -72,6 +72,15 @@ def trained_checkpoint(tiny_config, prepared) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_rnn_checkpoint(tiny_config, prepared) -> Path:
+    """A tiny tanh RNN trained like trained_checkpoint's LSTM (40 steps): the other column of the side-by-side."""
+    from pipeline.training.train import train
+
+    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "train.max_steps=40", "model.cell=rnn_tanh"])
+    return Path(train(cfg, prepared, fresh=True, log=lambda *a: None).last_checkpoint)
+
+
+@pytest.fixture(scope="session")
 def mixed_checkpoint(tiny_config, trained_checkpoint, tmp_path_factory) -> Path:
     """A copy of the tiny LSTM's checkpoint with its network + 4-gram + cache mixture, fitted on the tiny validation
     split and stored the way `make run` stores it (runs/<run>/mixture/ beside runs/<run>/checkpoints/)."""

@@ -303,12 +303,19 @@ class MixtureScorer:
         return [top[(d, len(c))] for d, c in enumerate(contexts)]
 
     def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
-        """log P_mix(candidate | context) as the next whole word."""
+        """log P_mix(candidate | context) as the next whole word: the network's exact scores (one read per context),
+        and the cache's keys and query from one teacher-forced pass over the contexts."""
+        toks = [clean_text(c).split() for c in contexts]
+        net = self.net.score(contexts, candidates)
+        docs, targets = [t + ["क"] for t in toks], [[len(t)] for t in toks]  # a stand-in: its state is the query
+        vectors = self.net.evaluate_docs(docs, targets, 0, lambda n: None, vectors=True)["vectors"] \
+            if "cache" in self.w.parts else None
+        feats = self.features(docs, targets, vectors, asked={(d, len(t)): list(cs)
+                                                             for d, (t, cs) in enumerate(zip(toks, candidates))})
         out = []
-        for c, cs in zip(contexts, candidates):
-            toks = clean_text(c).split()
-            res = self.evaluate_docs([toks + [w] for w in cs], [[len(toks)]] * len(cs), 0, lambda n: None)
-            out.append([res["logp"][(i, len(toks))] for i in range(len(cs))])
+        for d, (t, cs, lps) in enumerate(zip(toks, candidates, net)):
+            probs = self.mix(feats[(d, len(t))], t, list(cs), dict(zip(cs, lps)), True)
+            out.append([math.log(p) if p > 0 else -math.inf for p in probs])
         return out
 
 
@@ -398,4 +405,5 @@ def cli(args, cfg) -> int:
     (out / "mixture_weights.json").write_text(json.dumps({n: w.to_dict() for n, w in weights.items()}, indent=1))
     print_table(results)
     print(f"wrote {len(files) + 1} files to {out}")
+
     return 0

@@ -161,6 +161,11 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
                  for name in ("unclipped", "clipped")])
     L += ["", "![exploding](experiment/exploding/exploding.png)", ""]
 
+    mixture = path.with_suffix("") / "mixture" / "results.json"  # reports/experiment/mixture/ (`make mix-report`)
+    if mixture.is_file():
+        import json
+
+        L += mixture_section(json.loads(mixture.read_text(encoding="utf-8")), "experiment/mixture")
     L += ["## Facts computed from the tables", ""] + [f"- {f}" for f in _facts(s, rows, evaluated)] + [""]
     L += ["## Time spent", "", "Wall time of this invocation (parts reused from earlier runs take seconds).", ""]
     L += _table(["part", "minutes"], [[k_, f"{v / 60:.2f}"] for k_, v in s["timings"].items()]) + [""]
@@ -192,6 +197,52 @@ def separated(a: dict[str, Any], b: dict[str, Any], key: str) -> dict[str, list[
         (la, ha), (lb, hb) = wilson(round(ra["top1"] * n), n), wilson(round(rb["top1"] * n), n)
         out["a" if la > hb else "b" if lb > ha else "overlap"].append(bucket)
     return out
+
+
+def mixture_section(results: dict[str, Any], assets: str) -> list[str]:
+    """## Mixtures: the network, each mix and the n-gram on the same words (DESIGN §7 "Mixture"), by distance to the
+    target's previous occurrence; then, per bucket, what adding each part to the network changed, and the fitted λ."""
+    from pipeline.evaluation.evaluate import sample_line
+
+    models = results["models"]
+    names = list(models)
+    net, kn = names[0], names[-1]  # `mix` evaluates the network first and the n-gram last
+    fit = results.get("mixture_fit", {})
+    buckets = [b for b in next(iter(models.values()))["by_distance"]]
+    L = ["## Mixtures: network + n-gram + neural cache", "",
+         f"Fitted on validation (λ per context class by EM, cache θ and window W by grid), evaluated on "
+         f"{sample_line(models[net])}. Top-1 % [95 % Wilson]; buckets by how many words back the target word last "
+         f"appeared in the document (`first`: it had not).", ""]
+    k = results["k"]
+    L += _table(["model", "top-1", f"top-{k}", "word ppl", *buckets],
+                [[n, accuracy_cell(m["top1"], m["words"]), f"{100 * m[f'top{k}']:.1f}",
+                  _num(m["word_ppl"], ".0f"),
+                  *(accuracy_cell(m["by_distance"][b]["top1"], m["by_distance"][b]["n"]) for b in buckets)]
+                 for n, m in models.items()])
+    L += ["", f"![by distance]({assets}/accuracy_by_distance.png)", "", "Where each part earns its weight: top-1 "
+          "points each addition gains over the network alone per bucket; ▲ where the mix's interval lies wholly "
+          "above the network's, ▼ wholly below.", ""]
+    rows = []
+    for n in names[1:-1]:
+        sep = separated(models[n], models[net], "by_distance")
+        cells = []
+        for b in buckets:
+            d = models[n]["by_distance"][b]
+            if d["n"] < MIN_N:
+                cells.append("—")
+                continue
+            gain = 100 * (d["top1"] - models[net]["by_distance"][b]["top1"])
+            cells.append(f"{gain:+.1f}" + (" ▲" if b in sep["a"] else " ▼" if b in sep["b"] else ""))
+        rows.append([f"{n} − {net}", *cells])
+    L += _table(["gain", *buckets], rows)
+    if fit:
+        L += ["", "Validation word perplexity of each fitted mix (lower is better) and its weights (λ of net, n-gram, "
+              "cache; per class `o<k>`: the n-gram matched k words of context, `-nocache`: nothing read before):", ""]
+        L += _table(["mix", "validation word ppl", "θ", "W", "λ"],
+                    [[n, _num(f["validation_word_ppl"], ".0f"), _num(f.get("theta"), "g"), _num(f.get("window"), "d"),
+                      "; ".join(f"{c}: {', '.join(f'{x:.2f}' for x in v)}" for c, v in f["weights"].items())]
+                     for n, f in fit.items()])
+    return L + ["", f"The n-gram row is {kn}.", ""]
 
 
 def probe_section(evaluated: list) -> list[str]:
@@ -277,3 +328,19 @@ def _facts(s: dict[str, Any], rows: list[dict], evaluated: list) -> list[str]:
     if failed:
         out.append("Failed (no figures): " + ", ".join(failed) + ".")
     return out
+
+
+def cli(args, cfg) -> int:
+    """`python -m pipeline report`: the report again from the experiment's saved summary (no training, no scoring),
+    e.g. after `make mix-report` wrote its Mixtures results."""
+    import json
+
+    path = Path(args.report)
+    summary = path.with_suffix("") / "summary.json"
+    if not summary.is_file():
+        print(f"error: {summary} does not exist; run `make experiment` first (it writes the summary beside "
+              f"{path})")
+        return 2
+    write_report(json.loads(summary.read_text(encoding="utf-8")), path)
+    print(f"regenerated {path}")
+    return 0

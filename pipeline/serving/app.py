@@ -4,6 +4,8 @@
                          -> {"words": [{"word", "prob"}, ...], "model": str}
     POST /predict/batch  {"texts": [str, ...], "k": ..., "mix": ...} -> {"results": [[{"word", "prob"}, ...], ...],
                                                                           "model": str}
+    POST /explain        {"text": str, "k": 1..20 = 5} -> {"models": [{"model", "cell", "words", "top", "context":
+                         [{"word", "distance", "influence"}, ...], "looks_back"}, ...]}  (serve.explain's networks)
     GET  /health         model name, version, run id, cache figures
     GET  /               the page (pipeline/serving/static/index.html, read once at start-up)
 
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.checkpoints import CheckpointError, ModelBundle
 from pipeline.config import Config, ServeConfig
 from pipeline.evaluation.mixture import Mixture
+from pipeline.serving.explain import Explainer
 from pipeline.serving.mixed import ServedPredictor, load_for, predictor_for
 from pipeline.serving.statecache import StateCache
 
@@ -72,6 +75,20 @@ def resolve_model(ref: str | None, cfg: Config) -> tuple[ModelBundle, dict[str, 
     print(f"serve: {cfg.serve.model} is not available ({reason}); serving the newest local run instead: {ckpt}",
           file=sys.stderr)
     return _load(str(ckpt), cfg)
+
+
+def load_explainers(cfg: Config) -> list[Explainer]:
+    """serve.explain's networks; one that cannot be loaded is left out with a message (the page shows the others):
+    /predict does not depend on them."""
+    out = []
+    for ref in cfg.serve.explain:
+        try:
+            bundle, info = _load(ref, cfg)
+        except (CheckpointError, ValueError) as e:
+            print(f"serve: /explain leaves out {ref}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+            continue
+        out.append(Explainer(bundle, model_label(info), cfg.serve.max_context_pieces, cfg.serve.explain_threshold))
+    return out
 
 
 def model_label(info: dict[str, Any]) -> str:
@@ -122,7 +139,17 @@ def _request_models(cfg: ServeConfig):
                                  f"{cfg.max_request_chars}: send fewer or shorter texts")
             return v
 
-    return PredictRequest, BatchRequest
+    class ExplainRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: StrictStr
+        k: StrictInt = Field(5, ge=1, le=20)
+
+        @field_validator("text")
+        @classmethod
+        def _text(cls, v: str) -> str:
+            return check_text(v)
+
+    return PredictRequest, BatchRequest, ExplainRequest
 
 
 def _field(loc: tuple) -> str:
@@ -205,15 +232,16 @@ async def _send_error(send, status: int, field: str, message: str) -> None:
 
 
 def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str, Any],
-               mixture: Mixture | None = None) -> FastAPI:
-    """The app for one loaded model (and its fitted mixture, if any). Everything it serves is in memory once this
-    returns."""
+               mixture: Mixture | None = None, explainers: list[Explainer] | None = None) -> FastAPI:
+    """The app for one loaded model (and its fitted mixture, if any; and the networks /explain shows side by side).
+    Everything it serves is in memory once this returns."""
+    explainers = explainers or []
     cache = StateCache(serve_cfg.cache_entries, int(serve_cfg.cache_megabytes * 2**20))
     served: ServedPredictor = predictor_for(bundle, mixture, model_label(model_info), cache,
                                             serve_cfg.max_context_pieces)
     engine = served.engine
     page = (STATIC / "index.html").read_text(encoding="utf-8")
-    PredictRequest, BatchRequest = _request_models(serve_cfg)
+    PredictRequest, BatchRequest, ExplainRequest = _request_models(serve_cfg)
 
     app = FastAPI(title="marathi-nwp", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.engine, app.state.served, app.state.model_info = engine, served, model_info
@@ -232,7 +260,8 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
         # FastAPI answers a body it cannot even decode (e.g. invalid UTF-8) with a bare 400; 404/405 for paths
         field = {400: "body", 404: "path", 405: "method"}.get(exc.status_code, "request")
         message = {400: "body is not valid JSON (it could not be decoded)",
-                   404: f"path {request.url.path!r} does not exist (try /, /predict, /predict/batch, /health)",
+                   404: f"path {request.url.path!r} does not exist (try /, /predict, /predict/batch, /explain, "
+                        "/health)",
                    405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
                                                                                          str(exc.detail))
         return JSONResponse({"error": message, "field": field}, status_code=exc.status_code,
@@ -255,6 +284,15 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
         out = run(req.texts, req.k, req.mix)
         return out if isinstance(out, JSONResponse) else {"results": out[0], "model": out[1]}
 
+    @app.post("/explain")
+    def explain(req: ExplainRequest) -> Any:
+        if not explainers:
+            return JSONResponse({"error": "no network to explain: none of serve.explain "
+                                          f"{list(serve_cfg.explain)} could be loaded; run `make run` (it registers "
+                                          "the RNN and LSTM champions) or set serve.explain", "field": "serve.explain"},
+                                status_code=503)
+        return {"models": [e.explain(req.text, req.k) for e in explainers]}
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": served.label(), "network": served.name, "name": model_info.get("name"),
@@ -262,7 +300,7 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
                 "mixture": None if mixture is None else {"parts": list(mixture.weights.parts),
                                                          "theta": mixture.weights.theta,
                                                          "window": mixture.weights.window},
-                "cache": cache.stats()}
+                "explain": [e.label for e in explainers], "cache": cache.stats()}
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -288,6 +326,7 @@ def cli(args, cfg: Config) -> int:
     port = cfg.serve.port if args.port is None else args.port
     bundle, info = resolve_model(args.model, cfg)
     mixture = load_for(bundle)
+    explainers = load_explainers(cfg)
     if not is_loopback(host):
         print(f"warning: binding to {host}: the API will be reachable from other machines; it has no "
               "authentication. Use --host 127.0.0.1 unless that is what you want.", file=sys.stderr)
@@ -295,7 +334,7 @@ def cli(args, cfg: Config) -> int:
         import torch
 
         torch.set_num_threads(cfg.train.num_threads)
-    app = create_app(bundle, cfg.serve, info, mixture)
+    app = create_app(bundle, cfg.serve, info, mixture, explainers)
     print(f"serving {app.state.served.label()} ({info.get('uri')}) on http://{host}:{port}/", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="info", workers=1)
     return 0

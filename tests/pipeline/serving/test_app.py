@@ -19,6 +19,7 @@ from pipeline.serving.app import (
     newest_checkpoint,
     resolve_model,
 )
+from pipeline.serving.explain import Explainer
 from pipeline.serving.mixed import load_for
 
 CFG = ServeConfig(max_text_chars=200, max_batch=4, cache_entries=32, cache_megabytes=1.0)
@@ -28,7 +29,8 @@ CFG = ServeConfig(max_text_chars=200, max_batch=4, cache_entries=32, cache_megab
 def client(mixed_checkpoint) -> TestClient:
     """The app as `serve` builds it for a model that carries a fitted mixture."""
     bundle, info = _load(str(mixed_checkpoint))
-    return TestClient(create_app(bundle, CFG, info, load_for(bundle)))
+    explainer = Explainer(bundle, "lstm", CFG.max_context_pieces, CFG.explain_threshold)
+    return TestClient(create_app(bundle, CFG, info, load_for(bundle), [explainer]))
 
 
 def error_of(r, status: int, field: str) -> str:

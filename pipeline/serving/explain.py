@@ -1,0 +1,52 @@
+"""`POST /explain`: for each network named in `serve.explain` (by default the RNN and LSTM champions), its own top-k
+words after the text and how strongly its top suggestion depends on each typed word (pipeline/evaluation/
+attribution.py), with the distance of the farthest word that still matters ("looks back 41 words").
+
+The networks are explained alone, not mixed: the point is to see what each recurrence keeps. The context is read as
+/predict reads it (the last serve.max_context_pieces pieces, from a word start).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pipeline.checkpoints import ModelBundle
+from pipeline.evaluation.attribution import looks_back, piece_influence, word_influence
+from pipeline.serving.mixed import predictor_for
+
+
+class Explainer:
+    """One network behind /explain; thread-safe (its own lock: a model call is not re-entrant)."""
+
+    def __init__(self, bundle: ModelBundle, label: str, max_context_pieces: int | None, threshold: float):
+        self.served = predictor_for(bundle, None, label, None, max_context_pieces)
+        self.engine, self.pred = self.served.engine, self.served.pred
+        self.label, self.threshold = label, threshold
+        self.cell = bundle.model_args["cell"]
+        self.lock = threading.Lock()
+
+    def word_spans(self, ids: list[int]) -> list[tuple[int, int]]:
+        """[start, end) of each word's pieces in `ids` (bos excluded; a word's continuation pieces join it)."""
+        bos = self.pred.tok.bos_id
+        starts = [m for m, p in enumerate(ids) if p != bos and (m == 0 or ids[m - 1] == bos or self.engine.opens(p))]
+        return list(zip(starts, starts[1:] + [len(ids)]))
+
+    def explain(self, text: str, k: int) -> dict[str, Any]:
+        ids = self.engine.ids([text])[0]
+        with self.lock:
+            words = self.served.predict([text], k, "net")[0]
+            spans = self.word_spans(ids)
+            context = [{"word": self.pred.tok.decode(ids[a:b]).strip(), "distance": len(spans) - i}
+                       for i, (a, b) in enumerate(spans)]
+            if words and spans:
+                norms, _ = piece_influence(self.pred.model, ids, self.pred.tok.encode(words[0]["word"]),
+                                           self.pred.masks.boundary)
+                for c, a in zip(context, word_influence(norms, spans)):
+                    c["influence"] = a
+            else:
+                for c in context:
+                    c["influence"] = 0.0
+        infl = [c["influence"] for c in context]
+        return {"model": self.label, "cell": self.cell, "words": words, "top": words[0]["word"] if words else None,
+                "context": context, "looks_back": looks_back(infl, self.threshold), "threshold": self.threshold,
+                "read_from_start": bool(ids) and ids[0] == self.pred.tok.bos_id}
