@@ -52,8 +52,13 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
               f"{fitted['validation_word_ppl']:.0f} (network alone {val_ppl:.0f}); θ={weights.theta}, "
               f"W={weights.window}")
         mixed = MixtureScorer(net, lm, weights, cfg.mixture.candidates, mix_name)
-        test = evaluate([net, mixed] + ([baseline] if baseline is not None else []), documents["test"], cfg, "test",
-                        probes)
+        test = evaluate([net] + ([baseline] if baseline is not None else []), documents["test"], cfg, "test", probes)
+        # the mixture's row without its context-length curve: 9 × 500 mixed rankings would double make run's time
+        # (`make mix` draws it)
+        no_curve = cfg.replace(eval=dataclasses.replace(cfg.eval, context_positions=0))
+        test["models"] = {net.name: test["models"][net.name],
+                          **evaluate([mixed], documents["test"], no_curve, "test", probes)["models"],
+                          **{n: r for n, r in test["models"].items() if n != net.name}}
         write_outputs(test, out_dir)
         metrics = {"validation/word_ppl": val_ppl, **test["models"][net.name]["metrics"],
                    "train/seconds": result.seconds, "train/tokens_per_s_mean": result.tokens / max(result.seconds, 1e-9)}

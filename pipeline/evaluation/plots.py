@@ -50,6 +50,8 @@ def context_plot(results: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     n, first_ctx = 0, 0
     for name, r in results["models"].items():
+        if not r["context"]["positions"]:
+            continue  # no curve measured for this model (e.g. make run's mixture rows)
         curve = r["context"]["curve"]
         n, first_ctx = r["context"]["positions"], r["context"]["min_context_words"]
         labels = list(curve)

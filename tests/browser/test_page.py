@@ -11,8 +11,11 @@ import pytest
 from pipeline.bench import free_port
 from pipeline.config import ServeConfig
 from pipeline.serving.app import _load, create_app
+from pipeline.serving.explain import Explainer
+from pipeline.serving.mixed import load_for
 
 CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # screenshots, kept after the run (git-ignored)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -22,13 +25,17 @@ pytestmark = [pytest.mark.browser,
 
 
 @pytest.fixture(scope="module")
-def server(trained_checkpoint):
+def server(mixed_checkpoint, tiny_rnn_checkpoint):
+    """The page as `make serve` gives it: the LSTM with its mixture, and the RNN and LSTM side by side."""
     import uvicorn
 
-    bundle, info = _load(str(trained_checkpoint))
+    cfg = ServeConfig()
+    bundle, info = _load(str(mixed_checkpoint))
+    explainers = [Explainer(b, f"{b.model_args['cell']}-tiny/1", cfg.max_context_pieces, cfg.explain_threshold)
+                  for b in (_load(str(tiny_rnn_checkpoint))[0], bundle)]
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(bundle, ServeConfig(), info), host="127.0.0.1", port=port,
-                                        log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(bundle, cfg, info, load_for(bundle), explainers),
+                                        host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}/"
@@ -46,7 +53,7 @@ def server(trained_checkpoint):
     thread.join(10)
 
 
-def test_typing_shows_suggestions_and_clicking_appends(server, tmp_path):
+def test_typing_shows_suggestions_and_clicking_appends(server):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
@@ -62,14 +69,65 @@ def test_typing_shows_suggestions_and_clicking_appends(server, tmp_path):
             assert "%" in first.inner_text()
             word = first.get_attribute("data-word")
             assert word
-            page.screenshot(path=str(tmp_path / "suggestions.png"))
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "suggestions.png"))
             first.click()
             expect(box).to_have_value(f"मी उद्या {word} ")
             # the new context gets its own suggestions
             expect(page.locator("#suggestions button.suggestion").first).to_be_visible(timeout=10_000)
-            shot = tmp_path / "after_click.png"
+            expect(page.locator("#model")).to_contain_text("+ 4-gram + cache")  # the mixture is the default
+            shot = ARTIFACTS / "after_click.png"
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 5_000
-            print(f"screenshots: {tmp_path / 'suggestions.png'} {shot}")
+            print(f"screenshots: {ARTIFACTS / 'suggestions.png'} {shot}")
+        finally:
+            browser.close()
+
+
+# the subject (सुमित्रा) sits 25 words before the end
+LONG = ("सुमित्रा काल सकाळी लवकर उठली आणि तिने घरातील सगळी कामे पटापट आवरली , मग ती बाजारात गेली , तिथे तिला "
+        "तिची जुनी मैत्रीण भेटली आणि दोघी")
+
+
+def test_side_by_side_columns_shade_the_typed_words(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert len(LONG.split()) >= 21
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(server)
+            page.locator("#text").fill(LONG)
+            page.locator("#text").press("End")
+            page.locator("#text").type(" ")
+            cols = page.locator("#columns .column")
+            expect(cols).to_have_count(2, timeout=15_000)
+            assert [cols.nth(i).get_attribute("data-cell") for i in range(2)] == ["rnn_tanh", "lstm"]
+            for i in range(2):
+                col = cols.nth(i)
+                expect(col.locator("h3")).to_contain_text("-tiny/1")  # labelled with its version
+                words = col.locator(".typed span.word")
+                expect(words).to_have_count(len(LONG.split()))
+                shades = [float(words.nth(j).get_attribute("data-influence")) for j in range(words.count())]
+                assert max(shades) == 1.0 and min(shades) < 1.0  # shaded by influence, not uniformly
+                styles = {words.nth(j).evaluate("e => getComputedStyle(e).backgroundColor") for j in range(3)}
+                assert all(st.startswith("rgba(180, 70, 31") for st in styles)
+                expect(col.locator(".reach")).to_contain_text("looks back")
+                assert col.locator("button.suggestion").count() == 5
+            # Devanagari is drawn with a real font: distinct glyphs have distinct widths (tofu boxes would not)
+            widths = page.evaluate("""() => { const c = document.createElement('canvas').getContext('2d');
+                c.font = '20px "Noto Sans Devanagari", "Lohit Devanagari", sans-serif';
+                return ['क', 'ि', 'ळ', 'ञ्ज', 'श्री'].map(t => c.measureText(t).width); }""")
+            assert len(set(widths)) >= 4, widths
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "side_by_side.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000
+            # clicking a column's suggestion appends it, as in the main list
+            word = cols.nth(1).locator("button.suggestion").first.get_attribute("data-word")
+            cols.nth(1).locator("button.suggestion").first.click()
+            expect(page.locator("#text")).to_have_value(f"{LONG} {word} ")
+            print(f"screenshot: {shot}")
         finally:
             browser.close()
