@@ -140,7 +140,9 @@ class ServeConfig:
     cache_megabytes: float = 64.0
     # POST /explain and the page's side-by-side panel: these networks, alone, with the reach of their top suggestion
     explain: tuple[str, ...] = ("models:/marathi-nwp-rnn_tanh@champion", "models:/marathi-nwp-lstm@champion")
-    explain_threshold: float = 0.1    # "looks back N words": the farthest word with at least this share of the largest
+    # "looks back N words": the farthest word with at least this share of the largest influence; the page shades on a
+    # log scale from it (influence spans decades: a tanh RNN's falls ~10^-8 over 37 words)
+    explain_threshold: float = 0.001
 
 
 GRID_MODELS = ("rnn_tanh", "rnn_tanh_noclip", "irnn", "rnn_tanh_residual", "gru", "lstm")
@@ -262,7 +264,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval.context_positions": (1, None),
     "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None), "serve.max_request_chars": (1, None),
     "serve.max_context_pieces": (1, None),
-    "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None), "serve.explain_threshold": (0.0, 1.0),
+    "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None), "serve.explain_threshold": (1e-12, 1.0),
     "experiment.residual_layers": (2, None), "experiment.parameter_tolerance": (0.0, 1.0),
     "experiment.scale": (0.01, None), "experiment.gpu_scale": (0.01, None), "experiment.budget_minutes": (0.01, None),
     "experiment.overhead_minutes": (0.0, None), "experiment.eval_minutes_per_model": (0.0, None),

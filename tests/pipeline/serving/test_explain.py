@@ -20,7 +20,8 @@ def explainers(tiny_rnn_checkpoint, trained_checkpoint):
     out = []
     for ckpt in (tiny_rnn_checkpoint, trained_checkpoint):
         bundle, _ = _load(str(ckpt))
-        out.append(Explainer(bundle, f"{bundle.model_args['cell']}-tiny", CFG.max_context_pieces, 0.1))
+        label = f"{bundle.model_args['cell']}-tiny"
+        out.append(Explainer(bundle, label, CFG.max_context_pieces, CFG.explain_threshold))
     return out
 
 
@@ -42,7 +43,7 @@ def test_explain_gives_each_network_its_words_and_the_reach_of_its_top_one(clien
         assert [c["distance"] for c in m["context"]] == list(range(len(words), 0, -1))
         infl = [c["influence"] for c in m["context"]]
         assert max(infl) == pytest.approx(1.0) and min(infl) >= 0
-        far = max(c["distance"] for c in m["context"] if c["influence"] >= 0.1)
+        far = max(c["distance"] for c in m["context"] if c["influence"] >= CFG.explain_threshold)
         assert m["looks_back"] == far
         # the same influence from an independent reading: the tokenizer word by word, piece_influence directly
         tok = e.pred.tok
