@@ -35,7 +35,7 @@ def piece_influence(model, context: Sequence[int], word: Sequence[int], boundary
             (grad,) = torch.autograd.grad(logp, e)
     finally:
         model.train(was_training)
-    return grad[0, :n].norm(dim=-1).detach(), float(logp)
+    return grad[0, :n].norm(dim=-1).detach(), float(logp.detach())
 
 
 def word_influence(norms: Tensor, spans: Sequence[tuple[int, int]]) -> list[float]:
