@@ -77,13 +77,13 @@ def resolve_model(ref: str | None, cfg: Config) -> tuple[ModelBundle, dict[str, 
     return _load(str(ckpt), cfg)
 
 
-def load_explainers(cfg: Config) -> list[Explainer]:
+def load_explainers(cfg: Config, served: tuple[str, ModelBundle, dict[str, Any]] | None = None) -> list[Explainer]:
     """serve.explain's networks; one that cannot be loaded is left out with a message (the page shows the others):
-    /predict does not depend on them."""
+    /predict does not depend on them. `served` (reference, bundle, info) is reused when a reference names it."""
     out = []
     for ref in cfg.serve.explain:
         try:
-            bundle, info = _load(ref, cfg)
+            bundle, info = served[1:] if served is not None and served[0] == ref else _load(ref, cfg)
         except (CheckpointError, ValueError) as e:
             print(f"serve: /explain leaves out {ref}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
             continue
@@ -326,7 +326,7 @@ def cli(args, cfg: Config) -> int:
     port = cfg.serve.port if args.port is None else args.port
     bundle, info = resolve_model(args.model, cfg)
     mixture = load_for(bundle)
-    explainers = load_explainers(cfg)
+    explainers = load_explainers(cfg, (str(info.get("uri")), bundle, info))  # info["uri"]: the reference loaded
     if not is_loopback(host):
         print(f"warning: binding to {host}: the API will be reachable from other machines; it has no "
               "authentication. Use --host 127.0.0.1 unless that is what you want.", file=sys.stderr)

@@ -36,9 +36,7 @@ def mixture_dir(bundle: ModelBundle) -> Path:
 
 
 def load_for(bundle: ModelBundle) -> Mixture | None:
-    """The bundle's mixture: already read when the model came through MLflow (pyfunc.py), else from its directory."""
-    if "mixture" in bundle.meta:
-        return bundle.meta["mixture"]
+    """The bundle's mixture, read from its directory (see mixture_dir); None when it carries none."""
     return load_mixture(mixture_dir(bundle))
 
 

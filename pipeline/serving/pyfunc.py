@@ -16,10 +16,17 @@ class NextWordModel(mlflow.pyfunc.PythonModel):
     stored with the model, else the network), "mixture" or "net"."""
 
     def load_context(self, context) -> None:
-        model_dir = context.artifacts["model_dir"]
-        self.bundle = load_export(model_dir)
-        self.mixture = self.bundle.meta["mixture"] = load_mixture(model_dir)  # read once, also by the server
-        self.served = predictor_for(self.bundle, self.mixture, self.bundle.model_args["cell"])
+        self.model_dir = context.artifacts["model_dir"]
+        self.bundle = load_export(self.model_dir)
+        self._served = None
+
+    @property
+    def served(self):
+        """Built on first use: the server loads models through MLflow only for their weights (and reads the mixture
+        itself, once), so loading does not pay for reading the n-gram."""
+        if self._served is None:
+            self._served = predictor_for(self.bundle, load_mixture(self.model_dir), self.bundle.model_args["cell"])
+        return self._served
 
     # MLflow builds the signature from `predict`'s type hints when there are any, and a hint-derived signature
     # cannot declare params, so `k` would be dropped: opt out of hint validation and log an explicit signature.
