@@ -18,6 +18,7 @@ and never produces a 5xx. Model calls run one at a time under a lock (see `Incre
 import ipaddress
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,6 +237,7 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
     """The app for one loaded model (and its fitted mixture, if any; and the networks /explain shows side by side).
     Everything it serves is in memory once this returns."""
     explainers = explainers or []
+    explain_pool = ThreadPoolExecutor(max(1, len(explainers)), thread_name_prefix="explain")
     cache = StateCache(serve_cfg.cache_entries, int(serve_cfg.cache_megabytes * 2**20))
     served: ServedPredictor = predictor_for(bundle, mixture, model_label(model_info), cache,
                                             serve_cfg.max_context_pieces)
@@ -291,7 +293,8 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
                                           f"{list(serve_cfg.explain)} could be loaded; run `make run` (it registers "
                                           "the RNN and LSTM champions) or set serve.explain", "field": "serve.explain"},
                                 status_code=503)
-        return {"models": [e.explain(req.text, req.k) for e in explainers]}
+        # the networks side by side at once: each holds its own lock, and torch releases the GIL in its kernels
+        return {"models": list(explain_pool.map(lambda e: e.explain(req.text, req.k), explainers))}
 
     @app.get("/health")
     def health() -> dict[str, Any]:
