@@ -242,6 +242,9 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
     served: ServedPredictor = predictor_for(bundle, mixture, model_label(model_info), cache,
                                             serve_cfg.max_context_pieces)
     engine = served.engine
+    for e in explainers:
+        if e.pred.model is bundle.model:  # the served network explained too: one lock for the one module
+            e.lock = engine.lock
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     PredictRequest, BatchRequest, ExplainRequest = _request_models(serve_cfg)
 

@@ -82,3 +82,15 @@ def test_without_networks_to_explain_the_answer_says_what_to_do(trained_checkpoi
     bundle, info = _load(str(trained_checkpoint))
     r = TestClient(create_app(bundle, CFG, info)).post("/explain", json={"text": "मी"})
     assert r.status_code == 503 and r.json()["field"] == "serve.explain" and "make run" in r.json()["error"]
+
+
+def test_the_served_network_is_explained_without_a_second_copy(trained_checkpoint, tiny_config):
+    ref = str(trained_checkpoint)
+    bundle, info = _load(ref)
+    cfg = tiny_config.replace(serve=ServeConfig(explain=(ref,)))
+    (e,) = load_explainers(cfg, (ref, bundle, info))
+    assert e.pred.model is bundle.model  # reused, not loaded again
+    app = create_app(bundle, CFG, info, None, [e])
+    assert e.lock is app.state.engine.lock  # one module, one lock: /predict and /explain never run it at once
+    r = TestClient(app).post("/explain", json={"text": "मी उद्या", "k": 2})
+    assert r.status_code == 200 and r.json()["models"][0]["top"]
