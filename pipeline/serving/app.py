@@ -109,16 +109,18 @@ def _request_models(cfg: ServeConfig):
             raise ValueError(f"is {len(v)} characters; the limit is {cfg.max_text_chars}")
         return v
 
-    class PredictRequest(BaseModel):
+    class ExplainRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         text: StrictStr
         k: StrictInt = Field(5, ge=1, le=20)
-        mix: Literal["mixture", "net"] | None = None
 
         @field_validator("text")
         @classmethod
         def _text(cls, v: str) -> str:
             return check_text(v)
+
+    class PredictRequest(ExplainRequest):
+        mix: Literal["mixture", "net"] | None = None
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -139,16 +141,6 @@ def _request_models(cfg: ServeConfig):
                 raise ValueError(f"hold {total} characters together; the limit per request is "
                                  f"{cfg.max_request_chars}: send fewer or shorter texts")
             return v
-
-    class ExplainRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        text: StrictStr
-        k: StrictInt = Field(5, ge=1, le=20)
-
-        @field_validator("text")
-        @classmethod
-        def _text(cls, v: str) -> str:
-            return check_text(v)
 
     return PredictRequest, BatchRequest, ExplainRequest
 
