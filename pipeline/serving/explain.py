@@ -25,17 +25,11 @@ class Explainer:
         self.cell = bundle.model_args["cell"]
         self.lock = threading.Lock()
 
-    def word_spans(self, ids: list[int]) -> list[tuple[int, int]]:
-        """[start, end) of each word's pieces in `ids` (bos excluded; a word's continuation pieces join it)."""
-        bos = self.pred.tok.bos_id
-        starts = [m for m, p in enumerate(ids) if p != bos and (m == 0 or ids[m - 1] == bos or self.engine.opens(p))]
-        return list(zip(starts, starts[1:] + [len(ids)]))
-
     def explain(self, text: str, k: int) -> dict[str, Any]:
         ids = self.engine.ids([text])[0]
         with self.lock:
             words = self.served.predict([text], k, "net")[0]
-            spans = self.word_spans(ids)
+            spans = self.engine.word_spans(ids)
             context = [{"word": self.pred.tok.decode(ids[a:b]).strip(), "distance": len(spans) - i}
                        for i, (a, b) in enumerate(spans)]
             if words and spans:

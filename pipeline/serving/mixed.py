@@ -104,15 +104,13 @@ class ServedPredictor:
         feat: dict[str, Any] = {"order": order, "cache_empty": True, "cache": {}, "cache_top": []}
         if "cache" not in m.weights.parts or ends is None:
             return feat
-        cuts = self.engine.boundaries(ids)
+        chunk_ending_at = {cut: i for i, cut in enumerate(self.engine.boundaries(ids))}  # ends[i]: chunk i's output
         vocab: dict[str, int] = {}
         keys, key_ids = [], []
-        for c, (a, b) in enumerate(zip([0, *cuts[:-1]], cuts)):
-            if c == 0 or not self.engine.opens(ids[a]):
-                continue  # bos, a tail's first word (nothing read before it) or a word's continuation
-            word = self.pred._word(tuple(ids[a:b]))
+        for a, b in self.engine.word_spans(ids):
+            word = self.pred._word(tuple(ids[a:b])) if a > 0 else None  # a tail's first word: nothing read before it
             if word is not None:
-                keys.append(c - 1)
+                keys.append(chunk_ending_at[a])  # the output that predicted this word
                 key_ids.append(vocab.setdefault(word, len(vocab)))
         if not keys:
             return feat

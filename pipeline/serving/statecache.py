@@ -130,9 +130,12 @@ class IncrementalPredictor:
         self.lock = threading.Lock()
         self.pieces_read = 0  # model steps actually run for contexts (what the cache saves)
 
-    def opens(self, piece: int) -> bool:
-        """Whether the piece starts a new chunk (a word start or eos)."""
-        return bool(self._opens[piece])
+    def word_spans(self, ids: list[int]) -> list[tuple[int, int]]:
+        """[start, end) of each word's pieces in `ids`: bos left out, a word's continuation pieces joined to it (a
+        context cut by `tail` starts at a word start)."""
+        bos = self.predictor.tok.bos_id
+        starts = [m for m, p in enumerate(ids) if p != bos and (m == 0 or ids[m - 1] == bos or self._opens[p])]
+        return list(zip(starts, starts[1:] + [len(ids)]))
 
     def boundaries(self, ids: list[int]) -> list[int]:
         """Chunk starts after bos: 1 and every m > 1 whose piece opens a word, then len(ids)."""
