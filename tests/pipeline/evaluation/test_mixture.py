@@ -119,6 +119,30 @@ def test_fitted_weights_beat_every_part_alone_on_text_that_needs_both(net, tiny_
     assert (lams[:, 1].max() > 0.1) and (lams[:, 2].max() > 0.1), weights.weights
 
 
+def test_a_class_with_few_validation_words_keeps_the_pooled_weights():
+    from pipeline.evaluation.mixture import MIN_CLASS_WORDS, fit_weights
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    probs = rng.uniform(0.01, 1.0, (n, 2))
+    classes = [(3, False)] * (n - 10) + [(0, False)] * 10  # 10 words of class o0: too few to fit
+    probs[-10:, 1] = 0.0  # they alone would fit the network's λ = 1
+    w, _ = fit_weights(("net", "kn"), {0.0: {0: probs}}, classes, True, 50)
+    assert 10 < MIN_CLASS_WORDS and "o0" not in w.weights and "o3" in w.weights
+    assert list(w.lam("o0")) == w.weights["all"] and w.weights["all"][0] < 1.0
+
+
+def test_only_the_parts_candidates_are_ranked(net):
+    """A target no part proposes is scored but never enters the ranking, however long the list."""
+    lm = KneserNey(3).fit(synthetic_docs(60, 1))
+    mix = MixtureScorer(net, lm, MixtureWeights(("net", "kn", "cache"), {"all": [0.4, 0.4, 0.2]}, 0.5, 50, False),
+                        candidates=10)
+    doc = synthetic_docs(1, 2)[0].split()[:12] + ["झक्झकाटपुरी"]
+    res = mix.evaluate_docs([doc], [[12]], 1000, lambda n: None)
+    assert "झक्झकाटपुरी" not in res["top"][(0, 12)] and len(res["top"][(0, 12)]) >= 10
+    assert math.isfinite(res["logp"][(0, 12)])
+
+
 def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, tmp_path):
     from types import SimpleNamespace
 

@@ -132,3 +132,24 @@ def test_a_damaged_stored_mixture_is_a_clear_error(mixed_checkpoint, tmp_path):
         f.write("not an arpa file\n")
     with pytest.raises(MixtureError, match="ARPA"):
         load_mixture(text)
+
+
+def test_a_text_read_from_its_tail_gets_the_cache_the_evaluator_gives_a_truncated_context(bundle, served,
+                                                                                         tiny_config):
+    """Cut to its last pieces, a text starts mid-document: its first word has no state before it, so it is no cache
+    key; the evaluator's truncated context (bos=False) is the independent reference."""
+    short = predictor_for(bundle, served.mixture, "lstm", None, max_context_pieces=30)
+    text = "सुमित्रा आज सकाळी बाजारात गेली . " + TEXTS[2]
+    ids = short.engine.ids([text])[0]
+    (_, _, ends), = short.engine.read([ids])
+    tail = bundle.tokenizer.decode(ids).split()
+    got = short._features(ids, ends, tail)
+    scorer = MixtureScorer(NeuralScorer(bundle, tiny_config.eval, "lstm"), served.mixture.lm, served.mixture.weights,
+                           served.mixture.candidates)
+    docs, targets = [tail + ["क"]], [[len(tail)]]
+    vectors = scorer.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=False, vectors=True)["vectors"]
+    want = scorer.features(docs, targets, vectors, bos=False, asked={(0, len(tail)): list(set(tail))})
+    want = {w: p for w, p in want[(0, len(tail))]["cache"].items() if p > 0}
+    assert tail[0] not in tail[1:] and tail[0] not in got["cache"]  # a word seen only first is no key
+    assert got["cache"] == pytest.approx(want, rel=1e-4)
+
