@@ -377,7 +377,8 @@ def flat_metrics(result: dict[str, Any], split: str, k: int) -> dict[str, float]
     return m
 
 
-def evaluate(scorers: list, docs: list[str], cfg: Config, split: str, probes=None) -> dict[str, Any]:
+def evaluate(scorers: list, docs: list[str], cfg: Config, split: str, probes=None,
+             sources: list[str] | None = None) -> dict[str, Any]:
     from pipeline.evaluation import probes as probe_mod
 
     results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}

@@ -46,6 +46,9 @@ CELL_HASH_TAG = "marathi_nwp.experiment_cell_hash"
 EXPERIMENT_HASH_TAG = "marathi_nwp.experiment_hash"
 VARIANT_TAG = "marathi_nwp.experiment_model"
 DONE_TAG = "marathi_nwp.experiment_done"
+TRAIN_HASH_TAG = "marathi_nwp.experiment_train_hash"
+TRAINED_TAG = "marathi_nwp.experiment_trained"
+EVAL_VERSION = 3  # what a row holds; bump it when the evaluation changes, so trained models are scored again
 
 
 def _say(msg: str, log=print) -> None:
@@ -154,69 +157,114 @@ def bundle_gradient_curves(bundle, prepared, n_windows: int, length: int, seed: 
 
 # ------------------------------------------------------------------------------------------------- the models
 
-def _reuse(client, run_cfg: Config, h: str, tmp: Path) -> dict[str, Any] | None:
+def _artifact_json(client, run_id: str, path: str, tmp: Path) -> dict[str, Any] | None:
     from pipeline import tracking
 
-    for run in tracking.find_runs(client, run_cfg, {CELL_HASH_TAG: h, DONE_TAG: "1"}, status="FINISHED"):
-        f = tracking.download_artifact(client, run.info.run_id, "experiment/row.json", tmp / run.info.run_id)
-        if f is not None and f.is_file():
-            row = json.loads(f.read_text(encoding="utf-8"))
-            row["reused"] = True
-            return row
-    return None
+    f = tracking.download_artifact(client, run_id, path, tmp / run_id)
+    return json.loads(f.read_text(encoding="utf-8")) if f is not None and f.is_file() else None
+
+
+def train_model(cfg: Config, name: str, prepared, client, parent_id: str, log=print) -> dict[str, Any]:
+    """Train one grid model as a nested MLflow run (or reuse the run that trained the same weights): what training
+    did, in `experiment/train.json`. Training and evaluation are cached apart (TRAIN_HASH_TAG, CELL_HASH_TAG), so a
+    change to the evaluation re-scores the trained models instead of training them again."""
+    from pipeline import tracking
+    from pipeline.training.logger import make_logger
+    from pipeline.training.train import DivergenceError, run_dir_for, train
+
+    th = cfg.hash("data", "tokenizer", "model", "train")
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in tracking.find_runs(client, cfg, {TRAIN_HASH_TAG: th, TRAINED_TAG: "1"}):
+            rec = _artifact_json(client, run.info.run_id, "experiment/train.json", Path(tmp))
+            if rec is not None:
+                log(f"    reusing trained run {run.info.run_id} ({name}, weights {th})")
+                return rec | {"reused": True}
+    run_dir = run_dir_for(cfg)
+    logger = make_logger(cfg, client, prepared, run_dir,
+                         tracking.nested_tags(parent_id, name, **{TRAIN_HASH_TAG: th, VARIANT_TAG: name}))
+    run_id = logger.run_id
+    rec: dict[str, Any] = {"name": name, "run_id": run_id, "train_hash": th}
+    threads = torch.get_num_threads()  # train.num_threads is for training; evaluation keeps the process's threads
+    with tracking.terminated_on_interrupt(client, run_id):
+        try:
+            result = train(cfg, prepared, logger=logger, log=log)
+        except DivergenceError as e:  # recorded as a FAILED nested run; the grid goes on
+            rec["failed"] = str(e)
+            log(f"    {name} failed: {e}")
+        else:
+            torch.set_num_threads(threads)
+            ckpt = result.best_checkpoint if Path(result.best_checkpoint).is_file() else result.last_checkpoint
+            logged = tracking.latest_metrics(client, run_id)
+            rec |= {"checkpoint": str(ckpt), "train_seconds": result.seconds, "tokens": result.tokens,
+                    "tokens_per_s": result.tokens / max(result.seconds, 1e-9),
+                    "resumed": result.resumed_from is not None,
+                    "clipped_share": logged.get("train/clipped_share") if cfg.train.gradient_clip_val else None,
+                    "best_val_loss": result.best_val_loss, "diverged_at": result.diverged_at}
+            tracking.log_run_files(client, run_id, cfg, prepared, ckpt)
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "train.json"
+            f.write_text(json.dumps(rec, indent=1, ensure_ascii=False, allow_nan=True))
+            tracking.log_file(client, run_id, f, "experiment")
+        tracking.set_tags(client, run_id, {TRAINED_TAG: "1"})
+        tracking.finish_run(client, run_id, "FAILED" if "failed" in rec else "FINISHED")
+    return rec | {"reused": False}
+
+
+def _checkpoint_of(client, rec: dict[str, Any], tmp: Path) -> str:
+    """The trained weights: the local checkpoint, else the copy logged to the training run."""
+    from pipeline import tracking
+
+    if Path(rec["checkpoint"]).is_file():
+        return rec["checkpoint"]
+    got = tracking.download_artifact(client, rec["run_id"], "checkpoints/best.ckpt", tmp)
+    if got is None or not got.is_file():
+        raise FileNotFoundError(f"the weights of run {rec['run_id']} are gone ({rec['checkpoint']} and its MLflow "
+                                "copy); delete that run or pass --set experiment.budget_minutes=... to retrain")
+    return str(got)
 
 
 def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client, parent_id: str,
-              docs: list[str], probes, log=print) -> dict[str, Any]:
-    """One grid model as one nested MLflow run: train, gradient curves, test evaluation, metrics, row.json."""
+              docs: list[str], probes, log=print, sources: list[str] | None = None) -> dict[str, Any]:
+    """One grid model: trained (train_model), then gradient curves and test evaluation logged to the same run, and
+    its row.json. A row of the same weights and evaluation (CELL_HASH_TAG, with EVAL_VERSION) is reused."""
     from pipeline import tracking
     from pipeline.checkpoints import load_checkpoint
     from pipeline.evaluation.evaluate import NeuralScorer, evaluate, write_outputs
     from pipeline.experiments.gradients import gradient_metrics
-    from pipeline.training.logger import make_logger
-    from pipeline.training.train import run_dir_for, train
+    from pipeline.training.train import run_dir_for
 
-    h = cfg.hash("data", "tokenizer", "model", "train", "eval")
+    rec = train_model(cfg, name, prepared, client, parent_id, log)
+    if "failed" in rec:
+        return {"name": name, "cell": cfg.model.cell, **matched, "failed": rec["failed"], "run_id": rec["run_id"]}
+    run_id = rec["run_id"]
+    h = f"{cfg.hash('data', 'tokenizer', 'model', 'train', 'eval')}-e{EVAL_VERSION}"
     with tempfile.TemporaryDirectory() as tmp:
-        row = _reuse(client, cfg, h, Path(tmp))
-    if row is not None:
-        log(f"    reusing finished run {row['run_id']} ({name}, config {h})")
-        return row
-    run_dir = run_dir_for(cfg)
-    logger = make_logger(cfg, client, prepared, run_dir,
-                                  tracking.nested_tags(parent_id, name, **{CELL_HASH_TAG: h, VARIANT_TAG: name}))
-    run_id = logger.run_id
-    with tracking.terminated_on_interrupt(client, run_id):
-        result = train(cfg, prepared, logger=logger, log=log)
-        ckpt = result.best_checkpoint if Path(result.best_checkpoint).is_file() else result.last_checkpoint
-        bundle = load_checkpoint(ckpt)
-        curves = bundle_gradient_curves(bundle, prepared, cfg.experiment.gradient_windows, cfg.data.bptt,
-                                        cfg.train.seed)
-        test = evaluate([NeuralScorer(bundle, cfg.eval, name)], docs, cfg, "test", probes)
-        out = run_dir / "experiment"
-        write_outputs(test, out)
-        logged = tracking.latest_metrics(client, run_id)
-        tokens_per_s = result.tokens / max(result.seconds, 1e-9)
-        metrics = {**test["models"][name]["metrics"], **gradient_metrics(curves), "train/seconds": result.seconds,
-                   "train/tokens_per_s_mean": tokens_per_s, "model/parameters": matched["parameters"],
-                   "model/recurrent_parameters": matched["recurrent_parameters"]}
-        tracking.log_metrics(client, run_id, metrics, step=int(bundle.meta.get("global_step") or 0))
-        row = {"name": name, "run_id": run_id, "config_hash": h, "cell": cfg.model.cell, "init": cfg.model.init,
-               "residual": cfg.model.residual, "clip": cfg.train.gradient_clip_val, **matched,
-               "train_minutes_budget": cfg.train.max_time_minutes, "train_seconds": result.seconds,
-               "tokens": result.tokens, "tokens_per_s": tokens_per_s,
-               "resumed": result.resumed_from is not None,
-               "clipped_share": logged.get("train/clipped_share") if cfg.train.gradient_clip_val else None,
-               "best_val_loss": result.best_val_loss, "diverged_at": result.diverged_at,
-               "test": test["models"][name], "gradients": curves, "reused": False}
-        (out / "row.json").write_text(json.dumps(row, indent=1, ensure_ascii=False, allow_nan=True))
-        (out / "gradients.json").write_text(json.dumps(curves, indent=1, allow_nan=True))
-        tracking.log_artifacts(client, run_id, out, "experiment")
-        tracking.log_run_files(client, run_id, cfg, prepared, ckpt)
-        if cfg.experiment.log_models:
-            tracking.log_pyfunc(bundle, run_id)
-        tracking.set_tags(client, run_id, {DONE_TAG: "1"})
-        tracking.finish_run(client, run_id)
+        for run in tracking.find_runs(client, cfg, {CELL_HASH_TAG: h, DONE_TAG: "1"}):
+            row = _artifact_json(client, run.info.run_id, "experiment/row.json", Path(tmp))
+            if row is not None:
+                log(f"    reusing evaluated run {row['run_id']} ({name}, config {h})")
+                return row | {"reused": True}
+        bundle = load_checkpoint(_checkpoint_of(client, rec, Path(tmp)))
+    curves = bundle_gradient_curves(bundle, prepared, cfg.experiment.gradient_windows, cfg.data.bptt, cfg.train.seed)
+    test = evaluate([NeuralScorer(bundle, cfg.eval, name)], docs, cfg, "test", probes, sources=sources)
+    out = run_dir_for(cfg) / "experiment"
+    write_outputs(test, out)
+    metrics = {**test["models"][name]["metrics"], **gradient_metrics(curves), "train/seconds": rec["train_seconds"],
+               "train/tokens_per_s_mean": rec["tokens_per_s"], "model/parameters": matched["parameters"],
+               "model/recurrent_parameters": matched["recurrent_parameters"]}
+    tracking.log_metrics(client, run_id, metrics, step=int(bundle.meta.get("global_step") or 0))
+    row = {"name": name, "run_id": run_id, "config_hash": h, "cell": cfg.model.cell, "init": cfg.model.init,
+           "residual": cfg.model.residual, "clip": cfg.train.gradient_clip_val, **matched,
+           "train_minutes_budget": cfg.train.max_time_minutes,
+           **{k: rec[k] for k in ("train_seconds", "tokens", "tokens_per_s", "resumed", "clipped_share",
+                                  "best_val_loss", "diverged_at")},
+           "test": test["models"][name], "gradients": curves, "reused": False}
+    (out / "row.json").write_text(json.dumps(row, indent=1, ensure_ascii=False, allow_nan=True))
+    (out / "gradients.json").write_text(json.dumps(curves, indent=1, allow_nan=True))
+    tracking.log_artifacts(client, run_id, out, "experiment")
+    if cfg.experiment.log_models:
+        tracking.log_pyfunc(bundle, run_id)
+    tracking.set_tags(client, run_id, {CELL_HASH_TAG: h, DONE_TAG: "1"})
     return row
 
 
@@ -241,7 +289,11 @@ def _parent_piece(client, parent_id: str, piece: str, dest: Path, make) -> dict[
 
 # ---------------------------------------------------------------------------------------------- the experiment
 
-def run_experiment(cfg: Config, command: str = "", log=print) -> dict[str, Any]:
+def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool = False,
+                   only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The grid, baseline, long-range task, exploding demo and report. `train_only`: train the grid models (those
+    in `only`, when given: several processes can train disjoint parts of the grid) and stop; a later full run
+    reuses them. The budget is planned on the whole grid either way, so every model gets the same minutes."""
     from pipeline import tracking
     from pipeline.corpus.prepare import documents, prepare
     from pipeline.evaluation.evaluate import NgramScorer, build_baseline, evaluate
@@ -275,25 +327,27 @@ def run_experiment(cfg: Config, command: str = "", log=print) -> dict[str, Any]:
         assets.mkdir(parents=True, exist_ok=True)
         timings["prepare"] = time.perf_counter() - t_start
         docs = documents(cfg, "test")  # every word, or eval.max_words of them (a seeded sample)
+        sources = None
         probes = None
         if cfg.eval.probes and Path(cfg.eval.probes).exists():
             probes = load_probes(Path(cfg.eval.probes))
 
         rows = []
-        for i, name in enumerate(ec.models, 1):
+        models = only or ec.models
+        for i, name in enumerate(models, 1):
             m = matched["models"][name]
             run_cfg = variant_config(cfg, name, m["hidden_dim"], plan["train_minutes"])
-            _say(f"[{i}/{len(ec.models)}] {name}: {m['num_layers']}×{m['hidden_dim']} {run_cfg.model.cell}, "
+            _say(f"[{i}/{len(models)}] {name}: {m['num_layers']}×{m['hidden_dim']} {run_cfg.model.cell}, "
                  f"{plan['train_minutes']:.2f} min", log)
             t0 = time.perf_counter()
-            from pipeline.training.train import DivergenceError
-
-            try:
-                rows.append(run_model(run_cfg, name, m, prepared, client, parent_id, docs, probes, log))
-            except DivergenceError as e:  # recorded as a FAILED nested run; the grid goes on
-                rows.append({"name": name, "cell": run_cfg.model.cell, **m, "failed": str(e), "run_id": None})
-                log(f"    {name} failed: {e}")
+            if train_only:
+                train_model(run_cfg, name, prepared, client, parent_id, log)
+            else:
+                rows.append(run_model(run_cfg, name, m, prepared, client, parent_id, docs, probes, log, sources))
             timings[f"model {name}"] = time.perf_counter() - t0
+        if train_only:
+            tracking.finish_run(client, parent_id)
+            return {"trained": list(models), "parent_run_id": parent_id}
 
         baseline = None
         if ec.baseline:
@@ -366,8 +420,15 @@ def cli(args, cfg: Config) -> int:
     if args.budget_minutes is not None:
         cfg = cfg.replace(experiment=dataclasses.replace(cfg.experiment, budget_minutes=args.budget_minutes))
         plan_budget(cfg)  # a bad budget is a ConfigError before anything runs
-    torch.set_num_threads(cfg.train.num_threads or torch.get_num_threads())
-    summary = run_experiment(cfg, "python -m pipeline " + " ".join(sys.argv[1:]))
+    only = tuple(m for m in (args.only or "").split(",") if m)
+    unknown = [m for m in only if m not in cfg.experiment.models]
+    if unknown:
+        raise ConfigError(f"--only {','.join(unknown)}: not in experiment.models {list(cfg.experiment.models)}")
+    summary = run_experiment(cfg, "python -m pipeline " + " ".join(sys.argv[1:]), train_only=args.train_only,
+                             only=only)
+    if args.train_only:
+        _say(f"trained {', '.join(summary['trained'])}; run without --train-only to evaluate them and report")
+        return 0
     _say(f"report: {summary['report']} (parent run {summary['parent_run_id']})")
     return 0
 
