@@ -112,7 +112,20 @@ class EvalConfig:
     max_words: int | None = None
     sample_seed: int = 1234
     context_lengths: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-    context_positions: int = 500  # seeded positions (each with >= max(context_lengths) words before it) per curve
+    # Context-length curve per text kind on every scored position with at least this many words before it; the curve
+    # reads c = each context_length up to that many words. A kind left out gets no curve; {} draws none.
+    context_curves: dict[str, int] = field(default_factory=lambda: {"verse": 256, "prose": 64, "all": 256})
+    # Text kinds (pipeline/evaluation/text_kinds.py): a document's `source_field` value is matched against each
+    # kind's glob patterns in order, the first match wins; a document without one is of kind "all".
+    source_field: str | None = "source"
+    kinds: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "prose": ("mahasquad-wiki-paragraphs",), "verse": ("wikisource-*",), "short": ("*",)})
+    # Intervals on natural text: a document-clustered bootstrap (pipeline/evaluation/bootstrap.py); a document is cut
+    # into blocks of this many words, each block a cluster (0: whole documents).
+    cluster_block_words: int = 256
+    bootstrap_replicates: int = 1000
+    bootstrap_seed: int = 1234
+    paired_reference: str = "rnn_tanh"  # every other model's paired difference is taken against this one, if scored
     long_document_words: int = 512
     probes: str | None = "data/probes/probes.jsonl"
     ngram_order: int = 4
@@ -146,7 +159,8 @@ class ServeConfig:
 
 
 GRID_MODELS = ("rnn_tanh", "rnn_tanh_noclip", "irnn", "rnn_tanh_residual", "gru", "lstm")
-LONGRANGE_CELLS = ("rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "lstm_f1", "lstm_f3")
+LONGRANGE_CELLS = ("rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "lstm_f1", "lstm_f3",
+                   "lstm_f3_fullvocab")
 
 
 @dataclass(frozen=True)
@@ -182,9 +196,10 @@ class ExperimentConfig:
     exploding_clip: float = 0.25  # the clipped demo run: bounds each SGD step to lr x clip
     gradient_windows: int = 64
     # The long-range task (pipeline/experiments/longrange.py, `python -m pipeline longrange`): one fresh model per (cell, d,
-    # seed) trained at that d only, at most longrange_steps steps, stopped once solved.
+    # seed) trained at that d only, at most longrange_steps steps, stopped once solved; lstm_f3_fullvocab is the
+    # ablation (the old protocol: full-vocabulary loss, ±0.1 embeddings).
     longrange_cells: tuple[Literal["rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "lstm_f1",
-                                   "lstm_f3"], ...] = LONGRANGE_CELLS
+                                   "lstm_f3", "lstm_f3_fullvocab"], ...] = LONGRANGE_CELLS
     longrange_distances: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
     longrange_seeds: int = 3
     longrange_steps: int = 1500
@@ -261,7 +276,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.gradient_clip_val": (0.0, None), "train.max_time_minutes": (0.0, None),
     "eval.k": (1, 100), "eval.beam_width": (1, 1000), "eval.max_beam_width": (1, 10000), "eval.max_word_pieces": (1, 64), "eval.ngram_order": (1, 10),
     "eval.batch_size": (1, None), "eval.long_document_words": (1, None), "eval.max_words": (1, None),
-    "eval.context_positions": (1, None),
+    "eval.cluster_block_words": (0, None),
+    "eval.bootstrap_replicates": (100, None),
     "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None), "serve.max_request_chars": (1, None),
     "serve.max_context_pieces": (1, None),
     "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None), "serve.explain_threshold": (1e-12, 1.0),
@@ -282,6 +298,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 
 _RENAMED = {"experiment.longrange_share": "use experiment.longrange_minutes (a fixed reserve: the long-range task "
                                          "has a fixed step budget, experiment.longrange_steps)",
+            "eval.context_positions": "the context-length curve now scores every eligible position: set "
+                                      "eval.context_curves (text kind -> words of context needed), {} for none",
             "eval.max_documents": "use eval.max_words (a seeded sample of that many words, long documents keeping "
                                   "their share; null scores every word) instead of the first N documents"}
 
@@ -416,6 +434,15 @@ def _check(cfg: Config, source: str) -> None:
                           "non-empty and each >= 2 (cue, query word, verb)")
     if cfg.data.hub is None and not cfg.data.train:
         raise ConfigError(f"{source}: set data.train (a file or glob) or data.hub (a dataset name)")
+    ev = cfg.eval
+    for kind, patterns in ev.kinds.items():
+        if not isinstance(patterns, (list, tuple)) or not patterns or not all(isinstance(p, str) for p in patterns):
+            raise ConfigError(f"{source}: eval.kinds.{kind} must be a non-empty list of source patterns (globs), "
+                              "e.g. kinds: {verse: ['wikisource-*'], short: ['*']}")
+    for kind, words in ev.context_curves.items():
+        if isinstance(words, bool) or not isinstance(words, int) or words < 1:
+            raise ConfigError(f"{source}: eval.context_curves.{kind} = {words!r} must be a whole number of words >= 1 "
+                              "(the context a position needs to be on that kind's curve), e.g. {verse: 256}")
     mx = cfg.mixture
     if not mx.thetas or min(mx.thetas) < 0 or not mx.windows or min(mx.windows) < 1:
         raise ConfigError(f"{source}: mixture.thetas {list(mx.thetas)} must be non-empty and >= 0, mixture.windows "

@@ -94,8 +94,9 @@ def _check_utf8(path: Path) -> None:
                                   "re-save the file as UTF-8") from None
 
 
-def load_raw(dc: DataConfig, cache_dir: Path):
-    """A `datasets.DatasetDict` (or IterableDatasetDict when streaming) with one `text` column per split."""
+def load_raw(dc: DataConfig, cache_dir: Path, extra: tuple[str | None, ...] = ()):
+    """A `datasets.DatasetDict` (or IterableDatasetDict when streaming) with a `raw` text column per split, and the
+    `extra` columns (e.g. the documents' source) that the corpus has."""
     import datasets
 
     if dc.hub is not None:
@@ -128,7 +129,8 @@ def load_raw(dc: DataConfig, cache_dir: Path):
                           f"{dd['train'].column_names}: set data.text_field to the one holding the text")
     if "validation" not in dd or "test" not in dd:
         dd = _split_by_hash(dd, dc)
-    keep = [dc.text_field]
+    columns = dd["train"].column_names or []
+    keep = [dc.text_field, *(c for c in extra if c and c in columns and c not in (dc.text_field, "raw", "text"))]
     return type(dd)({s: dd[s].select_columns(keep).rename_column(dc.text_field, "raw")
                      if dc.text_field != "raw" else dd[s].select_columns(keep) for s in SPLITS})
 
@@ -249,7 +251,7 @@ def clean_corpus(cfg: Config, fingerprint: str | None = None) -> tuple[Any, dict
     """Cleaned documents per split, drop counts per split, and the corpus fingerprint."""
     cache = _cache_root(cfg)
     fingerprint = fingerprint or corpus_fingerprint(cfg)  # prepare() has it already: hash the raw bytes once
-    raw = load_raw(cfg.data, cache)
+    raw = load_raw(cfg.data, cache, (cfg.eval.source_field,))
     cleaned, drops = {}, {}
     for split in SPLITS:
         cleaned[split], drops[split] = clean_split(raw[split], cfg.data)
@@ -335,3 +337,16 @@ def documents(cfg: Config, split: str) -> list[str]:
     """Cleaned documents of one split (for evaluation); served from the `datasets` cache after `prepare`."""
     cleaned, _, _ = clean_corpus(cfg)
     return list(cleaned[split]["text"])
+
+
+def sources_of(ds, source_field: str | None) -> list[str]:
+    """Each cleaned document's source (eval.source_field), "" for a corpus without that column."""
+    if source_field and source_field in (ds.column_names or []):
+        return ["" if s is None else str(s) for s in ds[source_field]]
+    return [""] * len(ds)
+
+
+def document_sources(cfg: Config, split: str) -> list[str]:
+    """The source of every document `documents(cfg, split)` returns, in the same order."""
+    cleaned, _, _ = clean_corpus(cfg)
+    return sources_of(cleaned[split], cfg.eval.source_field)

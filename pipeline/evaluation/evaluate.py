@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import json
 import math
-import random
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +47,15 @@ from pipeline.evaluation.predict import (
     stepwise,
 )
 from pipeline.evaluation.sampling import word_sample
+from pipeline.evaluation.text_kinds import (
+    ScoredWords,
+    curve_lengths,
+    curve_positions,
+    curve_tables,
+    hit_string,
+    kind_tables,
+    scored_words,
+)
 
 _STEP_TOKENS = 16384  # documents per teacher-forcing batch: B * T at most this many pieces (one doc at least)
 
@@ -292,8 +300,11 @@ def _score(scorer, docs: list[str], ec: EvalConfig, k: int, desc: str):
     return tokens, targets, chosen, keep, res, info
 
 
-def evaluate_scorer(scorer, docs: list[str], ec: EvalConfig, split: str = "test") -> dict[str, Any]:
-    """All natural-text measurements for one model on cleaned documents (every word, or eval.max_words of them)."""
+def evaluate_scorer(scorer, docs: list[str], ec: EvalConfig, split: str = "test",
+                    sources: list[str] | None = None) -> dict[str, Any]:
+    """All natural-text measurements for one model on cleaned documents (every word, or eval.max_words of them):
+    overall figures, per-word hits (for the tables by kind, pipeline/evaluation/text_kinds.py) and the hits of the
+    context-length curves."""
     k = ec.k
     search = getattr(scorer, "pred", None)
     before = dict(search.search_stats) if search else {}
@@ -317,9 +328,11 @@ def evaluate_scorer(scorer, docs: list[str], ec: EvalConfig, split: str = "test"
     out = {**info, "top1": sum(hit1) / n if n else None, f"top{k}": sum(hitk) / n if n else None,
            "word_ppl": math.exp(nll / n) if n else None,
            "by_distance": accuracy_by(dist_b, hits, DISTANCE_BUCKETS),
-           "by_position": accuracy_by(pos_b, hits, POSITION_BUCKETS)}
-    full = {(d, targets[d][i]): res["top"][(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]}
-    out["context"] = context_curve(scorer, tokens, targets, chosen, full, ec)
+           "by_position": accuracy_by(pos_b, hits, POSITION_BUCKETS),
+           "hits": {name: hit_string(h) for name, h in hits.items()}}
+    words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
+    full = [res["top"][(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]]
+    out["context"] = context_curves(scorer, tokens, targets, words, full, ec)
     return out
 
 
@@ -330,33 +343,52 @@ def word_perplexity(scorer, docs: list[str], ec: EvalConfig) -> tuple[float, int
     return (math.exp(-sum(res["logp"].values()) / n) if n else math.nan), n
 
 
-def context_curve(scorer, tokens, targets, chosen, full_top, ec: EvalConfig) -> dict[str, Any]:
-    """Accuracy when only the last c words may be read (Khandelwal et al. 2018). The same seeded target positions
-    for every c, each with at least max(context_lengths) words before it, so every c really truncates; a truncated
-    context starts mid-document (no `bos`)."""
-    k, need = ec.k, max(ec.context_lengths)
-    pool = [(d, i) for d, idx in enumerate(chosen) for i in idx if i >= need]
-    rng = random.Random(f"context-curve-{ec.sample_seed}")
-    sample = sorted(rng.sample(pool, min(ec.context_positions, len(pool))))
-    gold = [tokens[d][targets[d][i]] for d, i in sample]
-    curve: dict[str, dict] = {}
-    for c in ec.context_lengths:
-        ctxs = [tokens[d][targets[d][i - c]:targets[d][i]] for d, i in sample]  # from the c-th word back
-        tops = scorer.top_words(ctxs, k, bos=False) if ctxs else []
-        curve[str(c)] = _acc(tops, gold, k)
-    curve["all"] = _acc([full_top[(d, targets[d][i])] for d, i in sample], gold, k)
-    return {"documents": len({d for d, _ in sample}), "positions": len(sample), "positions_available": len(pool),
-            "min_context_words": need, "curve": curve}
+def context_curves(scorer, tokens, targets, words: ScoredWords, full_top: list[list[str]], ec: EvalConfig
+                   ) -> dict[str, Any]:
+    """Per kind of eval.context_curves: top-1 hits when only the last c words may be read (Khandelwal et al. 2018),
+    on every scored word of that kind with at least that many words before it, so every c really truncates; "all"
+    is the full-context pass. A truncated context starts mid-document (no `bos`)."""
+    out: dict[str, Any] = {}
+    for kind, pos in curve_positions(words, ec).items():
+        at = [(int(words.doc[p]), int(words.word[p])) for p in pos]
+        gold = [tokens[d][targets[d][i]] for d, i in at]
+        hits = {}
+        for c in curve_lengths(ec, kind):
+            ctxs = [tokens[d][targets[d][i - c]:targets[d][i]] for d, i in at]  # from the c-th word back
+            tops = scorer.top_words(ctxs, ec.k, bos=False) if ctxs else []
+            hits[str(c)] = hit_string(bool(t) and t[0] == g for t, g in zip(tops, gold))
+        hits["all"] = hit_string(bool(full_top[p]) and full_top[p][0] == g for p, g in zip(pos, gold))
+        out[kind] = {"min_context_words": ec.context_curves[kind], "positions": len(at), "hits": hits}
+    return out
 
 
-def _acc(tops: list[list[str]], gold: list[str], k: int) -> dict[str, Any]:
-    n = len(gold)
-    return {"n": n, "top1": sum(bool(t) and t[0] == g for t, g in zip(tops, gold)) / n if n else None,
-            f"top{k}": sum(g in t[:k] for t, g in zip(tops, gold)) / n if n else None}
+def kind_metrics(results: dict[str, Any], name: str, split: str) -> dict[str, float]:
+    """One model's figures from the tables by kind: test/prose/top1, test/prose/top1_d17_64, test/verse/numerals_top1,
+    test/verse/top1_ctx16, and its paired difference from eval.paired_reference: test/prose/top1_d17_64_minus_rnn_tanh."""
+    m: dict[str, float] = {}
+    ref, k = results.get("paired_reference"), results["k"]
+
+    def put(key: str, c: dict[str, Any]) -> None:
+        if name in c["models"]:
+            m[f"{split}/{key}"] = c["models"][name]["acc"]
+        if name in c["paired"]:
+            m[f"{split}/{key}_minus_{ref}"] = c["paired"][name]["diff"]
+
+    for kind, t in results.get("kinds", {}).items():
+        put(f"{kind}/top1", t["top1"])
+        put(f"{kind}/top{k}", t[f"top{k}"])
+        put(f"{kind}/numerals_top1", t["numerals"])
+        for b, c in t["by_distance"].items():
+            put(f"{kind}/top1_{metric_suffix(b)}", c)
+    for kind, t in results.get("curves", {}).items():
+        for c_len, c in t["curve"].items():
+            put(f"{kind}/top1_ctx{c_len}", c)
+    return m
 
 
 def flat_metrics(result: dict[str, Any], split: str, k: int) -> dict[str, float]:
-    """MLflow-ready names: test/top1, test/top5_d17_64, test/top1_pos65_256, test/top1_ctx16, probe/recall_d32."""
+    """MLflow-ready names: test/top1, test/top5_d17_64, test/top1_pos65_256, probe/recall_d32 (all words, all
+    kinds; kind_metrics adds the figures by kind)."""
     m: dict[str, float] = {f"{split}/words": result["words"]} if "words" in result else {}
     for key in ("top1", f"top{k}", "word_ppl"):
         if result.get(key) is not None:
@@ -367,10 +399,6 @@ def flat_metrics(result: dict[str, Any], split: str, k: int) -> dict[str, float]
                 if row.get(key) is not None:
                     suffix = metric_suffix(b) if not prefix else "pos" + metric_suffix(b)[1:]
                     m[f"{split}/{key}_{suffix}"] = row[key]
-    for c, row in result.get("context", {}).get("curve", {}).items():
-        for key in ("top1", f"top{k}"):
-            if row.get(key) is not None:
-                m[f"{split}/{key}_ctx{c}"] = row[key]
     for kind, by_d in result.get("probes", {}).get("kinds", {}).items():
         for dist, row in by_d.items():
             m[f"probe/{kind}" + ("" if dist == "all" else f"_d{dist}")] = row["accuracy"]
@@ -383,12 +411,26 @@ def evaluate(scorers: list, docs: list[str], cfg: Config, split: str, probes=Non
 
     results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
     for scorer in scorers:
-        r = evaluate_scorer(scorer, docs, cfg.eval, split)
+        r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
         if probes:
             r["probes"] = probe_mod.summarize(probes, probe_mod.score_probes(scorer, probes))
         r["metrics"] = flat_metrics(r, split, cfg.eval.k)
         results["models"][scorer.name] = r
+    add_kind_tables(results, docs, sources, cfg.eval)
     return results
+
+
+def add_kind_tables(results: dict[str, Any], docs: list[str], sources: list[str] | None, ec: EvalConfig) -> None:
+    """results["kinds"] and results["curves"] over every model in `results` (scored on the same words), and each
+    model's figures by kind in its metrics."""
+    tokens, targets, chosen, _ = sampled_targets(docs, ec)
+    words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
+    models = results["models"]
+    results["paired_reference"] = ec.paired_reference
+    results["kinds"] = kind_tables(words, {m: r["hits"] for m, r in models.items()}, ec)
+    results["curves"] = curve_tables(words, {m: r["context"] for m, r in models.items() if r.get("context")}, ec)
+    for name, r in models.items():
+        r.setdefault("metrics", {}).update(kind_metrics(results, name, results["split"]))
 
 
 # ------------------------------------------------------------------------------------------------------ outputs
@@ -401,22 +443,44 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     files = [out / "results.json"]
     files[0].write_text(json.dumps(results, indent=1, ensure_ascii=False))
     cols = ("top1", f"top{k}")
+    ref = results.get("paired_reference")
     rows = {"summary.csv": [["model", "words", "top1", f"top{k}", "word_ppl", "words_per_s"]],
             "by_distance.csv": [["model", "bucket", "n", *cols]],
             "by_position.csv": [["model", "bucket", "n", *cols]],
-            "context.csv": [["model", "context_words", "n", *cols]],
+            "kinds.csv": [["kind", "table", "bucket", "n", "documents", "model", "top1", "low95", "high95",
+                           f"minus_{ref}", "diff_low95", "diff_high95"]],
+            "context.csv": [["kind", "context_words", "n", "documents", "model", "top1", "low95", "high95",
+                             f"minus_{ref}", "diff_low95", "diff_high95"]],
             "probes.csv": [["model", "kind", "distance", "n", "accuracy", "chance", "low95", "high95"]]}
     for name, r in results["models"].items():
         rows["summary.csv"].append([name, r["words"], r["top1"], r[f"top{k}"], r["word_ppl"], r["words_per_s"]])
         for table in ("by_distance", "by_position"):
             for b, row in r[table].items():
                 rows[f"{table}.csv"].append([name, b, row["n"], *(row[c] for c in cols)])
-        for c, row in r["context"]["curve"].items():
-            rows["context.csv"].append([name, c, row["n"], *(row[x] for x in cols)])
         for kind, by_d in r.get("probes", {}).get("kinds", {}).items():
             for dist, row in by_d.items():
                 rows["probes.csv"].append([name, kind, dist, row["n"], row["accuracy"], row["chance"], row["low"],
                                            row["high"]])
+
+    def cell_rows(prefix: list, c: dict[str, Any]) -> list[list]:
+        out_rows = []
+        for name, v in c["models"].items():
+            p = c["paired"].get(name, {})
+            out_rows.append([*prefix, c["n"], c["documents"], name, v["acc"], v["low"], v["high"], p.get("diff"),
+                             p.get("low"), p.get("high")])
+        return out_rows or [[*prefix, c["n"], c["documents"], "", None, None, None, None, None, None]]
+
+    for kind, t in results.get("kinds", {}).items():
+        for table in ("top1", f"top{k}", "numerals"):
+            rows["kinds.csv"] += cell_rows([kind, table, "all"], t[table])
+        for table in ("by_distance", "by_position"):
+            for b, c in t[table].items():
+                rows["kinds.csv"] += cell_rows([kind, table, b], c)
+        for b, c in t["same_documents"]["by_distance"].items():
+            rows["kinds.csv"] += cell_rows([kind, "same_documents", b], c)
+    for kind, t in results.get("curves", {}).items():
+        for c_len, c in t["curve"].items():
+            rows["context.csv"] += cell_rows([kind, c_len], c)
     for fname, table in rows.items():
         with open(out / fname, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(table)
@@ -425,34 +489,76 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     return files
 
 
+def acc_text(c: dict[str, Any], name: str) -> str:
+    """'12.3 [10.1, 14.8]': a model's accuracy in % with its clustered 95 % interval, '—' under MIN_N words."""
+    v = c["models"].get(name)
+    return "—" if v is None else f"{100 * v['acc']:.1f} [{100 * v['low']:.1f}, {100 * v['high']:.1f}]"
+
+
+def diff_text(c: dict[str, Any], name: str) -> str:
+    """'+3.2 [+0.4, +6.1]': a model's paired difference from the reference in points, '—' when not computed."""
+    v = c["paired"].get(name)
+    return "—" if v is None else f"{100 * v['diff']:+.1f} [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
+
+
+def pooled_kind(results: dict[str, Any]) -> str | None:
+    """The kinds table that holds every scored word: the pooled "all" row, or the only kind."""
+    kinds = results.get("kinds", {})
+    return "all" if "all" in kinds else next(iter(kinds), None)
+
+
+def kind_lines(results: dict[str, Any], kind: str, names: list[str] | None = None, positions: bool = True,
+               width: int = 22) -> list[str]:
+    """One kind's top-1 tables as text: by distance (with the paired differences), the same-documents distance
+    table, by position, numerals."""
+    t, ref = results["kinds"][kind], results.get("paired_reference")
+    names = names or list(results["models"])
+    lines = [f"{kind}: {t['documents']:,} documents, {t['words']:,} scored words ({t['top1']['n']:,} with a letter, "
+             f"{t['numerals']['n']:,} numerals); top-1 % [95 % document-clustered bootstrap]"]
+    tables = [("by distance to the word's last occurrence (words)", t["by_distance"], DISTANCE_BUCKETS)]
+    same = t["same_documents"]
+    if same["buckets"]:
+        tables.append((f"by distance, only the {same['documents']} documents with words in every bucket shown",
+                       same["by_distance"], same["buckets"]))
+    if positions:
+        tables.append(("by words of context before the target", t["by_position"], POSITION_BUCKETS))
+    for title, table, order in tables:
+        counts = [f"{table[b]['n']} ({table[b]['documents']})" for b in order]
+        lines += [f"  {title}", f"  {'':<{width}}" + "".join(f"{b:>20}" for b in order),
+                  f"  {'n (documents)':<{width}}" + "".join(f"{c:>20}" for c in counts)]
+        lines += [f"  {name:<{width}}" + "".join(f"{acc_text(table[b], name):>20}" for b in order) for name in names]
+        lines += [f"  {f'{name} − {ref}':<{width}}" + "".join(f"{diff_text(table[b], name):>20}" for b in order)
+                  for name in names if any(name in table[b]["paired"] for b in order)]
+    if t["numerals"]["n"]:
+        lines.append(f"  numerals (n={t['numerals']['n']}): " + "; ".join(f"{name} {acc_text(t['numerals'], name)}"
+                                                                        for name in names))
+    return lines
+
+
 def format_tables(results: dict[str, Any]) -> str:
-    """The summary, then top-1 by distance, by position and by context length: n per cell, a 95 % interval on every
-    accuracy, "—" where fewer than MIN_N targets."""
+    """The summary, then per text kind top-1 by distance and by position, and the context-length curves: n and
+    documents per cell, a document-clustered 95 % interval on every accuracy, paired differences from the
+    reference model, "—" where fewer than MIN_N targets."""
     k, models = results["k"], results["models"]
     first = next(iter(models.values()))
+    pooled = pooled_kind(results)
+    p = results["kinds"][pooled] if pooled else None
     lines = [sample_line(first), "",
              f"{'model':<22}{'words':>8}{'top-1 % [95% CI]':>22}{f'top-{k} % [95% CI]':>22}{'word ppl':>12}"]
     for name, r in models.items():
-        lines.append(f"{name:<22}{r['words']:>8}{accuracy_cell(r['top1'], r['words']):>22}"
-                     f"{accuracy_cell(r[f'top{k}'], r['words']):>22}{r['word_ppl'] or math.nan:>12.1f}")
-    for title, key, order in (("by distance to the word's last occurrence (words)", "by_distance",
-                               DISTANCE_BUCKETS),
-                              ("by words of context before the target", "by_position", POSITION_BUCKETS)):
-        lines += ["", f"top-1 % {title}; n per bucket",
-                  f"{'':<22}" + "".join(f"{b:>20}" for b in order),
-                  f"{'n':<22}" + "".join(f"{first[key][b]['n']:>20}" for b in order)]
-        lines += [f"{name:<22}" + "".join(f"{accuracy_cell(r[key][b]['top1'], r[key][b]['n']):>20}" for b in order)
-                  for name, r in models.items()]
-    ctx = first["context"]
-    if ctx["positions"]:
-        cs = list(ctx["curve"])
-        lines += ["", f"top-1 % when only the last c words are read: {ctx['positions']} positions (seeded) with >= "
-                      f"{ctx['min_context_words']} words before them, in {ctx['documents']} documents",
+        lines.append(f"{name:<22}{p['top1']['n'] if p else r['words']:>8}"
+                     f"{acc_text(p['top1'], name) if p else '—':>22}{acc_text(p[f'top{k}'], name) if p else '—':>22}"
+                     f"{r['word_ppl'] or math.nan:>12.1f}")
+    lines.append("words with a letter (numerals apart), all kinds; word ppl over every scored word")
+    for kind in results.get("kinds", {}):
+        lines += [""] + kind_lines(results, kind)
+    for kind, t in results.get("curves", {}).items():
+        cs = list(t["curve"])
+        lines += ["", f"{kind}: top-1 % when only the last c words are read, on all {t['positions']:,} scored words "
+                      f"with >= {t['min_context_words']} words before them, in {t['documents']} documents",
                   f"{'c':<22}" + "".join(f"{c:>20}" for c in cs)]
-        lines += [f"{name:<22}" + "".join(f"{accuracy_cell(r['context']['curve'][c]['top1'], r['context']['curve'][c]['n']):>20}"
-                                          for c in cs) for name, r in models.items()]
-    else:
-        lines += ["", f"context-length curve: no scored position has {ctx['min_context_words']} words before it"]
+        lines += [f"{name:<22}" + "".join(f"{acc_text(t['curve'][c], name):>20}" for c in cs)
+                  for name in models if name in next(iter(t["curve"].values()))["models"]]
     return "\n".join(lines)
 
 
@@ -460,24 +566,25 @@ def print_table(results: dict[str, Any]) -> None:
     print(format_tables(results))
 
 
-def corpus_file_documents(path: str, cfg: Config) -> list[str]:
-    """Cleaned documents of any corpus file the loader reads (same rules as training)."""
-    from pipeline.corpus.prepare import clean_split, load_raw
+def corpus_file_documents(path: str, cfg: Config) -> tuple[list[str], list[str]]:
+    """Cleaned documents of any corpus file the loader reads (same rules as training), and their sources."""
+    from pipeline.corpus.prepare import clean_split, load_raw, sources_of
 
     dc = dataclasses.replace(cfg.data, train=path, validation=path, test=path, hub=None)
-    raw = load_raw(dc, Path(cfg.data.cache_dir))
+    raw = load_raw(dc, Path(cfg.data.cache_dir), (cfg.eval.source_field,))
     ds, _ = clean_split(raw["test"], dc)
-    return list(ds["text"])
+    return list(ds["text"]), sources_of(ds, cfg.eval.source_field)
 
 
-def eval_documents(cfg: Config, data: str | None) -> tuple[list[str], str]:
-    """The documents to score and the name their metrics go under: the config's split, or `data-<file stem>` for a
-    corpus file, so evaluations of different files never overwrite each other in MLflow."""
-    from pipeline.corpus.prepare import documents
+def eval_documents(cfg: Config, data: str | None) -> tuple[list[str], list[str], str]:
+    """The documents to score, their sources, and the name their metrics go under: the config's split, or
+    `data-<file stem>` for a corpus file, so evaluations of different files never overwrite each other in MLflow."""
+    from pipeline.corpus.prepare import document_sources, documents
 
     if data:
-        return corpus_file_documents(data, cfg), "data-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem)
-    return documents(cfg, cfg.eval.split), cfg.eval.split
+        docs, sources = corpus_file_documents(data, cfg)
+        return docs, sources, "data-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem)
+    return documents(cfg, cfg.eval.split), document_sources(cfg, cfg.eval.split), cfg.eval.split
 
 
 def _run_id_of_checkpoint(ref: str) -> str | None:
@@ -520,12 +627,12 @@ def cli(args, cfg: Config) -> int:
         print("error: give at least one --model (checkpoint or export directory) or --baseline")
         return 2
     scorers = build_scorers(cfg, args.model, args.baseline)
-    docs, split = eval_documents(cfg, args.data)
+    docs, sources, split = eval_documents(cfg, args.data)
     probes = None
     if cfg.eval.probes:
         path = Path(cfg.eval.probes)
         probes = probe_mod.load_probes(path) if path.exists() else None
-    results = evaluate(scorers, docs, cfg, split, probes)
+    results = evaluate(scorers, docs, cfg, split, probes, sources)
     out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / \
         (cfg.name if split == cfg.eval.split else f"{cfg.name}-{split}")
     files = write_outputs(results, out)

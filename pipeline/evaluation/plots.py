@@ -10,8 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.evaluation.distance import DISTANCE_BUCKETS, POSITION_BUCKETS  # noqa: E402
-from pipeline.evaluation.intervals import MIN_N, wilson  # noqa: E402
+from pipeline.evaluation.distance import DISTANCE_BUCKETS  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -21,47 +20,57 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _with_interval(ax, xs, rows: list[dict], metric: str, **kw) -> None:
-    """Accuracy points with 95 % Wilson bars; buckets under MIN_N targets are left out (as in the tables)."""
-    pts = [(x, r[metric], *wilson(round(r[metric] * r["n"]), r["n"])) for x, r in zip(xs, rows)
-           if r["n"] >= MIN_N and r[metric] is not None]
+def _with_interval(ax, xs, cells: list[dict], name: str, **kw) -> None:
+    """A model's accuracy points with their clustered 95 % bars (pipeline/evaluation/text_kinds.py cells); cells under
+    MIN_N targets have no accuracy and are left out, as in the tables. Bars are clipped at the point: a rounding
+    error must not make a negative bar length."""
+    pts = [(x, c["models"][name]["acc"], c["models"][name]["low"], c["models"][name]["high"])
+           for x, c in zip(xs, cells) if name in c["models"]]
     if pts:
         x, y, lo, hi = map(np.array, zip(*pts))
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, **kw)
+        ax.errorbar(x, y, yerr=[np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)], marker="o", capsize=3, **kw)
 
 
-def distance_plot(results: dict[str, Any], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, order, xlabel in ((axes[0], "by_distance", DISTANCE_BUCKETS, "words since the target last occurred"),
-                                   (axes[1], "by_position", POSITION_BUCKETS, "words of context before the target")):
-        for name, r in results["models"].items():
-            _with_interval(ax, range(len(order)), [r[key][b] for b in order], "top1", label=name)
-        first = next(iter(results["models"].values()))
-        ax.set_xticks(range(len(order)), [f"{b}\nn={first[key][b]['n']}" for b in order], fontsize=8)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 accuracy (95% interval)")
-    axes[0].set_title("by distance to the word's last occurrence")
-    axes[1].set_title("by position in the document")
+def _panels(n: int, width: float = 4.6):
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), 4), squeeze=False)
+    return fig, list(axes[0])
+
+
+def distance_plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Top-1 by distance, one panel per text kind."""
+    kinds = results.get("kinds", {})
+    if not kinds:
+        return None
+    fig, axes = _panels(len(kinds))
+    for ax, (kind, t) in zip(axes, kinds.items()):
+        cells = [t["by_distance"][b] for b in DISTANCE_BUCKETS]
+        for name in results["models"]:
+            _with_interval(ax, range(len(DISTANCE_BUCKETS)), cells, name, label=name)
+        ax.set_xticks(range(len(DISTANCE_BUCKETS)), [f"{b}\nn={c['n']}" for b, c in zip(DISTANCE_BUCKETS, cells)],
+                      fontsize=7)
+        ax.set_title(f"{kind} ({t['documents']} documents)", fontsize=9)
+        ax.set_xlabel("words since the target last occurred")
+    axes[0].set_ylabel("top-1 (95% document-clustered interval)")
     axes[0].legend(fontsize=7)
     return _save(fig, path)
 
 
-def context_plot(results: dict[str, Any], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    n, first_ctx = 0, 0
-    for name, r in results["models"].items():
-        if not r["context"]["positions"]:
-            continue  # no curve measured for this model (e.g. make run's mixture rows)
-        curve = r["context"]["curve"]
-        n, first_ctx = r["context"]["positions"], r["context"]["min_context_words"]
-        labels = list(curve)
-        _with_interval(ax, range(len(labels)), [curve[c] for c in labels], "top1", label=name)
+def context_plot(results: dict[str, Any], path: Path) -> Path | None:
+    """The context-length curves, one panel per text kind that has one."""
+    curves = results.get("curves", {})
+    if not curves:
+        return None
+    fig, axes = _panels(len(curves))
+    for ax, (kind, t) in zip(axes, curves.items()):
+        labels = list(t["curve"])
+        for name in results["models"]:
+            _with_interval(ax, range(len(labels)), [t["curve"][c] for c in labels], name, label=name)
         ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel("words of context the model may read")
-    ax.set_ylabel("top-1 accuracy (95% interval)")
-    ax.set_title(f"context-length curve ({n} positions with >= {first_ctx} "
-                 "words before them)", fontsize=9)
-    ax.legend(fontsize=7)
+        ax.set_xlabel("words of context the model may read")
+        ax.set_title(f"{kind}: {t['positions']} positions with >= {t['min_context_words']} words before them",
+                     fontsize=8)
+    axes[0].set_ylabel("top-1 (95% document-clustered interval)")
+    axes[0].legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -94,6 +103,17 @@ def probe_plot(results: dict[str, Any], path: Path) -> Path | None:
 
 
 def write_all(results: dict[str, Any], out: Path) -> list[Path]:
-    files = [distance_plot(results, out / "accuracy_by_distance.png"), context_plot(results, out / "context_length.png")]
-    p = probe_plot(results, out / "probes_by_distance.png")
-    return files + ([p] if p else [])
+    """Every plot of an evaluation; a plot that fails is reported and skipped, never taking the command down (the
+    tables are written before it)."""
+    files = []
+    for make, name in ((distance_plot, "accuracy_by_distance.png"), (context_plot, "context_length.png"),
+                       (probe_plot, "probes_by_distance.png")):
+        try:
+            p = make(results, out / name)
+        except Exception as e:  # noqa: BLE001 - a figure is never worth the command's results
+            plt.close("all")
+            print(f"warning: could not draw {name} ({type(e).__name__}: {e}); the tables and CSVs are written")
+            continue
+        if p is not None:
+            files.append(p)
+    return files

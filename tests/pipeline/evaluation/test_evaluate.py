@@ -12,6 +12,7 @@ from pipeline.config import EvalConfig
 from pipeline.evaluation.evaluate import (
     NeuralScorer,
     NgramScorer,
+    add_kind_tables,
     cli,
     evaluate_scorer,
     flat_metrics,
@@ -94,7 +95,7 @@ def test_evaluator_top_words_equal_brute_force(trained_checkpoint, tiny_config):
 
 def test_topk_accuracy_on_a_known_case():
     lm = KneserNey(4).fit(["मी घरी गेलो", "मी घरी गेलो", "तू शाळेत गेलास"])
-    ec = EvalConfig(k=5, context_lengths=(1,), long_document_words=3)
+    ec = EvalConfig(k=5, context_lengths=(1,), long_document_words=3, context_curves={"all": 1})
     r = evaluate_scorer(NgramScorer(lm), ["मी घरी गेलो", "तू घरी गेलो"], ec)
     # मी✓ घरी✓ गेलो✓ | तू✗(मी) घरी✗(शाळेत) गेलो✓ ; every target is among the 5 most probable of 6 words
     assert r["words"] == 6 and r["top1"] == pytest.approx(4 / 6) and r["top5"] == 1.0
@@ -103,7 +104,9 @@ def test_topk_accuracy_on_a_known_case():
     assert r["by_position"]["0"] == {"n": 2, "top1": 0.5, "top5": 1.0}
     assert r["by_position"]["1-4"]["n"] == 4 and r["by_position"]["1-4"]["top1"] == pytest.approx(3 / 4)
     # one word of context, read mid-document: "घरी" after "तू" backs off to the bigram (शाळेत), not a document start
-    assert r["context"]["positions"] == 4 and r["context"]["curve"]["1"]["top1"] == pytest.approx(3 / 4)
+    curve = r["context"]["all"]
+    assert curve["positions"] == 4 and curve["hits"]["1"].count("1") == 3 and curve["hits"]["all"] == "1101"
+    assert r["hits"] == {"top1": "111001", "top5": "111111"}
     assert r["word_ppl"] > 1 and math.isfinite(r["word_ppl"])
     m = flat_metrics(r, "test", 5)
     assert m["test/top1"] == r["top1"] and m["test/top1_first"] == r["top1"] and "test/top5_pos1_4" in m
@@ -115,8 +118,8 @@ def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, t
     args = SimpleNamespace(model=[str(trained_checkpoint)], data=None, baseline=True, out=str(tmp_path / "ev"))
     assert cli(args, cfg) == 0
     out = tmp_path / "ev"
-    for f in ("results.json", "summary.csv", "by_distance.csv", "by_position.csv", "context.csv", "probes.csv",
-              "accuracy_by_distance.png", "context_length.png", "probes_by_distance.png"):
+    for f in ("results.json", "summary.csv", "by_distance.csv", "by_position.csv", "kinds.csv", "probes.csv",
+              "accuracy_by_distance.png", "probes_by_distance.png"):
         assert (out / f).stat().st_size > 0, f
     res = json.loads((out / "results.json").read_text())
     assert set(res["models"]) == {"lstm-1x32", "kn4gram"}
@@ -157,7 +160,7 @@ def test_sample_scores_max_words_and_says_so():
     vocab = ["मी", "घरी", "गेलो", "आज", "पाऊस", "आणि", "ते"]
     docs = [" ".join(rnd.choice(vocab) for _ in range(rnd.randint(2, 12))) for _ in range(200)]
     docs += [" ".join(rnd.choice(vocab) for _ in range(900))]
-    ec = EvalConfig(k=1, max_words=500, context_lengths=(4, 64), context_positions=50)
+    ec = EvalConfig(k=1, max_words=500, context_lengths=(4, 64), context_curves={"all": 64})
     r = evaluate_scorer(RecordingScorer(), docs, ec)
     total = sum(len(d.split()) for d in docs)
     assert r["words"] == 500 and r["words_available"] == total and r["documents_available"] == 201
@@ -174,26 +177,34 @@ def test_sample_scores_max_words_and_says_so():
 def test_context_curve_truncates_every_position_without_bos():
     docs = [" ".join(f"w{i % 50}" for i in range(400)), "मी घरी गेलो"]
     scorer = RecordingScorer()
-    r = evaluate_scorer(scorer, docs, EvalConfig(k=1, context_lengths=(1, 8, 256), context_positions=40))
-    ctx = r["context"]
-    assert ctx["positions"] == 40 and ctx["positions_available"] == 400 - 256 and ctx["min_context_words"] == 256
+    r = evaluate_scorer(scorer, docs, EvalConfig(k=1, context_lengths=(1, 8, 256), context_curves={"all": 256}))
+    ctx = r["context"]["all"]
+    # every word with 256 words before it, none sampled away
+    assert ctx["positions"] == 400 - 256 and ctx["min_context_words"] == 256
+    assert [len(calls) for calls, _ in scorer.calls] == [400 - 256] * 3
     for (contexts, bos), c in zip(scorer.calls, (1, 8, 256)):
         assert not bos and all(len(x) == c for x in contexts)
-    # the echo model is right whenever a word repeats its predecessor's... never here: every point is 0
-    assert all(row["n"] == 40 for row in ctx["curve"].values())
+        # the c words right before each target: position 256 + i reads words 256 + i - c ...
+        assert contexts[0] == [f"w{i % 50}" for i in range(256 - c, 256)]
+    # the echo model is never right here (no word repeats its predecessor): every point is 0
+    assert set(ctx["hits"]) == {"1", "8", "256", "all"} and all(h == "0" * 144 for h in ctx["hits"].values())
 
 
 def test_tables_print_n_and_hide_small_cells():
     lm = KneserNey(2).fit(["मी घरी गेलो"] * 3)
     ec = EvalConfig(k=5, context_lengths=(1,))
-    res = {"k": 5, "models": {"kn2gram": evaluate_scorer(NgramScorer(lm), ["मी घरी गेलो"] * 40, ec)}}
+    docs = ["मी घरी गेलो"] * 40
+    res = {"k": 5, "split": "test", "models": {"kn2gram": evaluate_scorer(NgramScorer(lm), docs, ec)}}
+    add_kind_tables(res, docs, None, ec)
     text = format_tables(res)
     assert "scored every word: 120 words in 40 documents" in text
     lines = text.splitlines()
     at = next(i for i, l in enumerate(lines) if "by words of context" in l)
-    assert lines[at + 2].split()[1:] == ["40", "80", "0", "0", "0", "0"]  # n per bucket: 0 | 1-4 | 5-16 | ...
+    # n (documents) per bucket: 0 | 1-4 | 5-16 | ...
+    assert lines[at + 2].split()[2:] == ["40", "(40)", "80", "(40)", "0", "(0)", "0", "(0)", "0", "(0)", "0", "(0)"]
     row = lines[at + 3]
-    assert row.startswith("kn2gram") and row.count("100.0 [") == 2 and row.count("—") == 4
+    # every word right in every document: the clustered interval cannot move off 100
+    assert row.split()[0] == "kn2gram" and row.count("100.0 [100.0, 100.0]") == 2 and row.count("—") == 4
 
 
 def test_a_corpus_file_is_evaluated_under_its_own_name(tiny_config, tmp_path):

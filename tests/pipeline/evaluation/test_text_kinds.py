@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+from pipeline.config import EvalConfig
+from pipeline.evaluation.evaluate import add_kind_tables, evaluate_scorer, format_tables, sampled_targets
+from pipeline.evaluation.text_kinds import hit_string, kind_of, kind_tables, scored_words
+
+KINDS = {"prose": ("mahasquad-wiki-paragraphs",), "verse": ("wikisource-*",), "short": ("*",)}
+
+
+def test_kind_of_first_matching_pattern():
+    assert kind_of("wikisource-dasbodh", KINDS) == "verse"
+    assert kind_of("mahasquad-wiki-paragraphs", KINDS) == "prose"
+    assert kind_of("mahasent-tweets", KINDS) == "short"
+    assert kind_of("", KINDS) == "all"  # a file without a source column
+    assert kind_of("x", {"verse": ("wikisource-*",)}) == "other"
+
+
+class Echo:
+    """Predicts the previous word: right exactly where a word repeats its predecessor."""
+    name = "echo"
+
+    def evaluate_docs(self, docs, targets, k, progress):
+        top = {(d, j): [docs[d][j - 1]] if j else [] for d, ts in enumerate(targets) for j in ts}
+        progress(sum(map(len, targets)))
+        return {"top": top, "logp": {key: -1.0 for key in top}}
+
+    def top_words(self, contexts, k, bos=True):
+        return [[c[-1]] for c in contexts]
+
+
+class Never(Echo):
+    name = "never"
+
+    def evaluate_docs(self, docs, targets, k, progress):
+        res = super().evaluate_docs(docs, targets, k, progress)
+        return {"top": {key: ["—"] for key in res["top"]}, "logp": res["logp"]}
+
+    def top_words(self, contexts, k, bos=True):
+        return [["—"] for _ in contexts]
+
+
+def _docs():
+    verse = " ".join(["ओवी"] * 80 + ["१", "२"] * 10)      # a refrain (echo right) and verse numbers
+    prose = ["एक दोन तीन चार पाच सहा सात आठ नऊ दहा " * 4] * 3  # no word repeats its predecessor
+    short = ["मी घरी गेलो", "तो घरी घरी आला"]
+    return [verse, *prose, *short], ["wikisource-tukaram", *["mahasquad-wiki-paragraphs"] * 3,
+                                     "mahasent-tweets", "mahanews-headlines"]
+
+
+def test_tables_split_by_kind_with_numerals_apart():
+    docs, sources = _docs()
+    ec = EvalConfig(k=1, kinds=KINDS, context_curves={}, bootstrap_replicates=200, paired_reference="never")
+    res = {"k": 1, "split": "test", "models": {s.name: evaluate_scorer(s, docs, ec, sources=sources)
+                                                for s in (Echo(), Never())}}
+    add_kind_tables(res, docs, sources, ec)
+    kinds = res["kinds"]
+    assert list(kinds) == ["verse", "prose", "short", "all"]
+    v = kinds["verse"]
+    assert v["documents"] == 1 and v["words"] == 100
+    assert v["numerals"]["n"] == 20 and v["top1"]["n"] == 80  # the headline is words with a letter
+    assert v["top1"]["models"]["echo"]["acc"] == pytest.approx(79 / 80)
+    assert kinds["prose"]["documents"] == 3 and kinds["prose"]["top1"]["models"]["echo"]["acc"] == 0.0
+    assert kinds["short"]["top1"]["n"] == 7  # under MIN_N: counted, no accuracy shown
+    assert kinds["short"]["top1"]["models"] == {}
+    assert kinds["all"]["words"] == 100 + 120 + 7 and kinds["all"]["documents"] == 6
+    # the paired difference: echo - never on the verse's words is echo's own accuracy, in every replicate
+    d = v["top1"]["paired"]["echo"]
+    assert d["diff"] == pytest.approx(79 / 80)
+    assert res["models"]["echo"]["metrics"]["test/verse/top1_minus_never"] == pytest.approx(79 / 80)
+    text = format_tables(res)
+    assert "verse: 1 documents, 100 scored words (80 with a letter, 20 numerals)" in text
+    assert "echo − never" in text
+
+
+def test_same_documents_table_keeps_documents_present_in_every_bucket():
+    # doc 0 has words at 1-4 and first occurrences only; doc 1 at 1-4, 5-16 and first: the 5-16 bucket is doc 1's
+    d0 = " ".join(["क", "ख"] * 40)
+    d1 = " ".join(f"w{i % 12}x" for i in range(120))
+    ec = EvalConfig(k=1, kinds={"short": ("*",)}, bootstrap_replicates=200)
+    tokens, targets, chosen, _ = sampled_targets([d0, d1], ec)
+    words = scored_words(tokens, targets, chosen, ["a", "b"], ec)
+    hits = {"m": {"top1": hit_string(np.ones(len(words), bool)), "top5": hit_string(np.ones(len(words), bool))}}
+    t = kind_tables(words, hits, ec)["short"]
+    assert t["by_distance"]["1-4"]["documents"] == 1 and t["by_distance"]["5-16"]["documents"] == 1
+    assert (words.distance[words.doc == 0] == "1-4").sum() == 78
+    same = t["same_documents"]
+    # "first" has 12 + 2 words < MIN_N: shown buckets 1-4 (doc 0 only) and 5-16 (doc 1 only) share no document
+    assert same["buckets"] == [] and same["documents"] == 0
+
+
+def test_same_documents_when_buckets_share_documents():
+    docs = [" ".join(f"w{i % 12}x" for i in range(200)) for _ in range(3)] + [" ".join(["क", "ख"] * 40)]
+    ec = EvalConfig(k=1, kinds={"short": ("*",)}, bootstrap_replicates=200)
+    tokens, targets, chosen, _ = sampled_targets(docs, ec)
+    words = scored_words(tokens, targets, chosen, ["a"] * 4, ec)
+    ones = hit_string(np.ones(len(words), bool))
+    t = kind_tables(words, {"m": {"top1": ones, "top5": ones}}, ec)["short"]
+    same = t["same_documents"]
+    assert same["buckets"] == ["5-16", "first"] or same["buckets"] == ["1-4", "5-16", "first"]
+    # the 1-4 words of the क ख document are dropped: it has no 5-16 word
+    assert same["documents"] == 3 and same["by_distance"]["5-16"]["n"] == 3 * 188
+
+
+def test_clusters_are_blocks_of_a_long_document():
+    ec = EvalConfig(k=1, cluster_block_words=100)
+    tokens, targets, chosen, _ = sampled_targets([" ".join(["क"] * 250), "मी घरी"], ec)
+    words = scored_words(tokens, targets, chosen, ["", ""], ec)
+    assert len(set(words.cluster.tolist())) == 4  # 0-99, 100-199, 200-249 and the short document
+    assert set(words.kind.tolist()) == {"all"}
+
+
+def test_curves_score_every_eligible_position_per_kind():
+    docs, sources = _docs()
+    ec = EvalConfig(k=1, kinds=KINDS, context_lengths=(1, 4, 16), context_curves={"verse": 16, "prose": 4},
+                    bootstrap_replicates=200)
+    res = {"k": 1, "split": "test", "models": {"echo": evaluate_scorer(Echo(), docs, ec, sources=sources)}}
+    add_kind_tables(res, docs, sources, ec)
+    verse, prose = res["curves"]["verse"], res["curves"]["prose"]
+    assert verse["positions"] == 80 - 16 and list(verse["curve"]) == ["1", "4", "16", "all"]
+    assert prose["positions"] == 3 * (40 - 4) and list(prose["curve"]) == ["1", "4", "all"]
+    assert verse["curve"]["1"]["models"]["echo"]["acc"] == 1.0  # the refrain: one word back suffices
+    assert "short" not in res["curves"]
