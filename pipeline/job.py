@@ -18,7 +18,7 @@ MIX = "net + 4-gram + cache"  # the mix `make run` fits and registers with every
 
 
 def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[str]], lm, baseline=None,
-                       probes=None) -> dict[str, Any]:
+                       probes=None, sources: list[str] | None = None) -> dict[str, Any]:
     """One cell, start to finish, as one MLflow run: train, fit its mixture with `lm` on validation, evaluate both on
     the test split (and the `baseline` scorer when given), register the network with its mixture. Returns the run's
     headline figures."""
@@ -26,6 +26,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
     from pipeline.checkpoints import load_checkpoint
     from pipeline.evaluation.evaluate import (
         NeuralScorer,
+        add_kind_tables,
         evaluate,
         word_perplexity,
         write_outputs,
@@ -52,13 +53,15 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
               f"{fitted['validation_word_ppl']:.0f} (network alone {val_ppl:.0f}); θ={weights.theta}, "
               f"W={weights.window}")
         mixed = MixtureScorer(net, lm, weights, cfg.mixture.candidates, mix_name)
-        test = evaluate([net] + ([baseline] if baseline is not None else []), documents["test"], cfg, "test", probes)
-        # the mixture's row without its context-length curve: 9 × 500 mixed rankings would double make run's time
-        # (`make mix` draws it)
-        no_curve = cfg.replace(eval=dataclasses.replace(cfg.eval, context_positions=0))
+        test = evaluate([net] + ([baseline] if baseline is not None else []), documents["test"], cfg, "test", probes,
+                        sources)
+        # the mixture's row without its context-length curves: thousands of mixed rankings per length would double
+        # make run's time (`make mix` draws them)
+        no_curve = cfg.replace(eval=dataclasses.replace(cfg.eval, context_curves={}))
         test["models"] = {net.name: test["models"][net.name],
-                          **evaluate([mixed], documents["test"], no_curve, "test", probes)["models"],
+                          **evaluate([mixed], documents["test"], no_curve, "test", probes, sources)["models"],
                           **{n: r for n, r in test["models"].items() if n != net.name}}
+        add_kind_tables(test, documents["test"], sources, cfg.eval)
         write_outputs(test, out_dir)
         metrics = {"validation/word_ppl": val_ppl, **test["models"][net.name]["metrics"],
                    "train/seconds": result.seconds, "train/tokens_per_s_mean": result.tokens / max(result.seconds, 1e-9)}
@@ -70,16 +73,44 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         tracking.log_artifacts(client, run_id, out_dir, "evaluation")
         uri = tracking.log_pyfunc(bundle, run_id, mixture_dir)
         reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id)
-    return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg,
+    hits = {name: r["hits"] for name, r in test["models"].items()}
+    return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg, "hits": hits[net.name],
             "params": sum(p.numel() for p in bundle.model.parameters()), "seconds": result.seconds,
-            "mixture": {"cell": mix_name, "metrics": mix_metrics, "registry": reg, "weights": weights.to_dict()},
-            "baseline": test["models"][baseline.name]["metrics"] if baseline is not None else None}
+            "mixture": {"cell": mix_name, "metrics": mix_metrics, "registry": reg, "weights": weights.to_dict(),
+                        "hits": hits[mix_name]},
+            "baseline": test["models"][baseline.name]["metrics"] if baseline is not None else None,
+            "baseline_hits": hits[baseline.name] if baseline is not None else None}
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    from pipeline.evaluation.intervals import wilson
+def test_tables(rows: list[dict[str, Any]], test_docs: list[str], sources: list[str], cfg: Config) -> dict[str, Any]:
+    """The tables by text kind over every row's test hits (the same words for all): document-clustered intervals
+    and paired differences from eval.paired_reference."""
+    from pipeline.evaluation.evaluate import add_kind_tables
 
-    head = (f"{'model':<24}{'params':>10}{'train s':>9}{'top-1 [95% interval]':>24}{'top-5':>8}{'word ppl':>10}"
+    results = {"k": cfg.eval.k, "split": "test", "models": {r["cell"]: {"hits": r["hits"]} for r in rows}}
+    add_kind_tables(results, test_docs, sources, cfg.eval)
+    return results
+
+
+def distance_lines(results: dict[str, Any]) -> str:
+    """Top-1 by distance on the test split's prose and on all text, for the networks and the n-gram, with each
+    one's paired difference from the reference: the point of the pipeline, or its absence, on the main job."""
+    from pipeline.evaluation.evaluate import kind_lines
+
+    names = [n for n in results["models"] if " + " not in n]  # the mixtures are in the table above
+    lines = []
+    for kind in ("prose", "all"):
+        if kind in results["kinds"]:
+            lines += [""] + kind_lines(results, kind, names, positions=False)
+    return "\n".join(lines)
+
+
+def format_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
+    from pipeline.evaluation.evaluate import acc_text, pooled_kind
+
+    k = results["k"]
+    pooled = results["kinds"][pooled_kind(results)]
+    head = (f"{'model':<28}{'params':>8}{'train s':>8}{'top-1 % [95%]':>20}{f'top-{k} % [95%]':>20}{'word ppl':>10}"
             f"{'val ppl':>9}  registry")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -88,20 +119,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         tag = f"{reg['name']} v{reg['version']}{' @champion' if reg.get('promoted') else ''}" if reg else ""
         params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "—"
         secs = f"{r['seconds']:.0f}" if r.get("seconds") else "—"
-        n, top1 = int(m.get("test/words", 0)), m.get("test/top1", float("nan"))
-        lo, hi = wilson(round(top1 * n), n) if n else (float("nan"), float("nan"))
-        lines.append(f"{r['cell']:<24}{params:>10}{secs:>9}{f'{top1:.2%} [{lo:.1%}, {hi:.1%}]':>24}"
-                     f"{m.get('test/top5', float('nan')):>8.2%}{m.get('test/word_ppl', float('nan')):>10.0f}"
+        lines.append(f"{r['cell']:<28}{params:>8}{secs:>8}{acc_text(pooled['top1'], r['cell']):>20}"
+                     f"{acc_text(pooled[f'top{k}'], r['cell']):>20}{m.get('test/word_ppl', float('nan')):>10.0f}"
                      f"{m.get('validation/word_ppl', float('nan')):>9.0f}  {tag}")
-    n = next((int(r["metrics"]["test/words"]) for r in rows if "test/words" in r["metrics"]), None)
-    if n:
-        lines.append(f"n = {n:,} test words (whole words, exact match, OOV targets counted)")
+    lines.append(f"n = {pooled['top1']['n']:,} test words with a letter in {pooled['top1']['documents']:,} documents "
+                 "(whole words, exact match, OOV targets counted; numerals apart); 95 % document-clustered bootstrap; "
+                 "word ppl over every scored word")
     return "\n".join(lines)
 
 
 def cli(args, cfg: Config) -> int:
     from pipeline import tracking
-    from pipeline.corpus.prepare import documents, prepare
+    from pipeline.corpus.prepare import document_sources, documents, prepare
     from pipeline.evaluation.evaluate import NgramScorer, build_baseline
     from pipeline.evaluation.probes import load_probes
 
@@ -113,6 +142,7 @@ def cli(args, cfg: Config) -> int:
     print(f"    {s['train']['documents']} training documents, {s['train']['words']} words, "
           f"{prepared.manifest['tokenizer']['vocab_size']} pieces ({s['train']['pieces_per_word']:.2f} per word)")
     docs = {split: documents(cfg, split) for split in ("validation", "test")}
+    test_sources = document_sources(cfg, "test")
     probes = load_probes(Path(cfg.eval.probes)) if cfg.eval.probes else None
     _say(f"baseline: word {cfg.eval.ngram_order}-gram (interpolated Kneser-Ney) on the train split")
     lm = build_baseline(cfg)
@@ -123,13 +153,14 @@ def cli(args, cfg: Config) -> int:
         cell_cfg = cfg.replace(model=dataclasses.replace(cfg.model, cell=cell))
         _say(f"[{i}/{len(cells)}] train and evaluate {cell}")
         row = train_and_register(cell_cfg, prepared, client, docs, lm, baseline=baseline if i == 1 else None,
-                                 probes=probes)
+                                 probes=probes, sources=test_sources)
         rows += [row, row["mixture"]]
     if rows and rows[0].get("baseline"):
-        rows.append({"cell": f"{cfg.eval.ngram_order}-gram KN", "metrics": rows[0]["baseline"]})
+        rows.append({"cell": baseline.name, "metrics": rows[0]["baseline"], "hits": rows[0]["baseline_hits"]})
     _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")
-    table = format_table(rows)
-    print(table)
+    results = test_tables(rows, docs["test"], test_sources, cfg)
+    print(format_table(rows, results))
+    print(distance_lines(results))
     summary = Path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(rows, indent=1, ensure_ascii=False, default=str))

@@ -18,6 +18,7 @@ heaviest K) re-scored under the mixture, the network's probability of each compu
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -324,8 +325,6 @@ class MixtureScorer:
 def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, ec, context_dependent: bool = True
         ) -> tuple[MixtureWeights, dict[str, Any]]:
     """θ, W and λ per class on a seeded, word-weighted sample of `docs` (mixture.fit_words validation words)."""
-    import dataclasses
-
     from pipeline.evaluation.evaluate import sampled_targets
 
     tokens, targets, chosen, info = sampled_targets(docs, dataclasses.replace(ec, max_words=mc.fit_words))
@@ -387,6 +386,7 @@ def cli(args, cfg) -> int:
         NgramScorer,
         build_baseline,
         build_scorers,
+        eval_documents,
         evaluate,
         print_table,
         write_outputs,
@@ -398,7 +398,10 @@ def cli(args, cfg) -> int:
     weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg)
     scorers = [net, *(MixtureScorer(net, lm, w, cfg.mixture.candidates, name) for name, w in weights.items()),
                NgramScorer(lm, "4-gram")]
-    results = evaluate(scorers, documents(cfg, cfg.eval.split), cfg, cfg.eval.split)
+    docs, sources, split = eval_documents(cfg, None)
+    # each mix's gain over the network alone, paired on the same words
+    paired = cfg.replace(eval=dataclasses.replace(cfg.eval, paired_reference=net.name))
+    results = evaluate(scorers, docs, paired, split, sources=sources)
     results["mixture_fit"] = report
     out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / f"{cfg.name}-mixture"
     files = write_outputs(results, out)

@@ -295,7 +295,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
     in `only`, when given: several processes can train disjoint parts of the grid) and stop; a later full run
     reuses them. The budget is planned on the whole grid either way, so every model gets the same minutes."""
     from pipeline import tracking
-    from pipeline.corpus.prepare import documents, prepare
+    from pipeline.corpus.prepare import document_sources, documents, prepare
     from pipeline.evaluation.evaluate import NgramScorer, build_baseline, evaluate
     from pipeline.evaluation.probes import load_probes
     from pipeline.experiments.gradients import exploding_demo
@@ -327,7 +327,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         assets.mkdir(parents=True, exist_ok=True)
         timings["prepare"] = time.perf_counter() - t_start
         docs = documents(cfg, "test")  # every word, or eval.max_words of them (a seeded sample)
-        sources = None
+        sources = document_sources(cfg, "test")  # each document's text kind (eval.kinds)
         probes = None
         if cfg.eval.probes and Path(cfg.eval.probes).exists():
             probes = load_probes(Path(cfg.eval.probes))
@@ -356,7 +356,8 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
 
             def make_baseline(dest: Path) -> dict[str, Any]:
                 scorer = NgramScorer(build_baseline(cfg, log=log))
-                return evaluate([scorer], docs, cfg, "test", probes)["models"][scorer.name] | {"name": scorer.name}
+                return evaluate([scorer], docs, cfg, "test", probes, sources)["models"][scorer.name] | {
+                    "name": scorer.name}
 
             baseline = _parent_piece(client, parent_id, "baseline", assets / "baseline", make_baseline)
             timings["baseline"] = time.perf_counter() - t0
@@ -383,7 +384,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         exploding = _parent_piece(client, parent_id, "exploding", assets / "exploding", make_exploding)
         timings["exploding"] = time.perf_counter() - t0
 
-        from pipeline.evaluation.evaluate import write_outputs
+        from pipeline.evaluation.evaluate import add_kind_tables, kind_metrics, write_outputs
         from pipeline.experiments.gradients import plot_gradient_by_distance
 
         done = [r for r in rows if "test" in r]
@@ -391,14 +392,24 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         models = {r["name"]: r["test"] for r in done}
         if baseline is not None:
             models[baseline["name"]] = baseline
+        tables: dict[str, Any] = {"split": "test", "k": cfg.eval.k, "documents": len(docs), "models": models}
+        t0 = time.perf_counter()
+        add_kind_tables(tables, docs, sources, cfg.eval)  # every model against the others, on the same words
+        timings["tables"] = time.perf_counter() - t0
+        for r in done:  # the paired differences exist only now that every model is scored
+            tracking.log_metrics(client, r["run_id"], kind_metrics(tables, r["name"], "test"))
         if models:
-            write_outputs({"split": "test", "k": cfg.eval.k, "documents": len(docs), "models": models}, assets)
+            write_outputs(tables, assets)
         timings["total"] = time.perf_counter() - t_start
         summary = {"name": cfg.name, "command": command, "commit": git_commit(), "config_hash": cfg.hash(),
                    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "machine": machine(), "plan": plan, "scale": scale_of(cfg), "parameters": matched,
                    "parent_run_id": parent_id, "parent_reused": parent_reused, "k": cfg.eval.k,
                    "documents": len(docs), "test_file": cfg.data.test, "rows": rows, "baseline": baseline,
+                   "kinds": tables["kinds"], "curves": tables["curves"],
+                   "paired_reference": cfg.eval.paired_reference,
+                   "bootstrap": {"replicates": cfg.eval.bootstrap_replicates, "seed": cfg.eval.bootstrap_seed,
+                                 "block_words": cfg.eval.cluster_block_words},
                    "longrange": long_range, "exploding": exploding, "timings": timings,
                    "tracking_uri": tracking.tracking_uri(cfg), "experiment": tracking.experiment_name(cfg)}
         (assets / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, allow_nan=True,

@@ -1,6 +1,8 @@
 """The comparison experiment: budget split, parameter matching, one parent run with nested runs, the report, reuse."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from conftest import _overrides_of
 
@@ -110,7 +112,9 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
                                                                           "exploding", "baseline"}
     report = (tmp_path / "reports" / "experiment.md").read_text(encoding="utf-8")
     for needle in ("| rnn_tanh ", "| lstm ", "| kn4gram ", "## Long-range task", "## Exploding gradients",
-                   "(experiment/gradients.png)", "## Reading", "Top-1 accuracy by distance", "commit:"):
+                   "(experiment/gradients.png)", "## Reading", "## Natural text by kind",
+                   "Top-1 by distance to the word's last occurrence", "lstm − rnn_tanh", "document-clustered",
+                   "commit:"):
         assert needle in report, needle
     for png in ("gradients.png", "accuracy_by_distance.png", "longrange/longrange.png", "exploding/exploding.png"):
         assert (tmp_path / "reports" / "experiment" / png).is_file(), png
@@ -123,3 +127,13 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
     assert all(r["reused"] for r in again["rows"])
     assert [r["run_id"] for r in again["rows"]] == [r["run_id"] for r in s["rows"]]
     assert again["longrange"].get("reused") and again["exploding"].get("reused")
+
+    # a change to the evaluation scores the trained models again, in their own runs, without training them again
+    rescored = run_experiment(cfg.replace(eval=dataclasses.replace(cfg.eval, bootstrap_replicates=200)), "test",
+                              log=lambda *a: None)
+    assert [r["run_id"] for r in rescored["rows"]] == [r["run_id"] for r in s["rows"]]
+    assert not any(r["reused"] for r in rescored["rows"])
+    assert [r["train_seconds"] for r in rescored["rows"]] == [r["train_seconds"] for r in s["rows"]]
+    nested = [r for r in client.search_runs([exp.experiment_id]) if tracking.PARENT_TAG in r.data.tags]
+    assert len(nested) == 2
+    assert "test/short/top1_minus_rnn_tanh" in client.get_run(s["rows"][1]["run_id"]).data.metrics
