@@ -82,7 +82,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
             "baseline_hits": hits[baseline.name] if baseline is not None else None}
 
 
-def test_tables(rows: list[dict[str, Any]], test_docs: list[str], sources: list[str], cfg: Config) -> dict[str, Any]:
+def tables_of_rows(rows: list[dict[str, Any]], test_docs: list[str], sources: list[str], cfg: Config) -> dict[str, Any]:
     """The tables by text kind over every row's test hits (the same words for all): document-clustered intervals
     and paired differences from eval.paired_reference."""
     from pipeline.evaluation.evaluate import add_kind_tables
@@ -158,7 +158,7 @@ def cli(args, cfg: Config) -> int:
     if rows and rows[0].get("baseline"):
         rows.append({"cell": baseline.name, "metrics": rows[0]["baseline"], "hits": rows[0]["baseline_hits"]})
     _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")
-    results = test_tables(rows, docs["test"], test_sources, cfg)
+    results = tables_of_rows(rows, docs["test"], test_sources, cfg)
     print(format_table(rows, results))
     print(distance_lines(results))
     summary = Path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"

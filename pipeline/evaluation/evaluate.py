@@ -196,20 +196,26 @@ class NeuralScorer:
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
         """Top-k words after each context, read from a fresh state (after `bos` when the context is a document's
-        start; without it for a truncated context, which starts mid-document)."""
+        start; without it for a truncated context, which starts mid-document). Contexts of the same length in pieces
+        are read together in one call of the recurrence, so no row is padded and the state after the last piece is
+        each row's own (the context-length curves read thousands of contexts of a few hundred pieces)."""
         rows = [self._encode(c, bos)[0] for c in contexts]
+        by_len: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_len.setdefault(len(r), []).append(i)
         out: dict[int, list[str]] = {}
-        for batch in self._batches([len(r) for r in rows]):
-            got = []
-            self._force([rows[i] for i in batch], [[len(rows[i]) - 1] for i in batch],
-                        lambda keys, s, lp: got.append((keys, s, lp)), need_lp=False)
-            keys = [batch[r] for ks, _, _ in got for r, _ in ks]
-            state, lp = cat_states([s for _, s, _ in got]), torch.cat([l for _, _, l in got])
-            for start in range(0, len(keys), self.ec.batch_size):
-                sl = torch.arange(start, min(start + self.ec.batch_size, len(keys)))
-                res = self.pred.top_words(select_state(state, sl), lp.index_select(0, sl), k)
-                for i, row in zip(keys[start:start + len(sl)], res):
-                    out[i] = [w for w, _ in row]
+        for n, idx in sorted(by_len.items()):
+            per = max(1, min(self.ec.batch_size * 4, _STEP_TOKENS * 4 // max(n, 1)))
+            for a in range(0, len(idx), per):
+                part = idx[a:a + per]
+                x = torch.tensor([rows[i] for i in part], device=self.device)  # (B, n)
+                feats, state = self.model(x, None)  # (B, n, H): the whole context in one call
+                lp = self.model.log_probs(feats[:, -1:]).squeeze(1)  # (B, V) after the last piece
+                for start in range(0, len(part), self.ec.batch_size):
+                    sl = torch.arange(start, min(start + self.ec.batch_size, len(part)))
+                    res = self.pred.top_words(select_state(state, sl), lp.index_select(0, sl), k)
+                    for i, row in zip(part[start:start + len(sl)], res):
+                        out[i] = [w for w, _ in row]
         return [out[i] for i in range(len(contexts))]
 
     def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
@@ -355,7 +361,7 @@ def context_curves(scorer, tokens, targets, words: ScoredWords, full_top: list[l
         hits = {}
         for c in curve_lengths(ec, kind):
             ctxs = [tokens[d][targets[d][i - c]:targets[d][i]] for d, i in at]  # from the c-th word back
-            tops = scorer.top_words(ctxs, ec.k, bos=False) if ctxs else []
+            tops = scorer.top_words(ctxs, 1, bos=False) if ctxs else []  # the curve is top-1: k = 1 is cheaper
             hits[str(c)] = hit_string(bool(t) and t[0] == g for t, g in zip(tops, gold))
         hits["all"] = hit_string(bool(full_top[p]) and full_top[p][0] == g for p, g in zip(pos, gold))
         out[kind] = {"min_context_words": ec.context_curves[kind], "positions": len(at), "hits": hits}
