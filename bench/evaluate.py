@@ -19,14 +19,15 @@ import time
 
 import torch
 
-from pipeline.corpus.prepare import documents, prepare
+from pipeline.corpus.prepare import document_sources, documents, prepare
 from pipeline.evaluation.evaluate import (
     NeuralScorer,
     _score,
-    context_curve,
+    context_curves,
     load_model,
     model_name,
 )
+from pipeline.evaluation.text_kinds import scored_words
 
 GOAL_S = 300
 
@@ -56,9 +57,10 @@ def run(cfg) -> dict:
         tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, ec.k, "bench")
         seconds = time.perf_counter() - t0
         search = dict(scorer.pred.search_stats)  # the main pass's searches (the curve adds its own)
-        full = {(d, targets[d][i]): res["top"][(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]}
+        full = [res["top"][(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]]
+        words = scored_words(tokens, targets, chosen, document_sources(cfg, "test"), ec)
         t1 = time.perf_counter()
-        curve = context_curve(scorer, tokens, targets, chosen, full, ec)
+        curves = context_curves(scorer, tokens, targets, words, full, ec)
         curve_s = time.perf_counter() - t1
     hits = sum(bool(res["top"][(r, targets[d][i])]) and res["top"][(r, targets[d][i])][0] == tokens[d][targets[d][i]]
                for r, d in enumerate(keep) for i in chosen[d])
@@ -72,4 +74,5 @@ def run(cfg) -> dict:
             "whole_split_s": round(projected, 1), "whole_split_measured": info["words"] == info["words_available"],
             "goal_s": GOAL_S, "goal_met": projected <= GOAL_S, "top1": round(hits / info["words"], 4),
             "search": search,
-            "context_curve_s": round(curve_s, 1), "context_curve_positions": curve["positions"]}
+            "context_curve_s": round(curve_s, 1), "context_lengths": list(ec.context_lengths),
+            "context_curve_positions": {kind: c["positions"] for kind, c in curves.items()}}

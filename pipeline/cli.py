@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
     p.add_argument("--baseline", action="store_true", help="add the Kneser-Ney n-gram row")
     p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
-    p = add("probe", _lazy("pipeline.evaluation.probes:cli"), "score a probe file (JSON Lines) with one or more models")
+    p = add("probe", _lazy("pipeline.evaluation.evaluate:probe_cli"), "score a probe file (JSON Lines) with one or more models")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--probes", default=None, help="probe file (default: eval.probes)")
     p.add_argument("--generate", action="store_true", help="(re)write the project's own probe set first")

@@ -10,6 +10,7 @@ later run would believe.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -344,6 +345,14 @@ def sources_of(ds, source_field: str | None) -> list[str]:
     if source_field and source_field in (ds.column_names or []):
         return ["" if s is None else str(s) for s in ds[source_field]]
     return [""] * len(ds)
+
+
+def file_documents(path: str, cfg: Config) -> tuple[list[str], list[str]]:
+    """Cleaned documents of any corpus file the loader reads (the training rules), and their sources."""
+    dc = dataclasses.replace(cfg.data, train=path, validation=path, test=path, hub=None)
+    raw = load_raw(dc, Path(cfg.data.cache_dir), (cfg.eval.source_field,))
+    ds, _ = clean_split(raw["test"], dc)
+    return list(ds["text"]), sources_of(ds, cfg.eval.source_field)
 
 
 def document_sources(cfg: Config, split: str) -> list[str]:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline.checkpoints import ModelBundle
 from pipeline.config import Config, EvalConfig
 from pipeline.corpus.cleaning import is_word
+from pipeline.evaluation import probes as probe_mod
 from pipeline.evaluation.distance import (
     DISTANCE_BUCKETS,
     POSITION_BUCKETS,
@@ -407,14 +408,16 @@ def flat_metrics(result: dict[str, Any], split: str, k: int) -> dict[str, float]
                     m[f"{split}/{key}_{suffix}"] = row[key]
     for kind, by_d in result.get("probes", {}).get("kinds", {}).items():
         for dist, row in by_d.items():
-            m[f"probe/{kind}" + ("" if dist == "all" else f"_d{dist}")] = row["accuracy"]
+            suffix = "" if dist == "all" else f"_d{dist}"
+            m[f"probe/{kind}{suffix}"] = row["accuracy"]
+            for key in ("balanced", "margin"):
+                if row.get(key) is not None:
+                    m[f"probe/{kind}_{key}{suffix}"] = row[key]
     return m
 
 
 def evaluate(scorers: list, docs: list[str], cfg: Config, split: str, probes=None,
              sources: list[str] | None = None) -> dict[str, Any]:
-    from pipeline.evaluation import probes as probe_mod
-
     results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
     for scorer in scorers:
         r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
@@ -457,7 +460,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
                            f"minus_{ref}", "diff_low95", "diff_high95"]],
             "context.csv": [["kind", "context_words", "n", "documents", "model", "top1", "low95", "high95",
                              f"minus_{ref}", "diff_low95", "diff_high95"]],
-            "probes.csv": [["model", "kind", "distance", "n", "accuracy", "chance", "low95", "high95"]]}
+            "probes.csv": [["model", "kind", "distance", "n", "accuracy", "chance", "low95", "high95", "balanced",
+                            "balanced_low95", "balanced_high95", "margin"]]}
     for name, r in results["models"].items():
         rows["summary.csv"].append([name, r["words"], r["top1"], r[f"top{k}"], r["word_ppl"], r["words_per_s"]])
         for table in ("by_distance", "by_position"):
@@ -466,7 +470,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
         for kind, by_d in r.get("probes", {}).get("kinds", {}).items():
             for dist, row in by_d.items():
                 rows["probes.csv"].append([name, kind, dist, row["n"], row["accuracy"], row["chance"], row["low"],
-                                           row["high"]])
+                                           row["high"], *(row.get(c) for c in ("balanced", "balanced_low",
+                                                                               "balanced_high", "margin"))])
 
     def cell_rows(prefix: list, c: dict[str, Any]) -> list[list]:
         out_rows = []
@@ -572,23 +577,13 @@ def print_table(results: dict[str, Any]) -> None:
     print(format_tables(results))
 
 
-def corpus_file_documents(path: str, cfg: Config) -> tuple[list[str], list[str]]:
-    """Cleaned documents of any corpus file the loader reads (same rules as training), and their sources."""
-    from pipeline.corpus.prepare import clean_split, load_raw, sources_of
-
-    dc = dataclasses.replace(cfg.data, train=path, validation=path, test=path, hub=None)
-    raw = load_raw(dc, Path(cfg.data.cache_dir), (cfg.eval.source_field,))
-    ds, _ = clean_split(raw["test"], dc)
-    return list(ds["text"]), sources_of(ds, cfg.eval.source_field)
-
-
 def eval_documents(cfg: Config, data: str | None) -> tuple[list[str], list[str], str]:
     """The documents to score, their sources, and the name their metrics go under: the config's split, or
     `data-<file stem>` for a corpus file, so evaluations of different files never overwrite each other in MLflow."""
-    from pipeline.corpus.prepare import document_sources, documents
+    from pipeline.corpus.prepare import document_sources, documents, file_documents
 
     if data:
-        docs, sources = corpus_file_documents(data, cfg)
+        docs, sources = file_documents(data, cfg)
         return docs, sources, "data-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem)
     return documents(cfg, cfg.eval.split), document_sources(cfg, cfg.eval.split), cfg.eval.split
 
@@ -627,8 +622,6 @@ def build_scorers(cfg: Config, refs: list[str], baseline: bool) -> list:
 
 
 def cli(args, cfg: Config) -> int:
-    from pipeline.evaluation import probes as probe_mod
-
     if not args.model and not args.baseline:
         print("error: give at least one --model (checkpoint or export directory) or --baseline")
         return 2
@@ -653,6 +646,11 @@ def baseline_cli(args, cfg: Config) -> int:
     args.model, args.baseline = [], True
     args.out = args.out or str(Path(cfg.train.runs_dir) / "eval" / f"{cfg.name}-baseline")
     return cli(args, cfg)
+
+
+def probe_cli(args, cfg: Config) -> int:
+    """`python -m pipeline probe`: the probes' command with this module's scorers."""
+    return probe_mod.cli(args, cfg, build_scorers)
 
 
 def log_to_runs(cfg: Config, scorers: list, results: dict[str, Any], out: Path) -> None:

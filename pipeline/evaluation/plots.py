@@ -75,29 +75,40 @@ def context_plot(results: dict[str, Any], path: Path) -> Path | None:
 
 
 def probe_plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Per probe kind: balanced accuracy (mean over answer classes, 95 % interval) by distance, chance dotted; below
+    it the mean margin log P(right) - max log P(wrong). Summaries written before balanced accuracy show raw accuracy."""
     kinds = sorted({kind for r in results["models"].values() for kind in r.get("probes", {}).get("kinds", {})})
     if not kinds:
         return None
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    fig, axes = plt.subplots(2, len(kinds), figsize=(4.5 * len(kinds), 6.4), squeeze=False, sharex="col")
+    for col, kind in enumerate(kinds):
+        ax, mx = axes[0][col], axes[1][col]
         chance = None
         for name, r in results["models"].items():
             table = r.get("probes", {}).get("kinds", {}).get(kind)
             if not table:
                 continue
-            ds = [d for d in table if d != "all"]
+            ds = sorted((d for d in table if d != "all"), key=int)
             xs = [int(d) for d in ds]
-            ys = [table[d]["accuracy"] for d in ds]
-            err = [[y - table[d]["low"] for d, y in zip(ds, ys)], [table[d]["high"] - y for d, y in zip(ds, ys)]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
-            chance = [table[d]["chance"] for d in ds], xs
+            ys = [table[d].get("balanced", table[d]["accuracy"]) for d in ds]
+            lo = [table[d].get("balanced_low", table[d]["low"]) for d in ds]
+            hi = [table[d].get("balanced_high", table[d]["high"]) for d in ds]
+            line = ax.errorbar(xs, ys, yerr=[np.subtract(ys, lo), np.subtract(hi, ys)], marker="o", capsize=3,
+                               label=name)
+            if all(table[d].get("margin") is not None for d in ds):
+                mx.plot(xs, [table[d]["margin"] for d in ds], marker="o", color=line[0].get_color())
+            chance = [table[d].get("balanced_chance", table[d]["chance"]) for d in ds], xs
         if chance:
             ax.plot(chance[1], chance[0], ":", color="grey", label="chance")
+        mx.axhline(0, ls=":", color="grey")
         ax.set_xscale("log", base=2)
+        if chance:
+            mx.set_xticks(chance[1], [str(x) for x in chance[1]])
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel("distance (words from cue to target)")
         ax.set_title(kind)
-    axes[0][0].set_ylabel("accuracy (95% interval)")
+        mx.set_xlabel("distance (words from cue to target)")
+    axes[0][0].set_ylabel("balanced accuracy (95% interval)")
+    axes[1][0].set_ylabel("mean margin (nats)")
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
 

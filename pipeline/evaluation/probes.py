@@ -4,15 +4,19 @@
 
 Every candidate is scored as the next whole word after `context`; a probe is right when the answer scores highest.
 Results are grouped by `kind` (any label: unknown kinds are reported, never dropped) and `distance` (words from the
-cue word to the target), with chance = mean 1/#candidates and a 95 % Wilson interval.
+cue word to the target). Per kind and distance: raw accuracy with chance (mean 1/#candidates) and a 95 % Wilson
+interval; accuracy per *class* (the right answer's form); *balanced* accuracy, the mean of the per-class accuracies,
+with its interval; and the mean *margin*, log P(answer) - max log P(wrong candidate) in nats. A model that always
+answers `आहे` shows as 100 % on the class `आहे` and 0 % on the others, balanced at chance.
 
-Each kind's *ceiling* is its accuracy at its shortest distance; a kind is *informative* when the ceiling's 95 % lower
-bound is above chance. Only an informative kind's curve over distance says anything about how far back a model
-reads: one at chance even at its shortest distance has nothing to lose.
+A kind's *ceiling* is its row at its shortest distance; it is *informative* for a model when the balanced accuracy's
+95 % lower bound there is above chance. Only an informative kind's curve over distance says anything about how far
+back a model reads: one at chance even at its shortest distance has nothing to lose.
 
-The project's own probe set comes from `generate(seed)`: Marathi templates built from constructions the training
-text teaches (pipeline/evaluation/probe_constructions.py: which, and how often), in which exactly one candidate is grammatical
-(agreement of an auxiliary with its pronoun subject's person, or gender) or true to the text (recall of a surname).
+The project's own set comes from `generate(documents)`: one frame per kind, its distance filled with real training
+text (pipeline/evaluation/probe_constructions.py: which text, which words are kept out, and how often the training
+text holds each frame). This module imports only lower ones (intervals, cleaning, the corpus loader); the command
+that scores models is wired in pipeline/evaluation/evaluate.py (`probe_cli`), which passes its scorer factory in.
 """
 from __future__ import annotations
 
@@ -22,19 +26,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluation.intervals import wilson
+from pipeline.evaluation.intervals import MIN_N, wilson
 from pipeline.evaluation.probe_constructions import (
-    ADVERBIALS,
     AGREEMENT,
-    COMPLETIONS,
-    RECALL_FILLERS,
-    RECALL_FRAME,
+    RECALL_FRAME_WORDS,
     RECALL_INTRO,
     SURNAMES,
+    FillerRules,
+    agreement_sources,
+    recall_passages,
 )
 
 KNOWN_KINDS = (*AGREEMENT, "recall")
 DEFAULT_SEED = 20261124
+MARGIN_CLIP = 50.0  # nats; a margin against -inf (a candidate a mixture gives probability 0) counts as ±50
 
 
 class ProbeError(ValueError):
@@ -105,52 +110,96 @@ def score_probes(scorer, probes: list[Probe], batch: int = 256) -> list[list[flo
     return out
 
 
+def margin(scores: list[float], answer: int) -> float:
+    """log P(answer) - max log P(wrong candidate), clipped to ±MARGIN_CLIP (0 when both are -inf)."""
+    right, wrong = scores[answer], max(s for i, s in enumerate(scores) if i != answer)
+    if right == wrong:
+        return 0.0
+    return max(-MARGIN_CLIP, min(MARGIN_CLIP, right - wrong))
+
+
+def _class_order(kind: str) -> list[str]:
+    """Answer classes in the generator's order (subjects' forms, surnames); others alphabetical after them."""
+    return list(AGREEMENT[kind].values()) if kind in AGREEMENT else list(SURNAMES) if kind == "recall" else []
+
+
+def _row(items: list[tuple[Probe, bool, float]], order: list[str]) -> dict[str, Any]:
+    """One table cell: raw, per-class and balanced accuracy, chance, intervals, margin."""
+    n = len(items)
+    correct = sum(r for _, r, _ in items)
+    low, high = wilson(correct, n)
+    by_class: dict[str, list[tuple[Probe, bool, float]]] = {}
+    for it in items:
+        by_class.setdefault(it[0].candidates[it[0].answer], []).append(it)
+    per_class = {c: {"n": len(v), "correct": sum(r for _, r, _ in v), "accuracy": sum(r for _, r, _ in v) / len(v),
+                     "margin": sum(m for _, _, m in v) / len(v)}
+                 for c, v in sorted(by_class.items(), key=lambda cv: (cv[0] not in order, order.index(cv[0])
+                                                                      if cv[0] in order else 0, cv[0]))}
+    k = len(per_class)
+    balanced = sum(c["accuracy"] for c in per_class.values()) / k
+    # the mean of k proportions has the variance of one proportion over n_eff = k^2 / sum(1 / n_c) trials (= n when
+    # every class has n/k probes, as in minimal-pair groups, where balanced = raw accuracy)
+    n_eff = k * k / sum(1 / c["n"] for c in per_class.values())
+    b_low, b_high = wilson(balanced * n_eff, n_eff)
+    return {"n": n, "correct": correct, "accuracy": correct / n,
+            "chance": sum(1 / len(p.candidates) for p, _, _ in items) / n, "low": low, "high": high,
+            "balanced": balanced, "balanced_low": b_low, "balanced_high": b_high,
+            "balanced_chance": sum(sum(1 / len(p.candidates) for p, _, _ in by_class[c]) / len(by_class[c])
+                                   for c in per_class) / k,
+            "margin": sum(m for _, _, m in items) / n, "per_class": per_class}
+
+
 def summarize(probes: list[Probe], scores: list[list[float]]) -> dict[str, Any]:
-    """{"kinds": {kind: {distance | "all": row}}, "unknown_kinds": {kind: n}, "ceilings": {kind: ceiling}}; row = n,
-    correct, accuracy, chance, low, high; a ceiling is its kind's shortest-distance row + distance, informative."""
-    groups: dict[str, dict[Any, list[tuple[bool, float]]]] = {}
+    """{"probes": n, "kinds": {kind: {distance | "all": row}}, "unknown_kinds": {kind: n}, "ceilings": {kind: ceiling},
+    "informative_kinds": [kind, ...]}; row = n, correct, accuracy, chance, low, high (raw), balanced, balanced_low,
+    balanced_high, balanced_chance, margin, per_class {answer form: n, correct, accuracy, margin}."""
+    groups: dict[str, dict[Any, list[tuple[Probe, bool, float]]]] = {}
     for p, s in zip(probes, scores):
         right = max(range(len(s)), key=lambda i: s[i]) == p.answer
         by_d = groups.setdefault(p.kind, {})
         for key in (p.distance, "all"):
-            by_d.setdefault(key, []).append((right, 1 / len(p.candidates)))
-    kinds = {}
-    for kind in sorted(groups):
-        table = {}
-        for key in sorted((k for k in groups[kind] if k != "all")) + ["all"]:
-            rows = groups[kind][key]
-            n, correct = len(rows), sum(r for r, _ in rows)
-            low, high = wilson(correct, n)
-            table[str(key)] = {"n": n, "correct": correct, "accuracy": correct / n,
-                               "chance": sum(c for _, c in rows) / n, "low": low, "high": high}
-        kinds[kind] = table
+            by_d.setdefault(key, []).append((p, right, margin(s, p.answer)))
+    kinds = {kind: {str(key): _row(groups[kind][key], _class_order(kind))
+                    for key in sorted(k for k in groups[kind] if k != "all") + ["all"]} for kind in sorted(groups)}
     unknown = {k: len([p for p in probes if p.kind == k]) for k in kinds if k not in KNOWN_KINDS}
     summary = {"probes": len(probes), "kinds": kinds, "unknown_kinds": unknown}
-    return summary | {"ceilings": ceilings(summary)}
+    ceil = ceilings(summary)
+    return summary | {"ceilings": ceil, "informative_kinds": [k for k, c in ceil.items() if c["informative"]]}
 
 
 def ceilings(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per kind, its ceiling: the row at its shortest distance, the most that any longer distance can be expected to
-    show; `informative` when the ceiling's 95 % lower bound is above chance. A kind at chance even at its shortest
-    distance says nothing about distance. Works on any summary (also ones written before ceilings existed)."""
+    show; `informative` when the balanced accuracy's 95 % lower bound there is above chance (raw accuracy for a
+    summary written before balanced accuracy existed). Works on any summary."""
     out = {}
     for kind, table in summary["kinds"].items():
         shortest = min((d for d in table if d != "all"), key=int)
         row = table[shortest]
-        out[kind] = {"distance": int(shortest), **row, "informative": row["low"] > row["chance"]}
+        low, chance = row.get("balanced_low", row["low"]), row.get("balanced_chance", row["chance"])
+        out[kind] = {"distance": int(shortest), **row, "informative": low > chance}
     return out
+
+
+def _pct(p: float | None) -> str:
+    return "—" if p is None else f"{100 * p:.1f}"
 
 
 def format_summary(name: str, summary: dict[str, Any]) -> str:
     lines = [f"{name}: {summary['probes']} probes"]
     for kind, table in summary["kinds"].items():
         lines.append(f"  {kind}")
-        lines.append(f"    {'distance':>8} {'n':>5} {'accuracy':>9} {'chance':>7}  95% interval")
+        lines.append(f"    {'distance':>8} {'n':>5} {'accuracy':>9} {'balanced':>9}  {'95% interval':<16} "
+                     f"{'margin':>7} {'chance':>7}  per class (accuracy)")
         for d, r in table.items():
-            lines.append(f"    {d:>8} {r['n']:>5} {r['accuracy']:>9.3f} {r['chance']:>7.3f}  "
-                         f"[{r['low']:.3f}, {r['high']:.3f}]")
+            classes = "  ".join(f"{c} {v['accuracy']:.2f}" for c, v in r.get("per_class", {}).items())
+            b = r.get("balanced", r["accuracy"])
+            lo, hi = r.get("balanced_low", r["low"]), r.get("balanced_high", r["high"])
+            m = f"{r['margin']:>+7.2f}" if r.get("margin") is not None else f"{'—':>7}"
+            lines.append(f"    {d:>8} {r['n']:>5} {r['accuracy']:>9.3f} {b:>9.3f}  [{lo:.3f}, {hi:.3f}]   {m} "
+                         f"{r['chance']:>7.3f}  {classes}")
         c = (summary.get("ceilings") or ceilings(summary))[kind]
-        lines.append(f"    ceiling (d={c['distance']}): {c['accuracy']:.3f} [{c['low']:.3f}, {c['high']:.3f}], chance "
+        lines.append(f"    ceiling (d={c['distance']}): balanced {c.get('balanced', c['accuracy']):.3f} "
+                     f"[{c.get('balanced_low', c['low']):.3f}, {c.get('balanced_high', c['high']):.3f}], chance "
                      f"{c['chance']:.3f}: " + ("informative" if c["informative"] else
                                                "not informative (at chance even at its shortest distance, so it "
                                                "says nothing about distance)"))
@@ -160,103 +209,224 @@ def format_summary(name: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------------- report
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    """'62.5 [53.6, 70.6] / +0.84': balanced accuracy % [95 %] / mean margin (nats); '—' when n < MIN_N."""
+    if row is None or row["n"] < MIN_N:
+        return "—"
+    b, lo, hi = (row.get(k, row[o]) for k, o in (("balanced", "accuracy"), ("balanced_low", "low"),
+                                                 ("balanced_high", "high")))
+    m = f" / {row['margin']:+.2f}" if row.get("margin") is not None else ""
+    return f"{_pct(b)} [{_pct(lo)}, {_pct(hi)}]{m}"
+
+
+def _constant(row: dict[str, Any]) -> str | None:
+    """The form a model gives whatever the cue: one class >= 90 % right, every other <= 10 %."""
+    pc = row.get("per_class", {})
+    top = [c for c, v in pc.items() if v["accuracy"] >= 0.9]
+    if len(pc) > 1 and len(top) == 1 and all(v["accuracy"] <= 0.1 for c, v in pc.items() if c != top[0]):
+        return top[0]
+    return None
+
+
+def report_lines(scored: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The experiment report's "Probes by distance" section from (model, probe summary) pairs: per kind, balanced
+    accuracy [95 %] and margin per model by distance, per-class accuracy at the shortest distance, and whether the
+    kind is informative (some model's balanced accuracy above chance at its shortest distance), which decides whether
+    the report's reading may use its curve."""
+    scored = [(name, s) for name, s in scored if s and s.get("kinds")]
+    L = ["## Probes by distance", ""]
+    kinds = sorted({k for _, s in scored for k in s["kinds"]})
+    if not kinds:
+        return L + ["No probe file was scored.", ""]
+    ceil = {name: ceilings(s) for name, s in scored}
+    useful = [k for k in kinds if any(ceil[n].get(k, {}).get("informative") for n, _ in scored)]
+    L += ["Each probe group holds one probe per answer class with the same filler and candidate order, the contexts "
+          "differing only in the cue word, so a model that ignores the cue is at chance exactly. Cells: *balanced "
+          "accuracy* (the mean over answer classes of the accuracy on that class) in % [95 % Wilson] / mean *margin* "
+          "log P(right) − max log P(wrong) in nats (above 0: the right form wins on average). A kind is "
+          "*informative* when some model's balanced accuracy at the kind's shortest distance has its lower bound "
+          "above chance; only then does its curve over distance say how far back a model reads.", "",
+          "Informative kinds, whose curves the reading may use: " + (", ".join(useful) or "none") + ". Not "
+          "informative, left out of the reading: " + (", ".join(k for k in kinds if k not in useful) or "none") + ".",
+          ""]
+    for kind in kinds:
+        here = [(name, s["kinds"][kind]) for name, s in scored if kind in s["kinds"]]
+        ds = sorted({d for _, t in here for d in t if d != "all"}, key=int)
+        first = here[0][1]
+        chance = first["all"].get("balanced_chance", first["all"]["chance"])
+        L += [f"### {kind} (chance {_pct(chance)} %)", ""]
+        L += _md_table(["model", *(f"d={d} (n={max(t[d]['n'] for _, t in here if d in t)})" for d in ds), "all"],
+                       [[name, *(_cell(t.get(d)) for d in ds), _cell(t["all"])] for name, t in here])
+        d0 = ds[0]
+        classes = list(dict.fromkeys(c for _, t in here for c in t.get(d0, {}).get("per_class", {})))
+        if classes:
+            L += ["", f"Accuracy per class (the right answer's form) at d={d0}, % (n):", ""]
+            L += _md_table(["model", *classes],
+                           [[name, *(f"{_pct(pc[c]['accuracy'])} ({pc[c]['n']})" if c in pc else "—"
+                                     for c in classes)]
+                            for name, pc in ((n, t.get(d0, {}).get("per_class", {})) for n, t in here)])
+        above = [name for name, _ in here if ceil[name][kind]["informative"]]
+        at = [name for name, _ in here if not ceil[name][kind]["informative"]]
+        L += [""]
+        if above:
+            L += [f"Informative: above chance at d={d0} for {', '.join(above)}"
+                  + (f"; at chance there: {', '.join(at)}" if at else "") + f". The curve over d of {', '.join(above)} "
+                  "says how far back the cue still decides the answer."]
+        else:
+            L += [f"Not informative: no model is above chance even at d={d0}, so this kind says nothing about "
+                  "distance and the reading leaves it aside."]
+        const = [(name, _constant(t.get(d0, {}))) for name, t in here if _constant(t.get(d0, {}))]
+        if const:
+            L += ["Constant answers at d=" + str(d0) + ": " + "; ".join(
+                f"{name} gives `{c}` whatever the cue" for name, c in const) + " (100 % on one class, 0 % on "
+                "the others: raw accuracy at chance for the wrong reason)."]
+        L += [""]
+    return L + ["![probes](experiment/probes_by_distance.png)", ""]
+
+
 # -------------------------------------------------------------------------------------------------------- generator
-# Probes come in minimal-pair groups: one draw of completion, fillers and candidate order, then one probe per answer
-# class (each subject, or each surname of the candidate set as the one introduced). Within a group the contexts
-# differ only in the cue word, so a model that ignores the cue gets exactly one probe of each group right: chance.
-# The constructions and their train counts: pipeline/evaluation/probe_constructions.py.
+# Probes come in minimal-pair groups: one draw of filler and candidate order, then one probe per answer class (each
+# subject, or each surname of the candidate set as the one introduced). Within a group the contexts differ only in
+# the cue word, so a model that ignores the cue gets exactly one probe of each group right: chance.
+#
+# A distance is used only where the full train split holds the frame at that distance for every answer class
+# (`probe --count --config configs/full.yaml`, data/README.md) and the filler source holds the fillers. Dropped:
+# agreement beyond d = 8 (the frame occurs within one clause; at 9-16 words तू … आहेस, तुम्ही … आहात and ती … होती
+# never do) and recall beyond d = 32 (a surname recurs 33-64 words after its last mention twice in the whole
+# split, never further; the embedded train holds 17 prose passages of 61 words that share no sentence, 30 needed).
 
-AGREEMENT_DISTANCES = (2, 4, 8, 16, 32, 64, 128)  # words from the subject to the auxiliary; 2 = "मी जात आहे"
-RECALL_DISTANCES = (3, 8, 16, 32, 64, 128)  # from the surname to the slot; 3 = "{S} यांनी सांगितले . ___"
-PER_DISTANCE = 60  # probes per kind and distance
+AGREEMENT_DISTANCES = (2, 4, 8)  # words from the subject to the auxiliary; 2 = "मी <one word> आहे"
+RECALL_DISTANCES = (3, 8, 16, 32)  # from the surname to the slot; 3 = "{S} यांनी सांगितले . ___"
+PER_DISTANCE = 120  # probes per kind and distance (30 groups of 4, 40 of 3)
+RECALL_CANDIDATES = 4
 
 
-def _n_words(text: str) -> int:
-    from pipeline.corpus.cleaning import words
+def filler_documents(cfg=None) -> list[str]:
+    """The filler source: the cleaned train split of the embedded corpus (configs/default.yaml, data/corpus/), so
+    that no text of the full corpus is copied into the project; `cfg` only lends its cache directory."""
+    from pipeline.config import PROJECT_ROOT, load_config
+    from pipeline.corpus.prepare import documents
 
-    return len(words(text))
+    sets = [f"data.cache_dir={cfg.data.cache_dir}"] if cfg is not None else []
+    return documents(load_config(PROJECT_ROOT / "configs" / "default.yaml", sets), "train")
 
 
-def _fill(rng: random.Random, pool: tuple[str, ...], n: int) -> list[str]:
-    """Phrases of `pool` with exactly n words in all, never the same phrase twice in a row and, while others fit,
-    never twice at all. A phrase is taken only if what is left can still be filled (0 or >= the shortest phrase;
-    every such total is reachable when the pool holds phrases of consecutive lengths from the shortest)."""
-    lengths = {p: _n_words(p) for p in pool}
-    shortest = min(lengths.values())
-    out: list[str] = []
-    left = n
-    while left > 0:
-        fits = [p for p in pool if lengths[p] <= left and (lengths[p] == left or left - lengths[p] >= shortest)
-                and (not out or p != out[-1])]
-        fresh = [p for p in fits if p not in out]
-        if not fits:
-            raise ValueError(f"cannot fill {n} words from a pool whose shortest phrase has {shortest} words")
-        out.append(rng.choice(fresh or fits))
-        left -= lengths[out[-1]]
+def _agreement_groups(rng: random.Random, kind: str, sources: list, d: int, groups: int) -> list[dict[str, Any]]:
+    """`groups` fillers of d-1 words, each from a different place in the text; one probe per subject of the kind."""
+    pool = sorted({src[2][-(d - 1):] for src in sources if len(src[2]) >= d - 1})
+    out = []
+    for filler in rng.sample(pool, groups):
+        cands = list(AGREEMENT[kind].values())
+        rng.shuffle(cands)
+        out += [{"context": " ".join((subject, *filler)), "candidates": cands, "answer": cands.index(form),
+                 "distance": d, "kind": kind} for subject, form in AGREEMENT[kind].items()]
     return out
 
 
-def _agreement_group(rng: random.Random, kind: str, distance: int) -> list[dict[str, Any]]:
-    """"<subject> <adverbials…> <completion>" -> the auxiliary; one probe per subject of the kind."""
-    completion = rng.choice(COMPLETIONS)
-    middle = " , ".join(_fill(rng, ADVERBIALS, distance - 2))
-    cands = list(AGREEMENT[kind].values())
-    rng.shuffle(cands)
-    return [{"context": " ".join(w for w in (subject, middle, completion) if w), "candidates": cands,
-             "answer": cands.index(form), "distance": distance, "kind": kind}
-            for subject, form in AGREEMENT[kind].items()]
+def _surname_sets(rng: random.Random, groups: int) -> list[list[str]]:
+    """`groups` candidate sets of RECALL_CANDIDATES different surnames in which every surname is drawn equally often
+    (exactly, when groups * RECALL_CANDIDATES is a multiple of 10): then every answer class has the same n, and a
+    model that ignores the cue is at chance on balanced accuracy too, not only on raw accuracy."""
+    k = RECALL_CANDIDATES
+    while True:
+        slots = [s for _ in range(-(-groups * k // len(SURNAMES))) for s in rng.sample(SURNAMES, len(SURNAMES))]
+        sets = [slots[i:i + k] for i in range(0, groups * k, k)]
+        if all(len(set(c)) == k for c in sets):
+            return sets
 
 
-def _recall_group(rng: random.Random, distance: int) -> list[dict[str, Any]]:
-    """"{S} यांनी सांगितले . <sentences naming nobody>" -> S; one probe per candidate surname as the one introduced."""
-    cands = rng.sample(SURNAMES, 4)
-    fillers = _fill(rng, RECALL_FILLERS, distance - _n_words(RECALL_FRAME) - 1)
-    return [{"context": " ".join([RECALL_INTRO.format(name=name), *fillers]), "candidates": cands,
-             "answer": cands.index(name), "distance": distance, "kind": "recall"} for name in cands]
+def _recall_groups(rng: random.Random, passages: list, d: int, groups: int) -> list[dict[str, Any]]:
+    """`groups` passages of d-3 words that share no sentence (at d = 3 the empty filler, every group); one probe per
+    candidate surname as the one introduced."""
+    chosen: list[str] = []
+    if d == RECALL_FRAME_WORDS:
+        chosen = [""] * groups
+    else:
+        used: set[tuple[int, int]] = set()
+        for doc, first, last, text in rng.sample(sorted(passages), len(passages)):
+            span = {(doc, i) for i in range(first, last + 1)}
+            if not span & used:
+                used |= span
+                chosen.append(text)
+            if len(chosen) == groups:
+                break
+    out = []
+    for text, cands in zip(chosen, _surname_sets(rng, len(chosen))):
+        out += [{"context": " ".join(w for w in (RECALL_INTRO.format(name=name), text) if w), "candidates": cands,
+                 "answer": cands.index(name), "distance": d, "kind": "recall"} for name in cands]
+    return out
 
 
-def generate(seed: int = DEFAULT_SEED, per_distance: int = PER_DISTANCE) -> list[dict[str, Any]]:
+def generate(documents: list[str], seed: int = DEFAULT_SEED, per_distance: int = PER_DISTANCE,
+             dropped: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The project's probe set, fillers drawn from `documents` (cleaned training text). A (kind, distance) whose
+    fillers the documents cannot provide is left out and, when `dropped` is given, recorded there with the reason."""
     rng = random.Random(seed)
+    rules = FillerRules.of(documents)
     out: list[dict[str, Any]] = []
-    for kind in AGREEMENT:
+    for kind, subjects in AGREEMENT.items():
+        sources = agreement_sources(documents, kind, rules)
+        groups = per_distance // len(subjects)
         for d in AGREEMENT_DISTANCES:
-            for _ in range(per_distance // len(AGREEMENT[kind])):
-                out += _agreement_group(rng, kind, d)
+            have = len({src[2][-(d - 1):] for src in sources if len(src[2]) >= d - 1})
+            if have < groups:
+                if dropped is not None:
+                    dropped[f"{kind} d={d}"] = f"{have} fillers of {d - 1} words, {groups} needed"
+                continue
+            out += _agreement_groups(rng, kind, sources, d, groups)
+    passages = recall_passages(documents, [d - RECALL_FRAME_WORDS for d in RECALL_DISTANCES])
+    groups = per_distance // RECALL_CANDIDATES
     for d in RECALL_DISTANCES:
-        for _ in range(per_distance // 4):
-            out += _recall_group(rng, d)
+        part = _recall_groups(rng, passages.get(d - RECALL_FRAME_WORDS, []), d, groups)
+        if len(part) < groups * RECALL_CANDIDATES:
+            if dropped is not None:
+                dropped[f"recall d={d}"] = (f"{len(part) // RECALL_CANDIDATES} passages of {d - RECALL_FRAME_WORDS} "
+                                            f"words that share no sentence, {groups} needed")
+            continue
+        out += part
     return out
 
 
-def write_probes(path: str | Path, seed: int = DEFAULT_SEED) -> Path:
+def write_probes(path: str | Path, documents: list[str] | None = None, seed: int = DEFAULT_SEED,
+                 per_distance: int = PER_DISTANCE, dropped: dict[str, str] | None = None) -> Path:
+    """The generated set as JSON Lines; fillers from `documents` (default: the embedded train split)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    probes = generate(filler_documents() if documents is None else documents, seed, per_distance, dropped)
     with open(path, "w", encoding="utf-8") as f:
-        for p in generate(seed):
+        for p in probes:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
     return path
 
 
+# ---------------------------------------------------------------------------------------------------------- command
+
 def count_cli(args, cfg) -> None:
-    """`probe --count`: the table of pipeline/evaluation/probe_constructions.py for the train split (or --data FILE)."""
-    from pipeline.evaluation.probe_constructions import (
-        count_constructions,
-        format_counts,
-    )
+    """`probe --count`: the table of probe_constructions.format_counts for the train split (or --data FILE)."""
+    from pipeline.evaluation.probe_constructions import count_constructions, format_counts
 
     if getattr(args, "data", None):
-        from pipeline.evaluation.evaluate import corpus_file_documents
+        from pipeline.corpus.prepare import file_documents
 
-        docs, where = corpus_file_documents(args.data, cfg), args.data
+        docs, where = file_documents(args.data, cfg)[0], args.data
     else:
         from pipeline.corpus.prepare import documents
 
         docs, where = documents(cfg, "train"), f"train split of {cfg.name}"
-    print(f"probe constructions in {where}:")
+    print(f"probe frames in {where} (filler rules of pipeline/evaluation/probe_constructions.py):")
     print(format_counts(count_constructions(docs)))
 
 
-def cli(args, cfg) -> int:
+def cli(args, cfg, build_scorers=None) -> int:
+    """`probe`: --count, --generate, and with --model the scores (`build_scorers(cfg, refs, baseline)` makes the
+    scorers; pipeline/evaluation/evaluate.py passes its own)."""
     import sys
 
     from pipeline.config import PROJECT_ROOT
@@ -267,19 +437,29 @@ def cli(args, cfg) -> int:
         if count:
             count_cli(args, cfg)
         if args.generate:
-            write_probes(path)
-            print(f"wrote {sum(1 for _ in open(path, encoding='utf-8'))} probes to {path}")
+            dropped: dict[str, str] = {}
+            write_probes(path, filler_documents(cfg), dropped=dropped)
+            probes = load_probes(path)
+            table: dict[tuple[str, int], int] = {}
+            for p in probes:
+                table[(p.kind, p.distance)] = table.get((p.kind, p.distance), 0) + 1
+            print(f"wrote {len(probes)} probes to {path}: " +
+                  ", ".join(f"{k} d={d}: {n}" for (k, d), n in sorted(table.items())))
+            for what, why in dropped.items():
+                print(f"  dropped {what}: {why}")
         if not args.model:
             if not (args.generate or count):
                 print("error: give --model (checkpoint or export directory), --generate or --count", file=sys.stderr)
                 return 2
             return 0
+        if build_scorers is None:
+            print("error: scoring needs the models: run it as `python -m pipeline probe --model REF`",
+                  file=sys.stderr)
+            return 2
         probes = load_probes(path)
     except ProbeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from pipeline.evaluation.evaluate import build_scorers
-
     for scorer in build_scorers(cfg, args.model, getattr(args, "baseline", False)):
         print(format_summary(scorer.name, summarize(probes, score_probes(scorer, probes))))
     return 0

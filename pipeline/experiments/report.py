@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.evaluation.evaluate import acc_text, diff_text
-from pipeline.evaluation.intervals import MIN_N, accuracy_cell
+from pipeline.evaluation.intervals import MIN_N
+from pipeline.evaluation.probes import report_lines as probe_report
 
 def _num(v: Any, fmt: str) -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
@@ -101,7 +102,7 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
     if curves:
         L += ["![context](experiment/context_length.png)", ""]
 
-    L += probe_section(evaluated)
+    L += probe_report([(name, t["probes"]) for name, t in evaluated if t.get("probes")])
 
     L += ["## Gradient by distance", "",
           "g(d) = mean ‖∂L_T/∂e_{T−d}‖ over fixed validation windows, loss at the last position only; decay rate = "
@@ -183,8 +184,9 @@ def kind_section(kind: str, t: dict[str, Any], names: list[str], ref: str | None
 
     L = [f"### {kind}", "",
          f"{t['documents']:,} documents, {t['words']:,} scored words: {t['top1']['n']:,} with a letter, "
-         f"{t['numerals']['n']:,} numerals.", "", "Top-1 by distance to the word's last occurrence (words):", ""]
-    L += _cells_table(t["by_distance"], list(DISTANCE_BUCKETS), names, ref) + [""]
+         f"{t['numerals']['n']:,} numerals.", "", "Top-1 on every word with a letter (`all`), then by distance to the "
+         "word's last occurrence (words):", ""]
+    L += _cells_table({"all": t["top1"], **t["by_distance"]}, ["all", *DISTANCE_BUCKETS], names, ref) + [""]
     same = t["same_documents"]
     if same["buckets"]:
         L += [f"The same, only on the {same['documents']} documents that have words in every bucket shown (so the "
@@ -232,50 +234,6 @@ def mixture_section(results: dict[str, Any], assets: str) -> list[str]:
                       "; ".join(f"{c}: {', '.join(f'{x:.2f}' for x in v)}" for c, v in f["weights"].items())]
                      for n, f in fit.items()])
     return L + ["", f"The n-gram row is {kn}.", ""]
-
-
-def probe_section(evaluated: list) -> list[str]:
-    """## Probes by distance: per kind and model the ceiling (accuracy at the kind's shortest distance) and whether it
-    is informative (95 % lower bound above chance); accuracy by distance only where informative, since a kind at
-    chance even at its shortest distance has nothing to lose with distance and says nothing about it."""
-    from pipeline.evaluation.probes import ceilings
-
-    scored = [(name, t["probes"]) for name, t in evaluated if t.get("probes")]
-    kinds = sorted({kd for _, pr in scored for kd in pr["kinds"]})
-    L = ["## Probes by distance", ""]
-    if not kinds:
-        return L + ["No probe file was scored.", ""]
-    ceil = {name: ceilings(pr) for name, pr in scored}
-    L += ["Ceiling = accuracy (%) at the kind's shortest distance [95 % Wilson]; *informative* = its lower bound is "
-          "above chance. Only an informative kind's accuracy by distance says how far back a model reads.", ""]
-    rows = []
-    for kind in kinds:
-        cs = [ceil[name].get(kind) for name, _ in scored]
-        c0 = next(c for c in cs if c)
-        rows.append([kind, f"{100 * c0['chance']:.1f}", f"{c0['distance']} (n={c0['n']})",
-                     *("—" if c is None else accuracy_cell(c["accuracy"], c["n"])
-                       + (", informative" if c["informative"] else ", at chance") for c in cs)])
-    L += _table(["kind", "chance %", "shortest d", *(name for name, _ in scored)], rows) + [""]
-    for kind in kinds:
-        here = [(name, pr["kinds"][kind]) for name, pr in scored if kind in pr["kinds"]]
-        speak = [(name, table) for name, table in here if ceil[name][kind]["informative"]]
-        mute = [name for name, _ in here if not ceil[name][kind]["informative"]]
-        d0 = ceil[here[0][0]][kind]["distance"]
-        if not speak:
-            L += [f"**{kind}**: at chance even at its shortest distance (d={d0}) for every model, so it says nothing "
-                  "about distance.", ""]
-            continue
-        cols = list(speak[0][1])
-        L += [f"**{kind}** (chance {100 * speak[0][1]['all']['chance']:.1f} %; accuracy % [95 % Wilson]; the models "
-              "for which it is informative)", ""]
-        L += _table(["model", *(f"d={c} (n={speak[0][1][c]['n']})" if c != "all" else f"all (n={speak[0][1][c]['n']})"
-                                for c in cols)],
-                    [[name, *(accuracy_cell(table[c]["accuracy"], table[c]["n"]) if c in table else "—"
-                              for c in cols)] for name, table in speak])
-        if mute:
-            L += ["", f"At chance even at d={d0}, so saying nothing about distance: {', '.join(mute)}."]
-        L += [""]
-    return L + ["![probes](experiment/probes_by_distance.png)", ""]
 
 
 def paired_facts(kinds: dict[str, Any], curves: dict[str, Any], name: str, ref: str | None) -> list[str]:

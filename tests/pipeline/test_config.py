@@ -96,3 +96,14 @@ def test_mixture_grids_must_be_usable():
     with pytest.raises(ConfigError, match=r"mixture.windows \[0\] non-empty and >= 1"):
         load_config(None, ["mixture.windows=[0]"])
     assert load_config(None, ["mixture.thetas=[0.5]", "mixture.windows=[50]"]).mixture.thetas == (0.5,)
+
+
+def test_context_curves_and_kinds_are_checked():
+    with pytest.raises(ConfigError, match=r"eval.context_positions' was replaced: .* eval.context_curves"):
+        load_config(None, ["eval.context_positions=500"])
+    with pytest.raises(ConfigError, match=r"eval.kinds.verse must be a non-empty list of source patterns"):
+        load_config(None, ["eval.kinds={verse: []}"])
+    with pytest.raises(ConfigError, match=r"eval.context_curves.verse = 0 must be a whole number of words >= 1"):
+        load_config(None, ["eval.context_curves={verse: 0}"])
+    cfg = load_config(None, ["eval.context_curves={}", "eval.kinds={poetry: ['wikisource-*'], rest: ['*']}"])
+    assert cfg.eval.context_curves == {} and list(cfg.eval.kinds) == ["poetry", "rest"]

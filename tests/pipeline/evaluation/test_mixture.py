@@ -39,7 +39,7 @@ def synthetic_docs(n_docs: int, seed: int) -> list[str]:
 @pytest.fixture(scope="module")
 def net(trained_checkpoint, tiny_config):
     torch.set_num_threads(1)
-    ec = dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4), context_positions=20)
+    ec = dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4), context_curves={"short": 4})
     return NeuralScorer(load_local(trained_checkpoint), ec, "lstm")
 
 
@@ -96,7 +96,7 @@ def test_mixture_probabilities_sum_to_at_most_one(net):
 def test_fitted_weights_beat_every_part_alone_on_text_that_needs_both(net, tiny_config):
     lm = KneserNey(3).fit(synthetic_docs(300, 1))
     mc = MixtureConfig(thetas=(0.1, 1.0), windows=(50, 200), fit_words=1500, candidates=10)
-    ec = dataclasses.replace(net.ec, max_words=None, context_lengths=(1, 4), context_positions=20)
+    ec = dataclasses.replace(net.ec, max_words=None, context_lengths=(1, 4), context_curves={"short": 4})
     valid, test = synthetic_docs(60, 2), synthetic_docs(40, 3)
     weights, info = fit(net, lm, ("net", "kn", "cache"), valid, mc, ec)
     assert info["validation_words"] == 1500 and weights.theta in mc.thetas and weights.window in mc.windows
@@ -149,7 +149,7 @@ def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, 
     from pipeline.evaluation.mixture import MIXES, cli
 
     cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=80, context_lengths=(1,),
-                                                       context_positions=5, probes=None),
+                                                       context_curves={"short": 1}, probes=None),
                               mixture=MixtureConfig(thetas=(0.3,), windows=(50,), fit_words=200, candidates=5))
     assert cli(SimpleNamespace(model=str(trained_checkpoint), out=str(tmp_path / "mix")), cfg) == 0
     import json
@@ -157,6 +157,9 @@ def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, 
     res = json.loads((tmp_path / "mix" / "results.json").read_text())
     assert list(res["models"]) == ["lstm-1x32", *MIXES, "4-gram"]
     assert all(r["words"] == 80 for r in res["models"].values())
+    # each mix paired with the network on the same words, by kind (the tiny corpus is all "short")
+    assert res["paired_reference"] == "lstm-1x32" and set(res["kinds"]["short"]["top1"]["paired"]) == {
+        *MIXES, "4-gram"}
     weights = json.loads((tmp_path / "mix" / "mixture_weights.json").read_text())
     for name, w in weights.items():
         assert tuple(w["parts"]) == MIXES[name]

@@ -1,54 +1,57 @@
-"""reports/experiment.md, part by part, from hand-made summaries."""
-from pipeline.evaluation.probes import summarize
-from pipeline.experiments.report import probe_section
-from tests.conftest import hand_scored_probes
+"""reports/experiment.md, part by part, from hand-made evaluations."""
+import numpy as np
+
+from pipeline.config import EvalConfig
+from pipeline.evaluation.evaluate import add_kind_tables, sampled_targets
+from pipeline.evaluation.text_kinds import hit_string
+from pipeline.experiments.report import mixture_section, paired_facts
+
+EC = EvalConfig(k=1, bootstrap_replicates=300, paired_reference="lstm")
 
 
-def _summary(rows):
-    """(kind, distance, right, n, candidates) -> a probe summary as the experiment stores it."""
-    return summarize(*hand_scored_probes(rows))
+def _results(docs, sources, hits: dict[str, np.ndarray]) -> dict:
+    models = {m: {"hits": {"top1": hit_string(h)}, "words": len(h), "words_available": len(h), "documents": len(docs),
+                  "documents_available": len(docs), "top1": float(h.mean()), "word_ppl": 100.0}
+              for m, h in hits.items()}
+    res = {"k": 1, "split": "test", "models": models}
+    add_kind_tables(res, docs, sources, EC)
+    return res
 
 
-def test_probe_section_shows_distance_only_where_the_ceiling_is_above_chance():
-    lstm = _summary([("gender_agreement", 2, 54, 60, 3), ("gender_agreement", 8, 30, 60, 3),
-                     ("recall", 3, 16, 60, 4), ("recall", 8, 15, 60, 4)])
-    rnn = _summary([("gender_agreement", 2, 21, 60, 3), ("gender_agreement", 8, 20, 60, 3),
-                    ("recall", 3, 14, 60, 4), ("recall", 8, 15, 60, 4)])
-    text = "\n".join(probe_section([("lstm", {"probes": lstm}), ("rnn_tanh", {"probes": rnn}),
-                                    ("kn4gram", {"top1": 0.1})]))  # a model scored without probes
-    assert "| kind | chance % | shortest d | lstm | rnn_tanh |" in text
-    assert "| gender_agreement | 33.3 | 2 (n=60) | 90.0 [79.9, 95.3], informative | 35.0 [24.2, 47.6], at chance |" \
-        in text
-    assert "**gender_agreement** (chance 33.3 %" in text and "| lstm | 90.0 [79.9, 95.3] | 50.0" in text
-    assert "| rnn_tanh | 35.0" not in text  # an uninformative model's curve is not shown ...
-    assert "At chance even at d=2, so saying nothing about distance: rnn_tanh." in text  # ... but named
-    assert ("**recall**: at chance even at its shortest distance (d=3) for every model, so it says nothing about "
-            "distance.") in text
-    assert probe_section([("lstm", {"top1": 0.1})])[-2] == "No probe file was scored."
+def _docs():
+    prose = [" ".join(f"w{i % 10}a" for i in range(100)) for _ in range(20)]  # 5-16 back, and first words
+    return prose, ["mahasquad-wiki-paragraphs"] * 20
 
 
-def _model(top1: float, n_first: int, by: dict[str, tuple[int, int]]) -> dict:
-    """A model's evaluation as `evaluate` stores it; by: bucket -> (right, n)."""
-    words = sum(n for _, n in by.values())
-    return {"top1": top1, "top5": top1 + 0.05, "word_ppl": 100.0, "words": words, "documents": 10,
-            "words_available": words, "documents_available": 10, "max_words": None, "seed": None,
-            "by_distance": {b: {"n": n, "top1": r / n, "top5": r / n} for b, (r, n) in by.items()}}
-
-
-def test_mixture_section_says_which_part_earns_its_weight_in_which_bucket():
-    from pipeline.experiments.report import mixture_section
-
-    net = _model(0.10, 0, {"1-4": (100, 400), "first": (200, 2000)})
-    cache = _model(0.12, 0, {"1-4": (200, 400), "first": (196, 2000)})   # +25 points near: separated
-    kn = _model(0.13, 0, {"1-4": (104, 400), "first": (300, 2000)})      # +1 near (overlap), +5 on first words
-    both = _model(0.15, 0, {"1-4": (210, 400), "first": (290, 2000)})
-    res = {"k": 5, "models": {"lstm": net, "net + cache": cache, "net + 4-gram": kn, "net + 4-gram + cache": both,
-                              "4-gram": _model(0.13, 0, {"1-4": (90, 400), "first": (300, 2000)})},
-           "mixture_fit": {"net + 4-gram + cache": {"validation_word_ppl": 80.0, "theta": 0.1, "window": 500,
-                                                    "weights": {"all": [0.5, 0.4, 0.1]}}}}
+def test_mixture_section_shows_each_mix_paired_with_the_network():
+    docs, sources = _docs()
+    n = sum(map(len, sampled_targets(docs, EC)[2]))
+    net = np.zeros(n, bool)
+    net[::4] = True
+    cache = net.copy()
+    cache[1::4] = True  # the cache gets a quarter more of the words right, in every document
+    res = _results(docs, sources, {"lstm": net, "net + cache": cache, "4-gram": net})
+    res["mixture_fit"] = {"net + cache": {"validation_word_ppl": 80.0, "theta": 0.1, "window": 500,
+                                          "weights": {"all": [0.5, 0.5]}}}
     text = "\n".join(mixture_section(res, "experiment/mixture"))
-    assert "| net + cache − lstm | +25.0 ▲ | -0.2 |" in text
-    assert "| net + 4-gram − lstm | +1.0 | +5.0 ▲ |" in text
-    assert "| net + 4-gram + cache − lstm | +27.5 ▲ | +4.5 ▲ |" in text
-    assert "| net + 4-gram + cache | 80 | 0.1 | 500 | all: 0.50, 0.40, 0.10 |" in text
+    assert "### prose" in text and "20 documents, 2,000 scored words" in text
+    row = next(line for line in text.splitlines() if line.startswith("| net + cache − lstm |"))
+    assert row.split(" | ")[1] == "+25.0 [+25.0, +25.0]"  # overall: the same gain in every resampled set of documents
+    assert "| net + cache | 80 | 0.1 | 500 | all: 0.50, 0.50 |" in text
     assert "(experiment/mixture/accuracy_by_distance.png)" in text
+    assert "predates the tables by kind" in "\n".join(mixture_section({"k": 1, "models": {"a": {}}}, "x"))
+
+
+def test_paired_facts_say_where_the_difference_excludes_zero():
+    docs, sources = _docs()
+    n = sum(map(len, sampled_targets(docs, EC)[2]))
+    rng = np.random.default_rng(0)
+    ref = rng.random(n) < 0.2
+    better = ref | (rng.random(n) < 0.3)  # right wherever the reference is, and on ~30 % more
+    same = ref.copy()
+    res = _results(docs, sources, {"lstm": ref, "gru": better, "irnn": same})
+    facts = paired_facts(res["kinds"], res.get("curves", {}), "gru", "lstm")
+    assert facts[0].startswith("prose, gru − lstm (points, paired): overall above zero in top-1 +")
+    assert "includes zero" not in facts[0].split("By distance")[0]
+    tie = paired_facts(res["kinds"], {}, "irnn", "lstm")[0]
+    assert "overall includes zero in top-1 +0.0 [+0.0, +0.0]" in tie
