@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-only", action="store_true",
                    help="train the grid's models (and stop); a later run without it evaluates and reports")
     p.add_argument("--only", default=None, metavar="MODEL,...",
-                   help="with --train-only: train these grid models only (the budget is still the whole grid's)")
+                   help="train (and unless --train-only, evaluate) these grid models only, then stop; the budget is "
+                        "still the whole grid's")
     p = add("longrange", _lazy("pipeline.experiments.longrange:cli"),
             "the controlled long-range task alone (experiment.longrange_*): success rate per cell and distance")
     p.add_argument("--out", default=None,

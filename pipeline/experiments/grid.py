@@ -291,9 +291,10 @@ def _parent_piece(client, parent_id: str, piece: str, dest: Path, make) -> dict[
 
 def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool = False,
                    only: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The grid, baseline, long-range task, exploding demo and report. `train_only`: train the grid models (those
-    in `only`, when given: several processes can train disjoint parts of the grid) and stop; a later full run
-    reuses them. The budget is planned on the whole grid either way, so every model gets the same minutes."""
+    """The grid, baseline, long-range task, exploding demo and report. `only`: train and evaluate these grid
+    models and stop (several processes can work on disjoint parts of the grid); `train_only`: train them and stop.
+    A later full run reuses what they finished. The budget is planned on the whole grid either way, so every model
+    gets the same minutes."""
     from pipeline import tracking
     from pipeline.corpus.prepare import document_sources, documents, prepare
     from pipeline.evaluation.evaluate import NgramScorer, build_baseline, evaluate
@@ -345,9 +346,9 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
             else:
                 rows.append(run_model(run_cfg, name, m, prepared, client, parent_id, docs, probes, log, sources))
             timings[f"model {name}"] = time.perf_counter() - t0
-        if train_only:
+        if train_only or only:  # a part of the grid: the full run (without --only) reuses it and reports
             tracking.finish_run(client, parent_id)
-            return {"trained": list(models), "parent_run_id": parent_id}
+            return {"trained": list(models), "parent_run_id": parent_id, "partial": True}
 
         baseline = None
         if ec.baseline:
@@ -437,8 +438,9 @@ def cli(args, cfg: Config) -> int:
         raise ConfigError(f"--only {','.join(unknown)}: not in experiment.models {list(cfg.experiment.models)}")
     summary = run_experiment(cfg, "python -m pipeline " + " ".join(sys.argv[1:]), train_only=args.train_only,
                              only=only)
-    if args.train_only:
-        _say(f"trained {', '.join(summary['trained'])}; run without --train-only to evaluate them and report")
+    if summary.get("partial"):
+        _say(f"{'trained' if args.train_only else 'trained and evaluated'} {', '.join(summary['trained'])}; run "
+             "without --only / --train-only to finish the grid and write the report")
         return 0
     _say(f"report: {summary['report']} (parent run {summary['parent_run_id']})")
     return 0

@@ -137,3 +137,24 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
     nested = [r for r in client.search_runs([exp.experiment_id]) if tracking.PARENT_TAG in r.data.tags]
     assert len(nested) == 2
     assert "test/short/top1_minus_rnn_tanh" in client.get_run(s["rows"][1]["run_id"]).data.metrics
+
+
+@pytest.mark.slow
+def test_parts_of_the_grid_trained_apart_are_reused_by_the_full_run(tiny_config, prepared, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import tracking
+    from pipeline.experiments.grid import run_experiment
+
+    cfg = _cfg(tiny_config, tmp_path)
+    part = run_experiment(cfg, "test", log=lambda *a: None, train_only=True, only=("rnn_tanh",))
+    assert part["partial"] and part["trained"] == ["rnn_tanh"]
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    exp = client.get_experiment_by_name("tiny-exp")
+    trained = [r for r in client.search_runs([exp.experiment_id]) if tracking.PARENT_TAG in r.data.tags]
+    assert [r.data.tags["mlflow.runName"] for r in trained] == ["rnn_tanh"]
+    assert not (tmp_path / "reports" / "experiment.md").exists()  # no report from a part
+    full = run_experiment(cfg, "test", log=lambda *a: None)
+    rows = {r["name"]: r for r in full["rows"]}
+    assert rows["rnn_tanh"]["run_id"] == trained[0].info.run_id  # trained once, evaluated by the full run
+    assert rows["lstm"]["run_id"] != rows["rnn_tanh"]["run_id"] and (tmp_path / "reports" / "experiment.md").exists()
