@@ -121,3 +121,26 @@ def test_curves_score_every_eligible_position_per_kind():
     assert prose["positions"] == 3 * (40 - 4) and list(prose["curve"]) == ["1", "4", "all"]
     assert verse["curve"]["1"]["models"]["echo"]["acc"] == 1.0  # the refrain: one word back suffices
     assert "short" not in res["curves"]
+
+
+def test_models_scored_on_different_words_are_refused():
+    ec = EvalConfig(k=1, kinds={"short": ("*",)}, bootstrap_replicates=100)
+    tokens, targets, chosen, _ = sampled_targets(["मी घरी गेलो"] * 20, ec)
+    words = scored_words(tokens, targets, chosen, ["a"] * 20, ec)
+    with pytest.raises(ValueError, match="were not scored on the same words"):
+        kind_tables(words, {"m": {"top1": "1" * 59, "top1_": ""}}, ec)
+
+
+def test_plots_draw_cells_at_0_and_100_percent(tmp_path):
+    """A cell at 0 % whose interval lies a rounding error above it must not take the command down."""
+    from pipeline.evaluation.plots import write_all
+
+    cell = {"n": 40, "documents": 3, "paired": {}, "models": {
+        "zero": {"acc": 0.0, "low": 1e-12, "high": 0.05}, "full": {"acc": 1.0, "low": 0.95, "high": 1.0 - 1e-12}}}
+    kinds = {"prose": {"documents": 3, "by_distance": {b: cell for b in ("1-4", "5-16", "17-64", "65-256", "257+",
+                                                                         "first")}}}
+    results = {"models": {"zero": {}, "full": {}}, "kinds": kinds,
+               "curves": {"prose": {"positions": 40, "min_context_words": 4, "curve": {"1": cell, "all": cell}}}}
+    files = write_all(results, tmp_path)
+    assert {f.name for f in files} == {"accuracy_by_distance.png", "context_length.png"}
+    assert all(f.stat().st_size > 1000 for f in files)
