@@ -500,6 +500,9 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     return files
 
 
+CELL = 24  # characters of a printed table cell: "+100.0 [+100.0, +100.0]" and a space
+
+
 def acc_text(c: dict[str, Any], name: str) -> str:
     """'12.3 [10.1, 14.8]': a model's accuracy in % with its clustered 95 % interval, '—' under MIN_N words."""
     v = c["models"].get(name)
@@ -535,10 +538,10 @@ def kind_lines(results: dict[str, Any], kind: str, names: list[str] | None = Non
         tables.append(("by words of context before the target", t["by_position"], POSITION_BUCKETS))
     for title, table, order in tables:
         counts = [f"{table[b]['n']} ({table[b]['documents']})" for b in order]
-        lines += [f"  {title}", f"  {'':<{width}}" + "".join(f"{b:>20}" for b in order),
-                  f"  {'n (documents)':<{width}}" + "".join(f"{c:>20}" for c in counts)]
-        lines += [f"  {name:<{width}}" + "".join(f"{acc_text(table[b], name):>20}" for b in order) for name in names]
-        lines += [f"  {f'{name} − {ref}':<{width}}" + "".join(f"{diff_text(table[b], name):>20}" for b in order)
+        lines += [f"  {title}", f"  {'':<{width}}" + "".join(f"{b:>{CELL}}" for b in order),
+                  f"  {'n (documents)':<{width}}" + "".join(f"{c:>{CELL}}" for c in counts)]
+        lines += [f"  {name:<{width}}" + "".join(f"{acc_text(table[b], name):>{CELL}}" for b in order) for name in names]
+        lines += [f"  {f'{name} − {ref}':<{width}}" + "".join(f"{diff_text(table[b], name):>{CELL}}" for b in order)
                   for name in names if any(name in table[b]["paired"] for b in order)]
     if t["numerals"]["n"]:
         lines.append(f"  numerals (n={t['numerals']['n']}): " + "; ".join(f"{name} {acc_text(t['numerals'], name)}"
@@ -567,8 +570,8 @@ def format_tables(results: dict[str, Any]) -> str:
         cs = list(t["curve"])
         lines += ["", f"{kind}: top-1 % when only the last c words are read, on all {t['positions']:,} scored words "
                       f"with >= {t['min_context_words']} words before them, in {t['documents']} documents",
-                  f"{'c':<22}" + "".join(f"{c:>20}" for c in cs)]
-        lines += [f"{name:<22}" + "".join(f"{acc_text(t['curve'][c], name):>20}" for c in cs)
+                  f"{'c':<22}" + "".join(f"{c:>{CELL}}" for c in cs)]
+        lines += [f"{name:<22}" + "".join(f"{acc_text(t['curve'][c], name):>{CELL}}" for c in cs)
                   for name in models if name in next(iter(t["curve"].values()))["models"]]
     return "\n".join(lines)
 
