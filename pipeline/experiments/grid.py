@@ -157,11 +157,16 @@ def bundle_gradient_curves(bundle, prepared, n_windows: int, length: int, seed: 
 
 # ------------------------------------------------------------------------------------------------- the models
 
-def _artifact_json(client, run_id: str, path: str, tmp: Path) -> dict[str, Any] | None:
+def _found_json(client, cfg: Config, tags: dict[str, str], path: str) -> dict[str, Any] | None:
+    """The JSON artifact `path` of the newest run of the experiment that carries `tags` and has it."""
     from pipeline import tracking
 
-    f = tracking.download_artifact(client, run_id, path, tmp / run_id)
-    return json.loads(f.read_text(encoding="utf-8")) if f is not None and f.is_file() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in tracking.find_runs(client, cfg, tags):
+            f = tracking.download_artifact(client, run.info.run_id, path, Path(tmp) / run.info.run_id)
+            if f is not None and f.is_file():
+                return json.loads(f.read_text(encoding="utf-8"))
+    return None
 
 
 def train_model(cfg: Config, name: str, prepared, client, parent_id: str, log=print) -> dict[str, Any]:
@@ -173,12 +178,10 @@ def train_model(cfg: Config, name: str, prepared, client, parent_id: str, log=pr
     from pipeline.training.train import DivergenceError, run_dir_for, train
 
     th = cfg.hash("data", "tokenizer", "model", "train")
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in tracking.find_runs(client, cfg, {TRAIN_HASH_TAG: th, TRAINED_TAG: "1"}):
-            rec = _artifact_json(client, run.info.run_id, "experiment/train.json", Path(tmp))
-            if rec is not None:
-                log(f"    reusing trained run {run.info.run_id} ({name}, weights {th})")
-                return rec | {"reused": True}
+    rec = _found_json(client, cfg, {TRAIN_HASH_TAG: th, TRAINED_TAG: "1"}, "experiment/train.json")
+    if rec is not None:
+        log(f"    reusing trained run {rec['run_id']} ({name}, weights {th})")
+        return rec | {"reused": True}
     run_dir = run_dir_for(cfg)
     logger = make_logger(cfg, client, prepared, run_dir,
                          tracking.nested_tags(parent_id, name, **{TRAIN_HASH_TAG: th, VARIANT_TAG: name}))
@@ -238,12 +241,11 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
         return {"name": name, "cell": cfg.model.cell, **matched, "failed": rec["failed"], "run_id": rec["run_id"]}
     run_id = rec["run_id"]
     h = f"{cfg.hash('data', 'tokenizer', 'model', 'train', 'eval')}-e{EVAL_VERSION}"
+    row = _found_json(client, cfg, {CELL_HASH_TAG: h, DONE_TAG: "1"}, "experiment/row.json")
+    if row is not None:
+        log(f"    reusing evaluated run {row['run_id']} ({name}, config {h})")
+        return row | {"reused": True}
     with tempfile.TemporaryDirectory() as tmp:
-        for run in tracking.find_runs(client, cfg, {CELL_HASH_TAG: h, DONE_TAG: "1"}):
-            row = _artifact_json(client, run.info.run_id, "experiment/row.json", Path(tmp))
-            if row is not None:
-                log(f"    reusing evaluated run {row['run_id']} ({name}, config {h})")
-                return row | {"reused": True}
         bundle = load_checkpoint(_checkpoint_of(client, rec, Path(tmp)))
     curves = bundle_gradient_curves(bundle, prepared, cfg.experiment.gradient_windows, cfg.data.bptt, cfg.train.seed)
     test = evaluate([NeuralScorer(bundle, cfg.eval, name)], docs, cfg, "test", probes, sources=sources)

@@ -262,7 +262,7 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
     test = batch(stream(seed, d, "test"), d, n, balanced=True)
     probe = tuple(t[:s.get("diagnostic_items", DIAGNOSTIC_ITEMS)] for t in val)  # balanced too: classes cycle
     first = diagnose(model, spec, *probe, curve=job.get("gradient", False))
-    t0, step, losses, diverged, val_acc = time.perf_counter(), 0, [], None, None
+    t0, cpu0, step, losses, diverged, val_acc = time.perf_counter(), time.process_time(), 0, [], None, None
     for step in range(1, s["steps"] + 1):
         x, y, cand = batch(train, d, s["batch_size"], independent_labels=job.get("independent_labels", False))
         features, _ = model(x)  # (B, d, H), full BPTT
@@ -287,6 +287,7 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
     out = {"cell": job["cell"], "d": d, "seed": seed, "steps_run": step, "steps_to_success": step if ok else None,
            "success": ok, "n": n, "correct": right, "accuracy": right / n, "low": low, "high": high,
            "val_accuracy": val_acc, "diverged_at": diverged, "seconds": round(time.perf_counter() - t0, 2),
+           "cpu_seconds": round(time.process_time() - cpu0, 2),  # apart from other processes' load
            "final_loss": float(np.mean(losses[-20:])) if losses else math.nan,
            "parameters": sum(p.numel() for p in model.parameters()),
            "diagnostics": {"first": {k: v for k, v in first.items() if k != "g"},
@@ -402,7 +403,8 @@ def run_longrange(cells, out_dir: str | Path, *, distances=(5, 10, 20, 50, 100, 
     result: dict[str, Any] = {"settings": settings, "settings_hash": h, "chance": CHANCE, "classes": list(CLASSES),
                               "vocab": len(VOCAB), "pool": len(POOL), "attractors": len(ATTRACTORS),
                               "timing": {"wall_seconds": round(wall, 1), "workers": workers,
-                                         "job_seconds": round(sum(r["seconds"] for r in results), 1)},
+                                         "job_seconds": round(sum(r["seconds"] for r in results), 1),
+                                         "job_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 1)},
                               "cells": {}}
     for c in cells:
         mine = [r for r in results if r["cell"] == c]
