@@ -113,7 +113,7 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
     report = (tmp_path / "reports" / "experiment.md").read_text(encoding="utf-8")
     for needle in ("| rnn_tanh ", "| lstm ", "| kn4gram ", "## Long-range task", "## Exploding gradients",
                    "(experiment/gradients.png)", "## Reading", "## Natural text by kind",
-                   "Top-1 by distance to the word's last occurrence", "lstm − rnn_tanh", "document-clustered",
+                   "then by distance to the word's last occurrence", "lstm − rnn_tanh", "document-clustered",
                    "commit:"):
         assert needle in report, needle
     for png in ("gradients.png", "accuracy_by_distance.png", "longrange/longrange.png", "exploding/exploding.png"):
