@@ -549,6 +549,14 @@ def what_it_says(result: dict[str, Any]) -> str:
     return " ".join(text)
 
 
+def _timing(t: dict[str, Any]) -> str:
+    """'12.3 min wall with 2 worker processes (the jobs' CPU time: 20.1 min)'."""
+    out = f"{t['wall_seconds'] / 60:.1f} min wall with {t['workers']} worker process{'es' if t['workers'] != 1 else ''}"
+    if t.get("job_cpu_seconds") is not None:
+        out += f" (the jobs' CPU time: {t['job_cpu_seconds'] / 60:.1f} min, one thread each)"
+    return out
+
+
 def report_lines(result: dict[str, Any], assets: str) -> list[str]:
     """The experiment report's markdown section for this task; `assets` is the folder holding longrange/."""
     s = result["settings"]
@@ -564,8 +572,7 @@ def report_lines(result: dict[str, Any], assets: str) -> list[str]:
          "full-vocabulary loss and ±0.1 embeddings of protocol 1, as an ablation. Each cell: seeds solved (test "
          f"accuracy ≥ {s['success']} on {s['n_test']} fresh items; items are independent) [95 % Wilson]; median "
          f"steps to success (> {s['steps']}: half the seeds or more never solved it); mean final test accuracy. "
-         f"{result['timing']['wall_seconds'] / 60:.1f} min wall with {result['timing']['workers']} worker "
-         f"process{'es' if result['timing']['workers'] != 1 else ''}.", ""]
+         f"{_timing(result['timing'])}.", ""]
 
     def cell(b: dict[str, Any]) -> str:
         med = f"{b['median_steps']:.0f}" if b["median_steps"] is not None else f"> {s['steps']}"
@@ -679,6 +686,6 @@ def cli(args, cfg) -> int:
     t0 = time.perf_counter()
     result = run_longrange(out_dir=out, **config_args(cfg))
     print(format_table(result))
-    print(f"{out / 'longrange.json'} and {result['plot']} ({time.perf_counter() - t0:.0f} s; "
-          f"{result['timing']['wall_seconds']:.0f} s when trained)")
+    print(f"{out / 'longrange.json'} and {result['plot']} ({time.perf_counter() - t0:.0f} s; when trained: "
+          f"{_timing(result['timing'])})")
     return 0
