@@ -156,6 +156,9 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
         import json
 
         L += mixture_section(json.loads(mixture.read_text(encoding="utf-8")), "experiment/mixture")
+    else:
+        L += ["## Mixtures: network + n-gram + neural cache", "",
+              "Not measured on this test split yet: `make mix-report` fits them on validation and scores them.", ""]
     L += ["## Facts computed from the tables", ""] + [f"- {f}" for f in _facts(s, rows, evaluated)] + [""]
     L += ["## Time spent", "", "Wall time of this invocation (parts reused from earlier runs take seconds).", ""]
     L += _table(["part", "minutes"], [[k_, f"{v / 60:.2f}"] for k_, v in s["timings"].items()]) + [""]
