@@ -18,20 +18,22 @@ import dataclasses
 import os
 import time
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from pipeline.checkpoints import ModelBundle, load_checkpoint
 from pipeline.config import Config, build_config
-from pipeline.corpus.prepare import documents, prepare
+from pipeline.corpus.prepare import document_sources, documents, prepare
 from pipeline.corpus.tokenizer import Tokenizer
-from pipeline.evaluation.distance import position_bucket
+from pipeline.evaluation.bootstrap import clustered_cell
 from pipeline.evaluation.evaluate import (
     NeuralScorer,
     NgramScorer,
     _score,
     build_baseline,
 )
+from pipeline.evaluation.text_kinds import scored_words
 
 VARIANTS = {  # name -> (cell, config overrides)
     "lstm-softmax": ("lstm", ["model.output=softmax", "model.cutoffs=[]"]),
@@ -55,27 +57,33 @@ def budgets(entries: list[str], spec: str) -> dict[str, float]:
     return {e: given[e] for e in entries}
 
 
-def top1(scorer, docs: list[str], ec) -> dict:
-    """Top-1 on the seeded, word-weighted sample of eval.max_words words (pipeline/evaluation/sampling.py), overall and where
-    more than 256 words of context exist (the long documents, where the 4-gram has no memory)."""
+def top1(scorer, docs: list[str], ec, sources: list[str] | None = None) -> dict:
+    """Top-1 on the words with a letter of the seeded, word-weighted sample of eval.max_words words
+    (pipeline/evaluation/sampling.py), overall and where more than 256 words of context exist (the long documents,
+    where the 4-gram has no memory), each with its document-clustered 95 % interval."""
     tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, 1, "ttq")
-    hits, deep = [], []
-    for r, d in enumerate(keep):
-        for i in chosen[d]:
-            j = targets[d][i]
-            hits.append(res["top"][(r, j)][:1] == [tokens[d][j]])
-            if position_bucket(i) == "257+":
-                deep.append(hits[-1])
-    return {"top1": sum(hits) / len(hits), "words": len(hits),
-            "top1_pos257": sum(deep) / len(deep) if deep else None, "words_pos257": len(deep)}
+    words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
+    hits = np.array([res["top"][(r, targets[d][i])][:1] == [tokens[d][targets[d][i]]]
+                     for r, d in enumerate(keep) for i in chosen[d]], dtype=bool)
+    out = {}
+    for key, mask in (("", ~words.numeral), ("_pos257", ~words.numeral & (words.position == "257+"))):
+        c = clustered_cell(words.cluster[mask].tolist(), {"top1": hits[mask]}, ec.bootstrap_replicates,
+                           ec.bootstrap_seed, f"ttq{key}")
+        m = c["models"].get("top1")
+        out |= {f"top1{key}": m["acc"] if m else None, f"top1{key}_low": m["low"] if m else None,
+                f"top1{key}_high": m["high"] if m else None, f"words{key}": int(mask.sum()),
+                f"documents{key}": int(len(np.unique(words.doc[mask])))}
+    return out
 
 
 class QualityCurve(pl.Callback):
     """Every `every_s` seconds of training, top-1 on the sample; the evaluation's own time is not counted."""
 
-    def __init__(self, cfg: Config, tokenizer: Tokenizer, docs: list[str], every_s: float, target: float):
+    def __init__(self, cfg: Config, tokenizer: Tokenizer, docs: list[str], every_s: float, target: float,
+                 sources: list[str] | None = None):
         # docs: the whole test split; cfg.eval.max_words picks the words scored
         self.cfg, self.tok, self.docs, self.every_s, self.target = cfg, tokenizer, docs, every_s, target
+        self.sources = sources
         self.curve: list[dict] = []
         self.passed_at: float | None = None
 
@@ -92,7 +100,7 @@ class QualityCurve(pl.Callback):
         was_training = model.training
         bundle = ModelBundle(model, self.tok, self.cfg.to_dict(), {"model_args": pl_module.hparams["model_args"]})
         with torch.no_grad():
-            got = top1(NeuralScorer(bundle, self.cfg.eval, "probe"), self.docs, self.cfg.eval)
+            got = top1(NeuralScorer(bundle, self.cfg.eval, "probe"), self.docs, self.cfg.eval, self.sources)
         model.train(was_training)
         self.curve.append({"train_s": round(elapsed, 1), "step": trainer.global_step, **got})
         if self.passed_at is None and got["top1"] > self.target:
@@ -118,11 +126,11 @@ def run(cfg: Config) -> dict:
     every = float(os.environ.get("TTQ_EVERY_MINUTES", "3")) * 60
     prepared = prepare(cfg)
     cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, max_words=int(os.environ.get("TTQ_SAMPLE_WORDS", "3000"))))
-    docs = documents(cfg, "test")
+    docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
     t = time.perf_counter()
     ngram = NgramScorer(build_baseline(cfg))
     ngram_build_s = time.perf_counter() - t
-    base = top1(ngram, docs, cfg.eval)
+    base = top1(ngram, docs, cfg.eval, sources)
     target, n_words = base["top1"], base["words"]
     out = {"sample": {"words": n_words, "seed": cfg.eval.sample_seed, "how": "word-weighted, stratified by length",
                       "words_pos257": base["words_pos257"]},
@@ -131,7 +139,7 @@ def run(cfg: Config) -> dict:
     for entry in entries:
         cell_cfg = entry_config(cfg, entry, minutes[entry])
         cell_prepared = prepare(cell_cfg)  # the same cache unless the variant changes the tokenizer
-        probe = QualityCurve(cell_cfg, Tokenizer(cell_prepared.tokenizer_path), docs, every, target)
+        probe = QualityCurve(cell_cfg, Tokenizer(cell_prepared.tokenizer_path), docs, every, target, sources)
         print(f"{entry}: training for {minutes[entry]} min, top-1 on {n_words} sample words every {every / 60:.0f} min")
         result = train(cell_cfg, cell_prepared, fresh=True, extra_callbacks=[probe])
         m = cell_cfg.model
