@@ -210,6 +210,9 @@ class ExperimentConfig:
     longrange_lr: float = 0.002
     longrange_n_test: int = 500  # test items per (cell, d, seed); validation the same number, another stream
     longrange_workers: int = 2  # processes, one torch thread each
+    # Which grid models get the context-length curves (null: all): on the full test split they are the costliest
+    # part of a model's evaluation (~5 min each on 2 cores); the others get the tables by kind without them.
+    curve_models: tuple[str, ...] | None = None
     log_models: bool = True  # log each trained model as a pyfunc (so `--model RUN_ID` works); no registration
     report_dir: str = "reports"  # writes <report_dir>/experiment.md and <report_dir>/experiment/*.png
 
@@ -426,6 +429,9 @@ def _check(cfg: Config, source: str) -> None:
     if not e.models or len(set(e.models)) != len(e.models):
         raise ConfigError(f"{source}: experiment.models {list(e.models)} must name at least one model, each once "
                           f"(allowed: {', '.join(GRID_MODELS)})")
+    if e.curve_models is not None and not set(e.curve_models) <= set(e.models):
+        raise ConfigError(f"{source}: experiment.curve_models {list(e.curve_models)} must name models of "
+                          f"experiment.models {list(e.models)} (or be null for all)")
     if not e.longrange_cells or len(set(e.longrange_cells)) != len(e.longrange_cells):
         raise ConfigError(f"{source}: experiment.longrange_cells {list(e.longrange_cells)} must name at least one "
                           f"cell, each once (allowed: {', '.join(LONGRANGE_CELLS)})")

@@ -237,6 +237,9 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
     from pipeline.training.train import run_dir_for
 
     rec = train_model(cfg, name, prepared, client, parent_id, log)
+    with_curves = cfg.experiment.curve_models
+    if with_curves is not None and name not in with_curves:  # before the hash: a row without curves is another evaluation
+        cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, context_curves={}))
     if "failed" in rec:
         return {"name": name, "cell": cfg.model.cell, **matched, "failed": rec["failed"], "run_id": rec["run_id"]}
     run_id = rec["run_id"]
