@@ -69,7 +69,8 @@ def test_grid_parameter_counts_match_within_ten_percent(tiny_config):
 
 def test_bad_experiment_settings_are_config_errors(tiny_config):
     for bad in ("experiment.models=[rnn_foo]", "experiment.budget_minutes=0", "experiment.nope=1",
-                "experiment.longrange_minutes=-1", "experiment.exploding_share=0.95", "experiment.models=[]"):
+                "experiment.longrange_minutes=-1", "experiment.exploding_share=0.95", "experiment.models=[]",
+                "experiment.curve_models=[foo]"):
         with pytest.raises(ConfigError, match="experiment"):
             load_config(None, ["name=tiny", *_overrides_of(tiny_config), bad])
 
@@ -146,7 +147,7 @@ def test_parts_of_the_grid_trained_apart_are_reused_by_the_full_run(tiny_config,
     from pipeline import tracking
     from pipeline.experiments.grid import run_experiment
 
-    cfg = _cfg(tiny_config, tmp_path)
+    cfg = _cfg(tiny_config, tmp_path, "experiment.curve_models=[lstm]", "eval.context_curves={short: 2}")
     part = run_experiment(cfg, "test", log=lambda *a: None, train_only=True, only=("rnn_tanh",))
     assert part["partial"] and part["trained"] == ["rnn_tanh"]
     client = MlflowClient(tracking.tracking_uri(cfg))
@@ -158,3 +159,6 @@ def test_parts_of_the_grid_trained_apart_are_reused_by_the_full_run(tiny_config,
     rows = {r["name"]: r for r in full["rows"]}
     assert rows["rnn_tanh"]["run_id"] == trained[0].info.run_id  # trained once, evaluated by the full run
     assert rows["lstm"]["run_id"] != rows["rnn_tanh"]["run_id"] and (tmp_path / "reports" / "experiment.md").exists()
+    # the context-length curves only for experiment.curve_models (and the n-gram)
+    assert rows["lstm"]["test"]["context"]["short"]["positions"] > 0 and rows["rnn_tanh"]["test"]["context"] == {}
+    assert set(full["curves"]["short"]["curve"]["1"]["models"]) == {"lstm", "kn4gram"}
