@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.evaluation.evaluate import acc_text, diff_text
 from pipeline.evaluation.intervals import MIN_N
 from pipeline.evaluation.probes import report_lines as probe_report
+from pipeline.experiments.longrange import report_lines as longrange_report
 
 def _num(v: Any, fmt: str) -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
@@ -114,27 +115,7 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
                   _num(r["gradients"]["trained"]["half_life"], ".1f")] for r in rows])
     L += ["", "![gradients](experiment/gradients.png)", ""]
 
-    lr = s["longrange"]
-    ls = lr["settings"]
-    ds = ls["distances"]
-    L += ["## Long-range task (controlled)", "",
-          f"Verb agreement (4 forms: gender × number, chance {lr['chance']:.2f}) with a subject d words back, "
-          f"{lr['pool']} distractor words ({lr['attractors']} of them attractor nouns) between. One fresh model per "
-          f"cell, d and seed, trained at that d only: {ls['seeds']} seeds, at most {ls['steps']} steps (batch "
-          f"{ls['batch_size']}, hidden {ls['hidden_dim']}, Adam {ls['lr']}, clip {ls['clip']}), stopped once "
-          f"{ls['success']:.0%} of {ls['n_test']} validation items are right. Each cell: seeds solved (test accuracy "
-          f"≥ {ls['success']} on {ls['n_test']} fresh items) [95 % Wilson]; median steps to success (> {ls['steps']}: "
-          "half the seeds or more never solved it); mean final test accuracy. "
-          f"{lr['timing']['wall_seconds'] / 60:.1f} min wall with {lr['timing']['workers']} worker processes.", ""]
-
-    def _lr_cell(b: dict[str, Any]) -> str:
-        med = f"{b['median_steps']:.0f}" if b["median_steps"] is not None else f"> {ls['steps']}"
-        return f"{b['successes']}/{b['runs']} [{b['low']:.2f}, {b['high']:.2f}]; {med}; {b['mean_accuracy']:.3f}"
-
-    L += _table(["cell", "params", *(f"d={d}" for d in ds)],
-                [[name, f"{m['parameters']:,}", *(_lr_cell(m["by_d"][str(d)]) for d in ds)]
-                 for name, m in lr["cells"].items()])
-    L += ["", "![longrange](experiment/longrange/longrange.png)", ""]
+    L += longrange_report(s["longrange"], "experiment")
 
     ex = s["exploding"]
     es = ex["settings"]
