@@ -60,10 +60,11 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10)
-        # bench/results.json is what benchmarks append to: a record written there does not make the code dirty
+        # bench/results.json is what benchmarks append to, reports/ what the experiment writes: a record written
+        # there does not make the code dirty
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!bench/results.json"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+                                ":!bench/results.json", ":!reports"], cwd=PROJECT_ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
