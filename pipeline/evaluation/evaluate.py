@@ -39,7 +39,6 @@ from pipeline.evaluation.distance import (
     metric_suffix,
     position_bucket,
 )
-from pipeline.evaluation.intervals import accuracy_cell
 from pipeline.evaluation.ngram import KneserNey
 from pipeline.evaluation.predict import (
     WordPredictor,

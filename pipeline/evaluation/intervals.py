@@ -17,11 +17,3 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 MIN_N = 30  # a table cell resting on fewer targets shows "—": its interval would be wider than any effect
-
-
-def accuracy_cell(p: float | None, n: int, min_n: int = MIN_N) -> str:
-    """'12.3 [10.1, 14.8]' (percent, 95 % Wilson interval) or '—' when n < min_n."""
-    if p is None or n < min_n:
-        return "—"
-    lo, hi = wilson(round(p * n), n)
-    return f"{100 * p:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
