@@ -16,7 +16,7 @@ that its buckets differ by distance and not by which texts fill them.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,9 @@ class ScoredWords:
 
     def kinds(self) -> list[str]:
         return list(dict.fromkeys(self.kind.tolist()))
+
+    def take(self, idx: np.ndarray) -> "ScoredWords":
+        return ScoredWords(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
 def scored_words(tokens: list[list[str]], targets: list[list[int]], chosen: list[list[int]], sources: list[str],
@@ -182,8 +185,7 @@ def curve_tables(words: ScoredWords, curves: dict[str, dict[str, Any]], ec: Eval
         models = {m: c[kind] for m, c in curves.items() if kind in c}
         if not models:
             continue
-        sub = ScoredWords(words.doc[pos], words.word[pos], words.cluster[pos], words.kind[pos], words.distance[pos],
-                          words.position[pos], words.numeral[pos])
+        sub = words.take(pos)
         every = np.ones(len(pos), bool)
         lengths = list(next(iter(models.values()))["hits"])
         out[kind] = {"min_context_words": ec.context_curves[kind], "positions": int(len(pos)),

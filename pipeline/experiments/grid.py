@@ -195,7 +195,6 @@ def train_model(cfg: Config, name: str, prepared, client, parent_id: str, log=pr
             rec["failed"] = str(e)
             log(f"    {name} failed: {e}")
         else:
-            torch.set_num_threads(threads)
             ckpt = result.best_checkpoint if Path(result.best_checkpoint).is_file() else result.last_checkpoint
             logged = tracking.latest_metrics(client, run_id)
             rec |= {"checkpoint": str(ckpt), "train_seconds": result.seconds, "tokens": result.tokens,
@@ -208,6 +207,7 @@ def train_model(cfg: Config, name: str, prepared, client, parent_id: str, log=pr
             f = Path(tmp) / "train.json"
             f.write_text(json.dumps(rec, indent=1, ensure_ascii=False, allow_nan=True))
             tracking.log_file(client, run_id, f, "experiment")
+        torch.set_num_threads(threads)
         tracking.set_tags(client, run_id, {TRAINED_TAG: "1"})
         tracking.finish_run(client, run_id, "FAILED" if "failed" in rec else "FINISHED")
     return rec | {"reused": False}
