@@ -130,6 +130,10 @@ class EvalConfig:
     probes: str | None = "data/probes/probes.jsonl"
     ngram_order: int = 4
     batch_size: int = 64
+    # Keystroke savings (pipeline/evaluation/keystrokes.py): a typist with a bar of this many suggestions replays the
+    # scored words; off, evaluation skips it (it costs about as much as the top-k pass)
+    keystrokes: bool = True
+    keystroke_slots: int = 3
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.max_epochs": (1, None), "train.checkpoint_every_n_steps": (1, None), "train.warmup_steps": (0, None),
     "train.early_stopping_patience": (0, None), "train.log_every_n_steps": (1, None), "train.num_threads": (1, None),
     "train.gradient_clip_val": (0.0, None), "train.max_time_minutes": (0.0, None),
-    "eval.k": (1, 100), "eval.beam_width": (1, 1000), "eval.max_beam_width": (1, 10000), "eval.max_word_pieces": (1, 64), "eval.ngram_order": (1, 10),
+    "eval.k": (1, 100), "eval.beam_width": (1, 1000), "eval.max_beam_width": (1, 10000), "eval.max_word_pieces": (1, 64), "eval.ngram_order": (1, 10), "eval.keystroke_slots": (1, 10),
     "eval.batch_size": (1, None), "eval.long_document_words": (1, None), "eval.max_words": (1, None),
     "eval.cluster_block_words": (0, None),
     "eval.bootstrap_replicates": (100, None),

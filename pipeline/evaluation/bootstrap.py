@@ -28,10 +28,12 @@ def cell_seed(seed: int, key: str) -> int:
 
 
 def replicates(clusters: Sequence[int], values: dict[str, Sequence[float]], n_replicates: int,
-               seed: int) -> dict[str, np.ndarray]:
-    """The bootstrap distribution of each model's mean: {name: (n_replicates,)}, all from the same cluster draws."""
+               seed: int, weights: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+    """The bootstrap distribution of each model's mean: {name: (n_replicates,)}, all from the same cluster draws.
+    With `weights`, of the ratio Σ values / Σ weights instead (keystrokes saved over keystrokes typed)."""
     ids, inverse = np.unique(np.asarray(clusters), return_inverse=True)
-    n_c = np.bincount(inverse).astype(np.float64)
+    n_c = np.bincount(inverse, weights=None if weights is None else np.asarray(weights, dtype=np.float64),
+                      minlength=len(ids)).astype(np.float64)
     sums = {name: np.bincount(inverse, weights=np.asarray(v, dtype=np.float64), minlength=len(ids))
             for name, v in values.items()}
     rng = np.random.default_rng(seed)

@@ -39,7 +39,8 @@ from pipeline.evaluation.distance import (
     metric_suffix,
     position_bucket,
 )
-from pipeline.evaluation.ngram import KneserNey
+from pipeline.evaluation.keystrokes import keystroke_lines, keystroke_metrics, keystroke_tables, run_scorer
+from pipeline.evaluation.ngram import KneserNey, context_tail
 from pipeline.evaluation.predict import (
     WordPredictor,
     cat_states,
@@ -135,11 +136,13 @@ class NeuralScorer:
         return out + ([cur] if cur else [])
 
     def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress, bos: bool = True,
-                      extra: dict[tuple[int, int], list[str]] | None = None, vectors: bool = False) -> dict:
+                      extra: dict[tuple[int, int], list[str]] | None = None, vectors: bool = False,
+                      on_batch: Callable | None = None) -> dict:
         """For every target token index: the top-k words (none when k = 0) with their log-probabilities and the
         word's exact log-probability. `extra`: more words whose exact log-probability is wanted at a target
         (res["extra"]); `vectors`: the top-layer state before every token of every document (res["vectors"][d],
-        (tokens, H)), the state that predicts that token (the mixture's cache keys)."""
+        (tokens, H)), the state that predicts that token (the mixture's cache keys); `on_batch(keys, state,
+        next_lp)`: called instead of the top-k search with each batch of targets and the state before them."""
         encoded = [self._encode(d, bos) for d in docs]
         top: dict[tuple[int, int], list[str]] = {}
         scored: dict[tuple[int, int], list[tuple[str, float]]] = {}
@@ -151,6 +154,10 @@ class NeuralScorer:
         def flush():
             keys = [key for key, _, _ in pending]
             state, lp = cat_states([s for _, s, _ in pending]), torch.cat([l for _, _, l in pending])
+            if on_batch is not None:
+                on_batch(keys, state, lp)
+                pending.clear()
+                return
             for key, row in zip(keys, self.pred.top_words(state, lp, k)):
                 top[key], scored[key] = [w for w, _ in row], row
             if extra:
@@ -166,7 +173,7 @@ class NeuralScorer:
 
         for batch in self._batches([len(ids) for ids, _ in encoded]):
             rows = [encoded[d][0] for d in batch]
-            want = [[encoded[d][1][j] - 1 for j in targets[d]] if k > 0 else [] for d in batch]
+            want = [[encoded[d][1][j] - 1 for j in targets[d]] if k > 0 or on_batch else [] for d in batch]
             where = {}  # (row, t) -> (doc, token)
             for r, d in enumerate(batch):
                 for j in targets[d]:
@@ -188,11 +195,30 @@ class NeuralScorer:
                     logp[(d, j)] = float(tok_lp[r, s - 1:e].sum() + bnd[r, e])
                 if vectors:
                     vecs[d] = feats[r, torch.tensor(starts, dtype=torch.long) - 1]
-            if k == 0:
+            if k == 0 and on_batch is None:
                 progress(sum(len(targets[d]) for d in batch))
         if pending:
             flush()
         return {"top": top, "scored": scored, "logp": logp, "extra": extra_lp, "vectors": vecs}
+
+    def keystrokes(self, docs: list[list[str]], targets: list[list[int]], slots: int, progress, bos: bool = True
+                   ) -> dict[tuple[int, int], tuple[int, list[str]]]:
+        """The typist of pipeline/evaluation/keystrokes.py at every target: per target, the characters typed before
+        the bar offered the word (-1: never) and the bar before the first character."""
+        from pipeline.evaluation.keystrokes import simulate
+
+        out = {}
+
+        def on_batch(keys, state, lp):
+            def suggest(rows: list[int], prefixes: list[str]) -> list[list[str]]:
+                idx = torch.tensor(rows, device=self.device)
+                got = self.pred.top_words(select_state(state, idx), lp.index_select(0, idx), slots, prefixes)
+                return [[w for w, _ in r] for r in got]
+            for key, res in zip(keys, zip(*simulate([docs[d][j] for d, j in keys], suggest, slots))):
+                out[key] = res
+            progress(len(keys))
+        self.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, on_batch=on_batch)
+        return out
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
         """Top-k words after each context, read from a fresh state (after `bos` when the context is a document's
@@ -242,7 +268,7 @@ class NgramScorer:
         for d, (tokens, ts) in enumerate(zip(docs, targets)):
             if not ts:
                 continue
-            ctxs = [tokens[:j] for j in ts]
+            ctxs = [context_tail(tokens, j) for j in ts]
             tops = self.lm.top_words(ctxs, k) if k > 0 else [[] for _ in ts]
             for j, row, lp in zip(ts, tops, self.lm.log_prob(ctxs, [tokens[j] for j in ts])):
                 top[(d, j)] = [w for w, _ in row]
@@ -252,6 +278,24 @@ class NgramScorer:
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
         return [[w for w, _ in row] for row in self.lm.top_words(contexts, k, bos=bos)]
+
+    def keystrokes(self, docs: list[list[str]], targets: list[list[int]], slots: int, progress, bos: bool = True
+                   ) -> dict[tuple[int, int], tuple[int, list[str]]]:
+        from pipeline.evaluation.keystrokes import simulate
+
+        keys = [(d, j) for d, ts in enumerate(targets) for j in ts]
+        out = {}
+        for a in range(0, len(keys), 512):
+            part = keys[a:a + 512]
+            ctxs = [context_tail(docs[d], j) for d, j in part]
+
+            def suggest(rows: list[int], prefixes: list[str]) -> list[list[str]]:
+                got = self.lm.top_words([ctxs[i] for i in rows], slots, bos, prefixes)
+                return [[w for w, _ in r] for r in got]
+            for key, res in zip(part, zip(*simulate([docs[d][j] for d, j in part], suggest, slots))):
+                out[key] = res
+            progress(len(part))
+        return out
 
     def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
         from pipeline.corpus.cleaning import clean_text
@@ -420,6 +464,9 @@ def evaluate(scorers: list, docs: list[str], cfg: Config, split: str, probes=Non
     results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
     for scorer in scorers:
         r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
+        if cfg.eval.keystrokes:
+            tokens, targets, chosen, _ = sampled_targets(docs, cfg.eval)
+            r["keystrokes"] = run_scorer(scorer, tokens, targets, chosen, cfg.eval.keystroke_slots)
         if probes:
             r["probes"] = probe_mod.summarize(probes, probe_mod.score_probes(scorer, probes))
         r["metrics"] = flat_metrics(r, split, cfg.eval.k)
@@ -437,8 +484,11 @@ def add_kind_tables(results: dict[str, Any], docs: list[str], sources: list[str]
     results["paired_reference"] = ec.paired_reference
     results["kinds"] = kind_tables(words, {m: r["hits"] for m, r in models.items()}, ec)
     results["curves"] = curve_tables(words, {m: r["context"] for m, r in models.items() if r.get("context")}, ec)
+    results["keystrokes"] = keystroke_tables(words, {m: r["keystrokes"] for m, r in models.items()
+                                                     if r.get("keystrokes")}, ec, ec.paired_reference)
     for name, r in models.items():
         r.setdefault("metrics", {}).update(kind_metrics(results, name, results["split"]))
+        r["metrics"].update(keystroke_metrics(results["keystrokes"], name, results["split"]))
 
 
 # ------------------------------------------------------------------------------------------------------ outputs
@@ -460,7 +510,10 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
             "context.csv": [["kind", "context_words", "n", "documents", "model", "top1", "low95", "high95",
                              f"minus_{ref}", "diff_low95", "diff_high95"]],
             "probes.csv": [["model", "kind", "distance", "n", "accuracy", "chance", "low95", "high95", "balanced",
-                            "balanced_low95", "balanced_high95", "margin"]]}
+                            "balanced_low95", "balanced_high95", "margin"]],
+            "keystrokes.csv": [["kind", "n", "documents", "model", "ksr", "low95", "high95", f"minus_{ref}",
+                                "diff_low95", "diff_high95", "tapped_after_0", "tapped_after_1", "tapped_after_2",
+                                "never_offered", "echo_rate", "text_repeat_rate"]]}
     for name, r in results["models"].items():
         rows["summary.csv"].append([name, r["words"], r["top1"], r[f"top{k}"], r["word_ppl"], r["words_per_s"]])
         for table in ("by_distance", "by_position"):
@@ -491,6 +544,13 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     for kind, t in results.get("curves", {}).items():
         for c_len, c in t["curve"].items():
             rows["context.csv"] += cell_rows([kind, c_len], c)
+    for kind, c in results.get("keystrokes", {}).items():
+        for name, v in c["models"].items():
+            p = c["paired"].get(name, {})
+            rows["keystrokes.csv"].append([kind, c["n"], c["documents"], name, v["ksr"], v["low"], v["high"],
+                                           p.get("diff"), p.get("low"), p.get("high"),
+                                           *(v["tapped_after"][x] for x in ("0", "1", "2")), v["never_offered"],
+                                           v["echo_rate"], c["text_repeat_rate"]])
     for fname, table in rows.items():
         with open(out / fname, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(table)
@@ -563,6 +623,8 @@ def format_tables(results: dict[str, Any]) -> str:
                      f"{acc_text(p['top1'], name) if p else '—':>22}{acc_text(p[f'top{k}'], name) if p else '—':>22}"
                      f"{r['word_ppl'] or math.nan:>12.1f}")
     lines.append("words with a letter (numerals apart), all kinds; word ppl over every scored word")
+    if results.get("keystrokes"):
+        lines += [""] + keystroke_lines(results["keystrokes"])
     for kind in results.get("kinds", {}):
         lines += [""] + kind_lines(results, kind)
     for kind, t in results.get("curves", {}).items():

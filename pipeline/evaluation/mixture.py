@@ -8,17 +8,23 @@
     P_cache  Σ_{i < t, t - i <= W, w_i = w} softmax_i(θ · q_t·q_i): q_i is the network's top-layer state that
              predicted word i, so a word recurs where the state looks like the one that once preceded it
              (Grave et al. 2017)
-    c        the context's class: how many words of context the n-gram matched (0 … order-1) and whether the cache
-             is empty (a document's first word); with `context_dependent=False` one class holds every word
+    c        the context's class: how many words of context the n-gram matched (0 … order-1) and how many words
+             the cache holds (0, 1–3, 4–15, 16–63, 64+: `history_edges`): a cache over three words is peaky and
+             mostly wrong (the next word repeats one of the last three under 1 % of the time in the test text), one
+             over a paragraph is often right, so each gets its own λ; with `context_dependent=False` one class holds
+             every word
 
 θ and W are chosen on the validation split by grid, the λ of each class by EM on the validation words'
 log-likelihood. The top k: every part's top K words (the network's exact beam, the n-gram's exact top K, the cache's
-heaviest K) re-scored under the mixture, the network's probability of each computed exactly.
+heaviest K) re-scored under the mixture, the network's probability of each computed exactly (`mixed_top`, the one
+function the server and the evaluation both rank with). Completing a typed prefix, every part proposes only words
+that start with it and the mixture's probabilities are renormalised over the candidates.
 """
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import heapq
 import json
 import math
 from collections.abc import Sequence
@@ -30,9 +36,11 @@ import numpy as np
 import torch
 
 from pipeline.corpus.cleaning import clean_text, is_word
-from pipeline.evaluation.ngram import KneserNey, read_arpa, write_arpa
+from pipeline.evaluation.ngram import KneserNey, context_tail, read_arpa, write_arpa
+from pipeline.evaluation.predict import select_state
 
 PARTS = ("net", "kn", "cache")
+HISTORY_EDGES = (1, 4, 16, 64)  # cache classes by words of history: 0, 1-3, 4-15, 16-63, 64+
 
 
 @dataclass
@@ -42,22 +50,33 @@ class MixtureWeights:
     theta: float = 0.0
     window: int = 0
     context_dependent: bool = True
+    history_edges: tuple[int, ...] = ()  # () : the classes of fits before issue 22, "cache empty or not"
 
     def __post_init__(self):
         if not self.parts or set(self.parts) - set(PARTS):
             raise ValueError(f"mixture parts {list(self.parts)}: give one or more of {list(PARTS)}")
 
-    def context_class(self, order: int, cache_empty: bool) -> str:
+    def context_class(self, order: int, history: int) -> str:
+        """The class of a context whose n-gram matched `order` words and whose cache holds `history` words."""
         if not self.context_dependent:
             return "all"
-        return f"o{order}" + ("-nocache" if cache_empty and "cache" in self.parts else "")
+        if "cache" not in self.parts:
+            return f"o{order}"
+        if not self.history_edges:
+            return f"o{order}" + ("-nocache" if not history else "")
+        b = bisect.bisect_right(self.history_edges, history)
+        lo = self.history_edges[b - 1] if b else 0
+        if b == len(self.history_edges):
+            return f"o{order}-h{lo}+"
+        hi = self.history_edges[b] - 1
+        return f"o{order}-h{lo}" + (f"-{hi}" if hi > lo else "")
 
     def lam(self, cls: str) -> np.ndarray:
         default = self.weights.get("all") or [1.0 / len(self.parts)] * len(self.parts)
         return np.asarray(self.weights.get(cls, default), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "parts": list(self.parts)}
+        return {**asdict(self), "parts": list(self.parts), "history_edges": list(self.history_edges)}
 
 
 
@@ -102,7 +121,8 @@ def load_mixture(directory) -> Mixture | None:
         blob = json.loads(path.read_text(encoding="utf-8"))
         w = blob["weights"]
         weights = MixtureWeights(tuple(w["parts"]), {str(c): [float(x) for x in v] for c, v in w["weights"].items()},
-                                 float(w["theta"]), int(w["window"]), bool(w["context_dependent"]))
+                                 float(w["theta"]), int(w["window"]), bool(w["context_dependent"]),
+                                 tuple(int(e) for e in w.get("history_edges", ())))
         if any(len(v) != len(weights.parts) for v in weights.weights.values()):
             raise ValueError("a class's weights do not match the parts")
         candidates = int(blob["candidates"])
@@ -174,7 +194,8 @@ def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]
     best: tuple[float, MixtureWeights] | None = None
     for theta, by_window in probs.items():
         for window, p in by_window.items():
-            w = MixtureWeights(parts, theta=theta, window=window, context_dependent=context_dependent)
+            w = MixtureWeights(parts, theta=theta, window=window, context_dependent=context_dependent,
+                               history_edges=HISTORY_EDGES)
             cls = np.array([w.context_class(*c) if isinstance(c, tuple) else c for c in classes])
             w.weights["all"] = em_weights(p, iterations).round(6).tolist()  # also the fallback of an unseen class
             for c in sorted(set(cls)):
@@ -199,10 +220,10 @@ def kn_probs(lm: KneserNey, ctx: list[str], words: list[str], bos: bool) -> list
 
 def mix_probs(w: MixtureWeights, lm: KneserNey | None, feat: dict, ctx: list[str], words: list[str],
               net_lp: dict[str, float], bos: bool) -> list[float]:
-    """Mixture probabilities of `words` at one target: feat holds the n-gram's matched order, whether the cache is
-    empty and P_cache per word; net_lp the network's log-probability per word."""
+    """Mixture probabilities of `words` at one target: feat holds the n-gram's matched order, the cache's history
+    (words it holds) and P_cache per word; net_lp the network's log-probability per word."""
     kn = kn_probs(lm, ctx, words, bos) if "kn" in w.parts else [0.0] * len(words)
-    lam = w.lam(w.context_class(feat["order"], feat["cache_empty"]))
+    lam = w.lam(w.context_class(feat["order"], feat["history"]))
     out = []
     for word, k in zip(words, kn):
         part = {"net": math.exp(net_lp[word]), "kn": k, "cache": feat["cache"].get(word, 0.0)}
@@ -210,10 +231,50 @@ def mix_probs(w: MixtureWeights, lm: KneserNey | None, feat: dict, ctx: list[str
     return out
 
 
+def heaviest(cache: dict[str, float], n: int, prefix: str = "") -> list[str]:
+    """The cache's n heaviest words (that start with `prefix`)."""
+    got = [(p, w) for w, p in cache.items() if p > 0 and w.startswith(prefix)]
+    return [w for _, w in heapq.nlargest(n, got)]
+
+
+def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, state, next_lp: torch.Tensor,
+              contexts: list[list[str]], feats: list[dict], prefixes: list[str], k: int, bos: bool = True
+              ) -> list[list[tuple[str, float]]]:
+    """The mixture's top k after each of N contexts (rows of state/next_lp, the network's state after each
+    context), completing prefixes[i] when it is not "": the network's exact top K (pred.top_words), the n-gram's
+    exact top K and the cache's K heaviest words, all under the prefix; the network's exact probability of every
+    candidate it did not rank; the λ-weighted sum. A completion's probabilities are renormalised over its
+    candidates. The server and the evaluation both rank with this function: what is measured is what is served."""
+    n = len(contexts)
+    net_top = pred.top_words(state, next_lp, max(k, candidates), prefixes)
+    kn_top = lm.top_words(contexts, candidates, bos, prefixes) if "kn" in w.parts else [[] for _ in range(n)]
+    cands, asked = [], []
+    for i in range(n):
+        cache_top = heaviest(feats[i]["cache"], candidates, prefixes[i]) if "cache" in w.parts else []
+        cands.append(list(dict.fromkeys([x for x, _ in net_top[i]] + [x for x, _ in kn_top[i]] + cache_top)))
+        ranked = dict(net_top[i])
+        asked += [(i, x) for x in cands[-1] if x not in ranked]
+    extra: dict[int, dict[str, float]] = {}
+    if asked:
+        rows = torch.tensor([i for i, _ in asked], device=next_lp.device)
+        got = pred.word_log_prob(select_state(state, rows), next_lp.index_select(0, rows),
+                                 [x for _, x in asked]).tolist()
+        for (i, x), v in zip(asked, got):
+            extra.setdefault(i, {})[x] = v
+    out = []
+    for i in range(n):
+        words = cands[i]
+        probs = mix_probs(w, lm, feats[i], contexts[i], words, {**dict(net_top[i]), **extra.get(i, {})}, bos)
+        total = sum(probs) if prefixes[i] else 1.0
+        best = sorted(range(len(words)), key=lambda j: -probs[j])[:k]
+        out.append([(words[j], probs[j] / total if total > 0 else 0.0) for j in best])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------- the scorer
 
 class MixtureScorer:
-    """A NeuralScorer, a KneserNey and a cache behind the evaluator's three calls (evaluate_docs, top_words,
+    """A NeuralScorer, a KneserNey and a cache behind the evaluator's calls (evaluate_docs, keystrokes, top_words,
     score). `parts` picks the mixed parts; the weights come from `fit` on validation."""
 
     def __init__(self, net, lm: KneserNey | None, weights: MixtureWeights, candidates: int = 20, name: str = ""):
@@ -223,9 +284,11 @@ class MixtureScorer:
 
     # -------------------------------------------------------------------------------------------- per target
     def features(self, docs, targets, vectors, bos: bool = True, theta: float | None = None,
-                 window: int | None = None, asked: dict | None = None) -> dict[tuple[int, int], dict]:
-        """Per target (d, j): the n-gram's matched order, whether the cache is empty, the cache's K heaviest words
-        and P_cache of the words `asked[(d, j)]` (default: the target itself)."""
+                 window: int | None = None, asked: dict | None = None, full: bool = False
+                 ) -> dict[tuple[int, int], dict]:
+        """Per target (d, j): the n-gram's matched order, the cache's history (words in its window) and P_cache
+        of the words `asked[(d, j)]` (default: the target itself) and of its K heaviest words ("cache_top"); with
+        `full`, P_cache of every word the cache holds."""
         theta = self.w.theta if theta is None else theta
         window = self.w.window if window is None else window
         out = {}
@@ -237,11 +300,12 @@ class MixtureScorer:
             ids = [vocab.setdefault(tokens[j], len(vocab)) for j in word_pos]
             rows = [bisect.bisect_left(word_pos, j) for j in ts]  # words before each target: its cache's end
             first_key = 0 if bos else 1  # a truncated context has no state before its first word
-            order = self.lm.matched_order([tokens[:j] for j in ts], bos) if self.lm else np.zeros(len(ts), int)
+            order = self.lm.matched_order([context_tail(tokens, j) for j in ts], bos) if self.lm else np.zeros(len(ts), int)
+            use_cache = "cache" in self.w.parts
             for r, j in enumerate(ts):
-                out[(d, j)] = {"order": int(order[r]), "cache_empty": rows[r] <= first_key, "cache": {},
-                               "cache_top": []}
-            if "cache" not in self.w.parts:
+                history = max(0, rows[r] - max(first_key, rows[r] - window)) if use_cache else 0
+                out[(d, j)] = {"order": int(order[r]), "history": history, "cache": {}, "cache_top": []}
+            if not use_cache:
                 continue
             keys = vectors[d][torch.tensor(word_pos)]
             words = list(vocab)
@@ -254,6 +318,10 @@ class MixtureScorer:
                     f = out[(d, j)]
                     f["cache_top"] = [words[i] for v, i in zip(top.values[r].tolist(), top.indices[r].tolist())
                                       if v > 0]
+                    if full:
+                        nz = dist[r].nonzero().flatten().tolist()
+                        f["cache"] = dict(zip([words[i] for i in nz], dist[r, nz].tolist()))
+                        continue
                     for w in (asked or {}).get((d, j), [tokens[j]]):
                         f["cache"][w] = float(dist[r, vocab[w]]) if w in vocab else 0.0
         return out
@@ -263,44 +331,87 @@ class MixtureScorer:
 
     def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress, bos: bool = True
                       ) -> dict:
-        first = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, vectors="cache" in self.w.parts)
         logp, top = {}, {}
-        if k == 0:
-            feats = self.features(docs, targets, first["vectors"], bos)
-            for (d, j), f in feats.items():
-                p = self.mix(f, docs[d][:j], [docs[d][j]], {docs[d][j]: first["logp"][(d, j)]}, bos)[0]
+
+        def target_logp(keys, feats, net_logp):
+            for (d, j), f in zip(keys, feats):
+                word = docs[d][j]
+                p = self.mix(f, context_tail(docs[d], j), [word], {word: net_logp[(d, j)]}, bos)[0]
                 logp[(d, j)] = math.log(p) if p > 0 else -math.inf
+
+        if k == 0:
+            first = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos,
+                                           vectors="cache" in self.w.parts)
+            feats = self.features(docs, targets, first["vectors"], bos)
+            target_logp(list(feats), list(feats.values()), first["logp"])
             progress(len(feats))
             return {"top": top, "logp": logp}
-        # the candidates: the n-gram's and the cache's top K here, the network's exact top K in the second pass
-        feats = self.features(docs, targets, first["vectors"], bos)
-        extra = {}
-        keys = list(feats)
-        kn_top = self.lm.top_words([docs[d][:j] for d, j in keys], self.K, bos) if "kn" in self.w.parts else \
-            [[] for _ in keys]
-        for key, row in zip(keys, kn_top):
-            extra[key] = list(dict.fromkeys([w for w, _ in row] + feats[key]["cache_top"]))
-        second = self.net.evaluate_docs(docs, targets, self.K, progress, bos=bos, extra=extra)
-        # only the parts' candidates are ranked (the target joins them only when a part proposed it: ranking it
-        # regardless would let the answer into the shortlist); the target is scored in any case
-        cands = {key: list(dict.fromkeys([w for w, _ in second["scored"][key]] + extra[key])) for key in keys}
-        feats = self.features(docs, targets, first["vectors"], bos,
-                              asked={key: c + [docs[key[0]][key[1]]] for key, c in cands.items()})
-        for (d, j) in keys:
-            word = docs[d][j]
-            net_lp = {**dict(second["scored"][(d, j)]), **second["extra"].get((d, j), {}), word: first["logp"][(d, j)]}
-            words = [w for w in cands[(d, j)] if w in net_lp]
-            probs = self.mix(feats[(d, j)], docs[d][:j], words + [word], net_lp, bos)
-            best = sorted(range(len(words)), key=lambda i: -probs[i])
-            top[(d, j)] = [words[i] for i in best[:k]]
-            logp[(d, j)] = math.log(probs[-1]) if probs[-1] > 0 else -math.inf
+        passes: dict = {}
+
+        def on_rows(keys, state, lp, feats):
+            # only the parts' candidates are ranked (the target joins them only when a part proposed it: ranking it
+            # regardless would let the answer into the shortlist); the target is scored in any case
+            rows = mixed_top(self.w, self.lm, self.pred, self.K, state, lp, [context_tail(docs[d], j) for d, j in keys],
+                             feats, [""] * len(keys), k, bos)
+            for key, row in zip(keys, rows):
+                top[key] = [w for w, _ in row]
+            target_logp(keys, feats, passes["first"]["logp"])
+            progress(len(keys))
+
+        passes["first"] = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos,
+                                                 vectors="cache" in self.w.parts)
+        self._second_pass(docs, targets, bos, passes["first"], on_rows)
         return {"top": top, "logp": logp}
 
-    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
-        """Top-k after each context (the cache reads the context itself): a stand-in word after each context is
-        the target whose candidates are ranked; its own score is not used."""
+    def keystrokes(self, docs: list[list[str]], targets: list[list[int]], slots: int, progress, bos: bool = True
+                   ) -> dict[tuple[int, int], tuple[int, list[str]]]:
+        """The typist of pipeline/evaluation/keystrokes.py at every target, the bar filled by `mixed_top`."""
+        from pipeline.evaluation.keystrokes import simulate
+
+        out = {}
+
+        def on_rows(keys, state, lp, feats):
+            ctxs = [context_tail(docs[d], j) for d, j in keys]
+
+            def suggest(rows: list[int], prefixes: list[str]) -> list[list[str]]:
+                idx = torch.tensor(rows, device=lp.device)
+                got = mixed_top(self.w, self.lm, self.pred, self.K, select_state(state, idx), lp.index_select(0, idx),
+                                [ctxs[i] for i in rows], [feats[i] for i in rows], prefixes, slots, bos)
+                return [[w for w, _ in r] for r in got]
+            for key, res in zip(keys, zip(*simulate([docs[d][j] for d, j in keys], suggest, slots))):
+                out[key] = res
+            progress(len(keys))
+
+        first = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, vectors="cache" in self.w.parts)
+        self._second_pass(docs, targets, bos, first, on_rows)
+        return out
+
+    def _second_pass(self, docs, targets, bos: bool, first: dict, on_rows) -> None:
+        """The network read again, each batch of targets handed to on_rows(keys, state, next_lp, feats) with the
+        state before the targets and their features (the cache in full, from the first pass's vectors)."""
+        def on_batch(keys, state, lp):
+            by_doc: list[list[int]] = [[] for _ in docs]
+            for d, j in keys:
+                by_doc[d].append(j)
+            feats = self.features(docs, by_doc, first["vectors"], bos, full=True)
+            on_rows(keys, state, lp, [feats[key] for key in keys])
+        self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, on_batch=on_batch)
+
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, prefixes: list[str] | None = None
+                  ) -> list[list[str]]:
+        """Top-k after each context (the cache reads the context itself), completing prefixes[i] when given: a
+        stand-in word after each context is the target whose candidates are ranked; its own score is not used."""
         docs = [list(c) + ["क"] for c in contexts]
-        top = self.evaluate_docs(docs, [[len(c)] for c in contexts], k, lambda n: None, bos=bos)["top"]
+        prefixes = prefixes or [""] * len(contexts)
+        top: dict[tuple[int, int], list[str]] = {}
+
+        def on_rows(keys, state, lp, feats):
+            got = mixed_top(self.w, self.lm, self.pred, self.K, state, lp, [context_tail(docs[d], j) for d, j in keys],
+                            feats, [prefixes[d] for d, _ in keys], k, bos)
+            top.update({key: [w for w, _ in row] for key, row in zip(keys, got)})
+        targets = [[len(c)] for c in contexts]
+        first = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, vectors="cache" in self.w.parts)
+        self._second_pass(docs, targets, bos, first, on_rows)
         return [top[(d, len(c))] for d, c in enumerate(contexts)]
 
     def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
@@ -335,7 +446,7 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
     probe = MixtureScorer(net, lm, MixtureWeights(parts), mc.candidates)
     thetas = mc.thetas if "cache" in parts else (0.0,)
     windows = mc.windows if "cache" in parts else (0,)
-    kn_p = {(d, j): kn_probs(lm, cut[d][:j], [cut[d][j]], True)[0] for d, ts in enumerate(want) for j in ts} \
+    kn_p = {(d, j): kn_probs(lm, context_tail(cut[d], j), [cut[d][j]], True)[0] for d, ts in enumerate(want) for j in ts} \
         if "kn" in parts else {}
     probs: dict[float, dict[int, np.ndarray]] = {}
     classes: list[tuple[int, bool]] = []
@@ -349,7 +460,7 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
                 kn = kn_p[(d, j)] if "kn" in parts else 0.0
                 part = {"net": math.exp(first["logp"][(d, j)]), "kn": kn, "cache": f["cache"].get(word, 0.0)}
                 rows.append([part[p] for p in parts])
-                classes.append((f["order"], f["cache_empty"]))
+                classes.append((f["order"], f["history"]))
             probs[theta][window] = np.asarray(rows)
     weights, ll = fit_weights(parts, probs, classes, context_dependent, mc.em_iterations)
     return weights, {"validation_words": len(classes), "validation_word_ppl": math.exp(-ll), **info}

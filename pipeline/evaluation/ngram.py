@@ -16,6 +16,7 @@ N1+(• hw). An unseen context backs off with γ = 1, so every distribution sums
 """
 from __future__ import annotations
 
+import bisect
 import gzip
 import math
 import time
@@ -50,6 +51,12 @@ def _discounts(a: np.ndarray) -> np.ndarray:
     d = [1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]]
     # kept inside (0, count): every seen n-gram keeps some mass and every context leaves some to back off to
     return np.array([0.0] + [min(max(x, 0.05), i + 0.95) for i, x in enumerate(d)])
+
+
+def context_tail(tokens: Sequence[str], j: int) -> Sequence[str]:
+    """The tokens before index j that any n-gram of eval.ngram_order (≤ 10) can read: slicing a long document's
+    whole history for each of its words would cost O(words²)."""
+    return tokens[max(0, j - 16):j]
 
 
 class KneserNey:
@@ -175,16 +182,39 @@ class KneserNey:
                 out.append(t["w"][t["start"][ci]:t["start"][ci + 1]])
         return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
-    def top_words(self, contexts: Sequence[Sequence[str]], k: int, bos: bool = True) -> list[list[tuple[str, float]]]:
+    def _prefix_range(self, prefix: str) -> np.ndarray:
+        """Ids of the words (word_ok) that start with `prefix`: one contiguous run of the vocabulary sorted by code
+        point, found by bisection (built on first use)."""
+        if not hasattr(self, "_alpha"):
+            ok = np.flatnonzero(self.word_ok)
+            order = sorted(ok.tolist(), key=lambda i: self.vocab[i])
+            self._alpha = np.array(order, np.int64)
+            self._alpha_words = [self.vocab[i] for i in order]
+        lo = bisect.bisect_left(self._alpha_words, prefix)
+        hi = bisect.bisect_left(self._alpha_words, prefix + "\U0010ffff", lo)
+        return self._alpha[lo:hi]
+
+    def top_words(self, contexts: Sequence[Sequence[str]], k: int, bos: bool = True,
+                  prefixes: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
         """The k most probable next *words* (punctuation, </s> and <unk> skipped) with log-probabilities, exactly:
         a word seen after none of the context's suffixes scores (product of γ) · P_1, so beyond the followers only
-        the unigram ranking's head can enter the top k."""
+        the unigram ranking's head can enter the top k. With `prefixes`, row i ranks only the words that start with
+        prefixes[i] (its followers that match and the unigram head of the matching words)."""
         all_keys = self._context_keys(contexts, bos)
         out = []
-        for keys in all_keys:
+        for i, keys in enumerate(all_keys):
             seen = self.followers(keys)
             seen = seen[self.word_ok[seen]]
-            cand = np.unique(np.concatenate([seen, self.ranked_words[:k + len(seen)]]))
+            prefix = prefixes[i] if prefixes else ""
+            if prefix:
+                match = self._prefix_range(prefix)
+                seen = seen[np.isin(seen, match)]
+                head_n = k + len(seen)
+                head = match if len(match) <= head_n else \
+                    match[np.argpartition(-self.p1[match], head_n - 1)[:head_n]]
+            else:
+                head = self.ranked_words[:k + len(seen)]
+            cand = np.unique(np.concatenate([seen, head]))
             p = self._prob(np.broadcast_to(keys, (len(cand), self.order)), cand)
             best = np.argsort(-p, kind="stable")[:k]
             out.append([(self.vocab[cand[i]], math.log(p[i])) for i in best])

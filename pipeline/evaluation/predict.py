@@ -19,6 +19,7 @@ the final bookkeeping of the top-k lists.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import unicodedata
@@ -80,6 +81,64 @@ class PieceMasks:
         return cls(torch.tensor(start, device=device), torch.tensor(inner, device=device), boundary)
 
 
+def typed_word(text: str, mode: str = "auto") -> tuple[list[str], str]:
+    """(context tokens, typed prefix) of what a user has typed, both cleaned (NFC) as the corpus was. "auto": text
+    that ends in a word character (letter, mark, digit, ZWJ/ZWNJ) ends in a word being typed, which is the prefix;
+    text that ends in whitespace or punctuation asks for the next word (prefix ""). "next" and "complete" force a
+    reading: "complete" takes the last word even when whitespace follows it."""
+    if mode not in ("auto", "next", "complete"):
+        raise ValueError(f"mode must be \"auto\", \"next\" or \"complete\", got {mode!r}")
+    tokens = clean_text(text).split()
+    ends_in_word = bool(text) and (_word_char(text[-1]) and text[-1] not in ".,")
+    completing = mode == "complete" or (mode == "auto" and ends_in_word)
+    if completing and tokens and is_word(tokens[-1]):
+        return tokens[:-1], tokens[-1]
+    if mode == "complete":
+        raise ValueError("mode \"complete\" needs text that ends in a word (the prefix to complete); this text "
+                         "ends in punctuation or holds no word")
+    return tokens, ""
+
+
+def piece_bytes(tok: Tokenizer) -> list[bytes]:
+    """The UTF-8 bytes each piece spells, `▁` as a space; a byte-fallback piece is its one byte; control pieces
+    spell nothing. Prefix matching is done on these bytes, so a prefix that ends inside a conjunct (क् of क्ष) or a
+    byte-fallback character still matches exactly: UTF-8 is prefix-free per code point."""
+    out = []
+    for i, p in enumerate(tok.pieces):
+        if tok.sp.is_control(i) or tok.sp.is_unknown(i):
+            out.append(b"")
+        elif tok.sp.is_byte(i):
+            out.append(bytes([int(p[3:5], 16)]))
+        else:
+            out.append(p.replace("\u2581", " ").encode("utf-8"))
+    return out
+
+
+class PrefixPieces:
+    """Which pieces can come next when `rest` (bytes) of a typed prefix is still to be spelled: those that start
+    with rest (they finish it) and those that rest starts with (they spell part of it). A sorted list finds the
+    first kind by bisection, a dict the second; answers are memoised (bounded)."""
+
+    def __init__(self, spelled: list[bytes]):
+        order = sorted((b, i) for i, b in enumerate(spelled) if b)
+        self.keys, self.ids = [b for b, _ in order], [i for _, i in order]
+        self.exact: dict[bytes, list[int]] = {}
+        for b, i in order:
+            self.exact.setdefault(b, []).append(i)
+        self._memo: dict[bytes, list[int]] = {}
+
+    def __call__(self, rest: bytes) -> list[int]:
+        got = self._memo.get(rest)
+        if got is None:
+            lo = bisect.bisect_left(self.keys, rest)
+            hi = bisect.bisect_right(self.keys, rest + b"\xff" * 64, lo)
+            got = self.ids[lo:hi] + [i for m in range(1, len(rest)) for i in self.exact.get(rest[:m], ())]
+            if len(self._memo) > 50_000:
+                self._memo.clear()
+            self._memo[rest] = got
+        return got
+
+
 class WordPredictor:
     """Next whole words for contexts; shared by evaluation, the MLflow pyfunc and the HTTP server."""
 
@@ -96,6 +155,11 @@ class WordPredictor:
         self._inner_ids = order[self._inner_cols]                        # ... and their piece ids
         self._boundary_ranked = self.masks.boundary[order].float()       # (V,) 1 at boundary columns
         self._word_cache: dict[tuple[int, ...], str | None] = {}
+        self.spelled = piece_bytes(tokenizer)
+        self.prefix_pieces = PrefixPieces(self.spelled)
+        # piece id -> its column among the continuation columns (-1: not a continuation piece)
+        self._inner_pos = torch.full((tokenizer.vocab_size,), -1, dtype=torch.long, device=self.device)
+        self._inner_pos[self._inner_ids] = torch.arange(len(self._inner_ids), device=self.device)
         # rows searched, rows searched again wider, rows still not proven exact at max_beam_width
         self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0}
 
@@ -138,17 +202,22 @@ class WordPredictor:
         return self._word_cache[pieces]
 
     @stepwise
-    def top_words(self, state: State, next_lp: Tensor, k: int) -> list[list[tuple[str, float]]]:
+    def top_words(self, state: State, next_lp: Tensor, k: int, prefixes: list[str] | None = None
+                  ) -> list[list[tuple[str, float]]]:
         """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
         words of at most max_word_pieces pieces with their log-probabilities, best first: exact (see the module
-        docstring) unless a row stays unproven at max_beam_width (counted in search_stats["not_exact"])."""
+        docstring) unless a row stays unproven at max_beam_width (counted in search_stats["not_exact"]).
+        `prefixes[i]` (cleaned, NFC; "" for none) keeps row i to words that start with it: pieces that cannot spell
+        it never enter a beam, so the search stays exact among the words that match."""
         n = next_lp.size(0)
         out: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+        want = [b" " + p.encode("utf-8") if p else b"" for p in prefixes] if prefixes else [b""] * n
         todo, width = torch.arange(n), max(self.beam_width, k)
         self.search_stats["rows"] += n
         while True:
             sub = todo.to(self.device)
-            found, exact = self._search(select_state(state, sub), next_lp.index_select(0, sub), k, width)
+            found, exact = self._search(select_state(state, sub), next_lp.index_select(0, sub), k, width,
+                                        [want[i] for i in todo.tolist()])
             for i, row, ok in zip(todo.tolist(), found, exact):
                 out[i] = row
             again = [j for j, ok in enumerate(exact) if not ok]
@@ -161,12 +230,29 @@ class WordPredictor:
             todo, width = todo[again], min(width * 4, self.max_beam_width)
         return out
 
-    def _search(self, state: State, next_lp: Tensor, k: int, width: int) -> tuple[list[list[tuple[str, float]]],
-                                                                                    list[bool]]:
-        """One beam search of `width`; per row the k best words found and whether they are proven exact."""
+    def _allowed(self, rests: list[bytes], columns: int, pos: Tensor | None = None) -> Tensor:
+        """(len(rests), columns) bool: the pieces each row may take next with `rests[r]` of its prefix unspelled
+        (all when nothing is left); `pos` maps piece ids to columns (-1: not a column)."""
+        mask = torch.ones(len(rests), columns, dtype=torch.bool, device=self.device)
+        for r, rest in enumerate(rests):
+            if rest:
+                ids = torch.tensor(self.prefix_pieces(rest), dtype=torch.long, device=self.device)
+                cols = ids if pos is None else pos[ids]
+                mask[r] = False
+                mask[r, cols[cols >= 0]] = True
+        return mask
+
+    def _search(self, state: State, next_lp: Tensor, k: int, width: int, want: list[bytes]
+                ) -> tuple[list[list[tuple[str, float]]], list[bool]]:
+        """One beam search of `width`; per row the k best words found and whether they are proven exact. want[r]:
+        the bytes row r's word must start with (b"" for any word); a beam that has spelled c bytes of it must spell
+        want[r][c:] next, and only a beam that has spelled all of it can end in a word."""
         n = next_lp.size(0)
         neg = torch.tensor(-math.inf, device=self.device)
-        first = torch.where(self.masks.starts, next_lp, neg)  # only word starts can open the word
+        starts = self.masks.starts.expand(n, -1)
+        if any(want):
+            starts = starts & self._allowed(want, next_lp.size(1))
+        first = torch.where(starts, next_lp, neg)  # only word starts (that fit the prefix) can open the word
         width = min(width, int(self.masks.starts.sum()))
         top = first.topk(min(width + 1, first.size(1)), dim=1)
         score, piece = top.values[:, :width], top.indices[:, :width]  # (N, W)
@@ -174,6 +260,8 @@ class WordPredictor:
         bound = top.values[:, width] if top.values.size(1) > width else torch.full((n,), -math.inf)
         bound = bound.tolist()
         beams = [[(int(p),) for p in row] for row in piece.tolist()]
+        # spelled[r][b]: how many bytes of want[r] beam b has spelled (all of them once it has gone past)
+        spelled = [[min(len(self.spelled[p[0]]), len(want[r])) for p in row] for r, row in enumerate(beams)]
         rows = torch.arange(n, device=self.device).repeat_interleave(width)  # beam b of row r sits at r*W + b
         beam_state = select_state(state, rows)
         done: list[dict[str, float]] = [dict() for _ in range(n)]
@@ -188,6 +276,7 @@ class WordPredictor:
                 break
             if len(keep) < len(alive):
                 alive, beams = [alive[i] for i in keep.tolist()], [beams[i] for i in keep.tolist()]
+                spelled = [spelled[i] for i in keep.tolist()]
                 score, piece, kth, live_mask = (t.index_select(0, keep) for t in (score, piece, kth, live_mask))
                 beam_rows = (keep.unsqueeze(1) * width + torch.arange(width, device=self.device)).reshape(-1)
                 beam_state = select_state(beam_state, beam_rows)
@@ -197,10 +286,14 @@ class WordPredictor:
             lp = self.model.log_probs(feats, in_rank_order=True).squeeze(1)  # (L, V), columns = self._rank_order
             live_score = score.reshape(-1).index_select(0, live)
             end = live_score + (lp.exp() @ self._boundary_ranked).log()
-            for idx, e in zip(live.tolist(), end.tolist()):
-                word = self._word(beams[idx // width][idx % width])
+            live_list = live.tolist()
+            for idx, e in zip(live_list, end.tolist()):
+                r, b = idx // width, idx % width
+                if spelled[r][b] < len(want[alive[r]]):
+                    continue  # the prefix is not spelled yet: no word ends here
+                word = self._word(beams[r][b])
                 if word is not None:
-                    done[alive[idx // width]][word] = e  # one path per word: its own segmentation
+                    done[alive[r]][word] = e  # one path per word: its own segmentation
             if step == self.max_word_pieces - 1:
                 break  # longer words are not candidates
             kth = torch.tensor([sorted(done[r].values(), reverse=True)[k - 1] if len(done[r]) >= k else -math.inf
@@ -208,7 +301,11 @@ class WordPredictor:
             # The row's best width+1 extensions lie among each beam's best width+1: take those per beam, then
             # merge per row. The (width+1)-th of the merge is the best score this step drops.
             per_beam = min(width + 1, len(self._inner_cols))
-            ext = lp.index_select(1, self._inner_cols).topk(per_beam, dim=1)
+            inner_lp = lp.index_select(1, self._inner_cols)
+            rests = [want[alive[i // width]][spelled[i // width][i % width]:] for i in live_list]
+            if any(rests):  # a beam still spelling its prefix may only take the pieces that continue it
+                inner_lp = inner_lp.masked_fill(~self._allowed(rests, inner_lp.size(1), self._inner_pos), -math.inf)
+            ext = inner_lp.topk(per_beam, dim=1)
             cand = torch.full((a * width, per_beam), -math.inf, device=self.device)
             cand[live] = live_score.unsqueeze(1) + ext.values
             cand_piece = torch.zeros(a * width, per_beam, dtype=torch.long, device=self.device)
@@ -221,6 +318,8 @@ class WordPredictor:
             parent, piece = flat // per_beam, cand_piece.view(a, -1).gather(1, flat)  # (A, W)
             beams = [[beams[r][p] + (c,) for p, c in zip(prow, crow)]
                      for r, (prow, crow) in enumerate(zip(parent.tolist(), piece.tolist()))]
+            spelled = [[min(spelled[r][p] + len(self.spelled[c]), len(want[alive[r]])) for p, c in zip(prow, crow)]
+                       for r, (prow, crow) in enumerate(zip(parent.tolist(), piece.tolist()))]
             # Each new beam's state is its parent's after this step; a parent that was not live only ever has
             # -inf children, which never run again, so any row serves them.
             slot = torch.zeros(a * width, dtype=torch.long, device=self.device)
@@ -251,7 +350,19 @@ class WordPredictor:
         return total + torch.logsumexp(last.masked_fill(~self.masks.boundary, -math.inf), dim=1)
 
     # ----------------------------------------------------------------------------------------------- the API
-    def predict(self, texts: list[str], k: int = 5) -> list[list[dict[str, float]]]:
-        """The k most probable next words after each text, as [{"word", "prob"}, ...]."""
-        state, lp = self.read([self.context_ids(t) for t in texts])
-        return [[{"word": w, "prob": math.exp(s)} for w, s in row] for row in self.top_words(state, lp, k)]
+    def predict(self, texts: list[str], k: int = 5, mode: str = "auto") -> list[list[dict[str, float]]]:
+        """The k most probable next words after each text, or completions of the word it ends in (`typed_word`), as
+        [{"word", "prob"}, ...]; a completion's prob is renormalised over the completions found (see `completions`)."""
+        typed = [typed_word(t, mode) for t in texts]
+        state, lp = self.read([self.context_ids(" ".join(c)) for c, _ in typed])
+        rows = self.top_words(state, lp, k, [p for _, p in typed])
+        return [completions(row, p) for row, (_, p) in zip(rows, typed)]
+
+
+def completions(row: list[tuple[str, float]], prefix: str) -> list[dict[str, float]]:
+    """[{"word", "prob"}] from (word, log-prob) pairs, best first. For a typed prefix the probabilities are
+    renormalised over the words listed, all of which match it: P(word | context, the word starts with the prefix)
+    among the candidates (the mass of matching words never ranked is not known exactly)."""
+    probs = [math.exp(s) for _, s in row]
+    total = sum(probs) if prefix else 1.0
+    return [{"word": w, "prob": p / total if total > 0 else 0.0} for (w, _), p in zip(row, probs)]

@@ -36,6 +36,16 @@ def test_top_words_are_the_exact_top_of_the_distribution(lm):
     assert all(w not in (".", ",", "</s>", "<unk>") for w, _ in lm.top_words([["मी", "घरी", "गेलो"]], 8)[0])
 
 
+@pytest.mark.parametrize("prefix", ["ग", "गे", "घ", "श", "झ", "क्ष"])
+def test_top_words_under_a_prefix_are_the_exact_top_of_the_matching_words(lm, prefix):
+    for context in ([], ["मी"], ["मी", "घरी"], ["तू", "शाळेत"]):
+        p = lm.distribution(context)
+        ranked = [i for i in np.argsort(-p, kind="stable") if lm.word_ok[i] and lm.vocab[i].startswith(prefix)][:3]
+        got = lm.top_words([context], 3, prefixes=[prefix])[0]
+        assert all(w.startswith(prefix) for w, _ in got)
+        assert [s for _, s in got] == pytest.approx([math.log(p[i]) for i in ranked])
+
+
 def _count(lm, n, context, word):
     t = lm.tables[n]
     ck = lm._context_keys([context])[0, n - 1]

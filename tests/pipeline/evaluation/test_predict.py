@@ -95,3 +95,45 @@ def test_a_narrow_search_that_cannot_widen_reports_it(bundle):
     state, lp = pred.read([pred.context_ids(c) for c in CONTEXTS])
     pred.top_words(state, lp, 10)
     assert pred.search_stats["rows"] == len(CONTEXTS) and pred.search_stats["not_exact"] > 0
+
+
+def brute_force_completions(model, tok, context_ids: list[int], prefix: str, k: int) -> list[tuple[str, float]]:
+    """Every word of up to two pieces that starts with `prefix` (as a string), by brute force."""
+    return [(w, s) for w, s in brute_force(model, tok, context_ids, 10**9) if w.startswith(prefix)][:k]
+
+
+@pytest.mark.parametrize("prefix", ["क", "प्र", "क्", "मह", "स"])
+def test_completions_equal_brute_force_under_a_prefix(bundle, prefix):
+    # exact under the prefix: pieces that cannot spell it never enter a beam, and ending words must cover it;
+    # "क्" ends inside a conjunct (क्ष, क्र ...): byte-level matching must still find those words
+    pred = WordPredictor(bundle.model, bundle.tokenizer, beam_width=2, max_word_pieces=2, max_beam_width=4096)
+    ids = pred.context_ids(CONTEXTS[0])
+    state, lp = pred.read([ids, ids])
+    got = pred.top_words(state, lp, 5, [prefix, ""])
+    want = brute_force_completions(bundle.model, bundle.tokenizer, ids, prefix, 5)
+    assert want, "the fixture has words under every prefix tested"
+    assert [w for w, _ in got[0]] == [w for w, _ in want]
+    assert [s for _, s in got[0]] == pytest.approx([s for _, s in want], abs=1e-4)
+    assert [w for w, _ in got[1]] == [w for w, _ in brute_force(bundle.model, bundle.tokenizer, ids, 5)]
+    assert pred.search_stats["not_exact"] == 0
+
+
+def test_a_conjunct_prefix_matches_words_that_continue_it(bundle):
+    pred = WordPredictor(bundle.model, bundle.tokenizer, beam_width=8, max_word_pieces=6)
+    out = pred.predict(["आज क्"], k=10)[0]
+    assert out and all(d["word"].startswith("क्") for d in out)
+    assert any(len(d["word"]) > 2 and d["word"][2] not in "\u200c\u200d" for d in out)  # क् + a consonant
+    assert sum(d["prob"] for d in out) == pytest.approx(1.0)  # renormalised over the completions
+
+
+def test_typed_word_readings():
+    from pipeline.evaluation.predict import typed_word
+
+    assert typed_word("आज सकाळी मी") == (["आज", "सकाळी"], "मी")
+    assert typed_word("आज सकाळी मी ") == (["आज", "सकाळी", "मी"], "")
+    assert typed_word("आज सकाळी मी.") == (["आज", "सकाळी", "मी", "."], "")
+    assert typed_word("आज सकाळी मी ", "complete") == (["आज", "सकाळी"], "मी")
+    assert typed_word("आज सकाळी मी", "next") == (["आज", "सकाळी", "मी"], "")
+    assert typed_word("महारा\u0937\u094d") == ([], "महाराष्")  # NFC, ends in a virama: still a prefix
+    with pytest.raises(ValueError, match="ends in a word"):
+        typed_word("आज .", "complete")

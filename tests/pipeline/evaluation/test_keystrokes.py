@@ -1,0 +1,104 @@
+"""Keystroke savings: the typist's rules on hand-checked cases, the tables' ratio and intervals, and every scorer's
+bar equal to its own completions."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import EvalConfig
+from pipeline.evaluation.keystrokes import keystroke_metrics, keystroke_tables, simulate
+from pipeline.evaluation.text_kinds import ScoredWords
+
+
+def bar_from(table):
+    """suggest() from {(word, prefix): bar}; any other prefix gets an empty bar. Records every call."""
+    calls = []
+
+    def suggest(rows, prefixes):
+        calls.append(list(zip(rows, prefixes)))
+        return [table.get((words[i], p), ["x", "y", "z"]) for i, p in zip(rows, prefixes)]
+    words: list[str] = []
+    return suggest, calls, words
+
+
+def test_the_worked_example_of_the_readme():
+    suggest, calls, words = bar_from({("आणि", ""): ["व", "आणि", "या"], ("सुमित्रा", "सु"): ["सुमित्रा", "सुरेश", "सुधा"]})
+    words += ["आणि", "सुमित्रा"]
+    typed, first = simulate(words, suggest, 3)
+    assert typed == [0, 2] and first[0] == ["व", "आणि", "या"]
+    # rounds by characters typed: both words, then सुमित्रा with "स", then with "सु"
+    assert calls == [[(0, ""), (1, "")], [(1, "स")], [(1, "सु")]]
+    length = np.array([len(w) for w in words])
+    assert list(length) == [3, 8]
+    assert 1 - (typed[0] + 1 + typed[1] + 1) / (length + 1).sum() == pytest.approx(1 - 4 / 13)
+
+
+def test_a_word_never_offered_is_typed_out_and_the_last_character_is_never_asked_for():
+    suggest, calls, words = bar_from({})
+    words += ["क्ष"]  # three code points: क ् ष
+    typed, _ = simulate(words, suggest, 3)
+    assert typed == [-1]
+    assert [c[0][1] for c in calls] == ["", "क", "क्"]  # never the whole word: typing its last char costs the same
+
+
+def test_only_the_first_slots_count():
+    suggest, _, words = bar_from({("आणि", ""): ["व", "या", "आणि"]})
+    words += ["आणि"]
+    assert simulate(words, suggest, 2)[0] == [-1] and simulate(words, suggest, 3)[0] == [0]
+
+
+def _words(kinds, docs):
+    n = len(kinds)
+    return ScoredWords(np.array(docs), np.arange(n), np.array(docs), np.array(kinds, dtype=object),
+                       np.array(["first"] * n, dtype=object), np.array(["0"] * n, dtype=object), np.zeros(n, bool))
+
+
+def test_tables_are_the_ratio_with_clustered_intervals_and_paired_differences():
+    ec = EvalConfig(bootstrap_replicates=300)
+    kinds = ["prose"] * 40 + ["short"] * 40
+    docs = [i // 4 for i in range(80)]
+    length = [4] * 80
+    repeat = [True] * 40 + [False] * 40  # a property of the text: the same for every model
+    a = {"slots": 3, "typed": [0] * 40 + [-1] * 40, "length": length, "echo": [1] * 80, "repeat": repeat}
+    b = {"slots": 3, "typed": [-1] * 80, "length": length, "echo": [0] * 80, "repeat": repeat}
+    t = keystroke_tables(_words(kinds, docs), {"a": a, "b": b}, ec, reference="b")
+    assert set(t) == {"prose", "short", "all"}
+    # prose: every word tapped at once, 1 keystroke instead of 5
+    assert t["prose"]["models"]["a"]["ksr"] == pytest.approx(0.8)
+    assert t["prose"]["models"]["a"]["low"] == pytest.approx(0.8) and t["prose"]["models"]["b"]["ksr"] == 0
+    assert t["all"]["models"]["a"]["ksr"] == pytest.approx(0.4) and t["all"]["n"] == 80
+    assert t["all"]["paired"]["a"]["diff"] == pytest.approx(0.4)
+    assert t["all"]["models"]["a"]["low"] < 0.4 < t["all"]["models"]["a"]["high"]  # kinds differ: clusters vary
+    assert t["prose"]["models"]["a"]["tapped_after"]["0"] == 1.0 and t["short"]["models"]["a"]["never_offered"] == 1
+    assert t["prose"]["models"]["a"]["echo_rate"] == pytest.approx(1 / 3)
+    assert t["prose"]["text_repeat_rate"] == 1.0 and t["short"]["text_repeat_rate"] == 0.0
+    m = keystroke_metrics(t, "a", "test")
+    assert m["test/ksr"] == pytest.approx(0.4) and m["test/prose/ksr"] == pytest.approx(0.8)
+    assert m["test/ksr_minus_b"] == pytest.approx(0.4)
+
+
+@pytest.fixture(scope="module")
+def net(trained_checkpoint, tiny_config):
+    from pipeline.checkpoints import load_local
+    from pipeline.evaluation.evaluate import NeuralScorer
+
+    torch.set_num_threads(1)
+    return NeuralScorer(load_local(trained_checkpoint), tiny_config.eval, "lstm")
+
+
+def test_the_networks_bar_is_its_own_completions(net, tiny_corpus):
+    """Each bar the typist sees is WordPredictor's exact top W under the typed prefix, after the whole document."""
+    from pipeline.corpus.cleaning import clean_text
+    from pipeline.evaluation.evaluate import targets_of
+    from tests.conftest import sample_texts
+
+    doc = clean_text(sample_texts("test", 3)[2]).split()[:14]
+    ts = targets_of(doc)[-4:]
+    got = net.keystrokes([doc], [ts], 3, lambda n: None)
+    for j in ts:
+        typed, first = got[(0, j)]
+        word = doc[j]
+        assert first == [d["word"] for d in net.pred.predict([" ".join(doc[:j]) + " "], 3)[0]]
+        bars = [[d["word"] for d in net.pred.predict([" ".join(doc[:j] + [word[:c]])], 3, mode="complete")[0]]
+                for c in range(1, len(word))]
+        offered = [c for c, bar in enumerate([first] + bars) if word in bar]
+        assert typed == (offered[0] if offered else -1)
