@@ -153,6 +153,7 @@ class ServeConfig:
     max_batch: int = 64
     max_request_chars: int = 50_000   # all texts of one request together
     max_context_pieces: int = 512     # a longer text is read from its last word that fits (no bos: mid-document)
+    max_word_chars: int = 40          # a typed prefix longer than this is refused (422): no word completes it
     cache_entries: int = 256
     cache_megabytes: float = 64.0
     # POST /explain and the page's side-by-side panel: these networks, alone, with the reach of their top suggestion
@@ -286,7 +287,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval.cluster_block_words": (0, None),
     "eval.bootstrap_replicates": (100, None),
     "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None), "serve.max_request_chars": (1, None),
-    "serve.max_context_pieces": (1, None),
+    "serve.max_context_pieces": (1, None), "serve.max_word_chars": (1, 1000),
     "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None), "serve.explain_threshold": (1e-12, 1.0),
     "experiment.residual_layers": (2, None), "experiment.parameter_tolerance": (0.0, 1.0),
     "experiment.scale": (0.01, None), "experiment.gpu_scale": (0.01, None), "experiment.budget_minutes": (0.01, None),

@@ -334,9 +334,10 @@ def log_pyfunc(bundle: ModelBundle, run_id: str, mixture_dir: Path | None = None
     from mlflow.models import infer_signature
 
     example = ["आज हवामान खूप"]
-    out = pd.DataFrame({"text": example, "words": [["छान"]], "probs": [[0.1]], "model": ["lstm + 4-gram + cache"]})
-    # `k` and `mix` must be declared, or MLflow drops them
-    signature = infer_signature(example, out, params={"k": 5, "mix": "auto"})
+    out = pd.DataFrame({"text": example, "words": [["खूपच"]], "probs": [[0.1]], "completing": ["खूप"],
+                        "model": ["lstm + 4-gram + cache"]})
+    # `k`, `mix` and `mode` must be declared, or MLflow drops them
+    signature = infer_signature(example, out, params={"k": 5, "mix": "auto", "mode": "auto"})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = export(bundle, Path(tmp) / "model")
         for f in sorted(mixture_dir.iterdir()) if mixture_dir is not None else []:

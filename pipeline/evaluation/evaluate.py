@@ -15,7 +15,6 @@ Padding only ever follows a row's real pieces, so it cannot change any state tha
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import re

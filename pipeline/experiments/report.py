@@ -22,7 +22,6 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def write_report(s: dict[str, Any], path: Path) -> Path:
     """reports/experiment.md from the summary: every figure generated from data; the reading left to a person."""
-    from pipeline.evaluation.distance import DISTANCE_BUCKETS, POSITION_BUCKETS
 
     k = s["k"]
     rows = [r for r in s["rows"] if "test" in r]
@@ -43,7 +42,7 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
          f"seeded replicates; a cluster is a document, or a block of {boot.get('block_words')} words of a long one); "
          f"differences are paired on the same words (each model minus `{ref}`), with the same bootstrap; a cell "
          f"resting on fewer than {MIN_N} words shows —; the controlled task's items are independent (Wilson)",
-         f"- headline targets are words with a letter; numerals (verse numbering) are a row of their own",
+         "- headline targets are words with a letter; numerals (verse numbering) are a row of their own",
          f"- budget {plan['budget_minutes']:g} min: {plan['train_minutes']:.2f} min training per model (the same "
          f"for all), reserves {plan['overhead_minutes']:g} min + {plan['eval_minutes_per_model']:g} min/model, "
          f"long-range {plan['longrange_minutes']:.2f} min, exploding demo {plan['exploding_minutes']:.2f} min; "

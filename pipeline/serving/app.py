@@ -1,15 +1,17 @@
 """The HTTP API and the live-suggestion page (DESIGN §10): `python -m pipeline serve [--model REF] [--host] [--port]`.
 
-    POST /predict        {"text": str, "k": 1..20 = 5, "mix": "mixture"|"net"}
-                         -> {"words": [{"word", "prob"}, ...], "model": str}
-    POST /predict/batch  {"texts": [str, ...], "k": ..., "mix": ...} -> {"results": [[{"word", "prob"}, ...], ...],
-                                                                          "model": str}
+    POST /predict        {"text": str, "k": 1..20 = 5, "mix": "mixture"|"net", "mode": "auto"|"next"|"complete"}
+                         -> {"words": [{"word", "prob"}, ...], "completing": str | null, "model": str}
+    POST /predict/batch  {"texts": [str, ...], "k": ..., "mix": ..., "mode": ...}
+                         -> {"results": [[{"word", "prob"}, ...], ...], "completing": [str | null, ...], "model": str}
     POST /explain        {"text": str, "k": 1..20 = 5} -> {"models": [{"model", "cell", "words", "top", "context":
                          [{"word", "distance", "influence"}, ...], "looks_back"}, ...]}  (serve.explain's networks)
     GET  /health         model name, version, run id, cache figures
     GET  /               the page (pipeline/serving/static/index.html, read once at start-up)
 
-Suggestions come from the model's fitted mixture (network + n-gram + neural cache, pipeline/serving/mixed.py) when
+Text that ends in a word character ends in a word being typed: the words returned complete it ("completing" says
+which prefix; "mode": "next" asks for the next word regardless, "complete" completes the last word even after a
+space). Suggestions come from the model's fitted mixture (network + n-gram + neural cache, pipeline/serving/mixed.py) when
 it carries one, and "model" says so ("marathi-nwp-lstm/3 + 4-gram + cache"); "mix": "net" asks for the network alone.
 Bad requests get a 4xx whose JSON `{"error": ..., "field": ...}` names the field; input never reaches the filesystem
 and never produces a 5xx. Model calls run one at a time under a lock (see `IncrementalPredictor`).
@@ -31,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.checkpoints import CheckpointError, ModelBundle
 from pipeline.config import Config, ServeConfig
 from pipeline.evaluation.mixture import Mixture
+from pipeline.evaluation.predict import typed_word
 from pipeline.serving.explain import Explainer
 from pipeline.serving.mixed import ServedPredictor, load_for, predictor_for
 from pipeline.serving.statecache import StateCache
@@ -104,7 +107,7 @@ def model_label(info: dict[str, Any]) -> str:
 def _request_models(cfg: ServeConfig):
     def check_text(v: str) -> str:
         if not v.strip():
-            raise ValueError("must not be empty")
+            raise ValueError("holds no text (only whitespace, or nothing); send what has been typed so far")
         if len(v) > cfg.max_text_chars:
             raise ValueError(f"is {len(v)} characters; the limit is {cfg.max_text_chars}")
         return v
@@ -121,12 +124,14 @@ def _request_models(cfg: ServeConfig):
 
     class PredictRequest(ExplainRequest):
         mix: Literal["mixture", "net"] | None = None
+        mode: Literal["auto", "next", "complete"] = "auto"
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         texts: list[StrictStr] = Field(min_length=1, max_length=cfg.max_batch)
         k: StrictInt = Field(5, ge=1, le=20)
         mix: Literal["mixture", "net"] | None = None
+        mode: Literal["auto", "next", "complete"] = "auto"
 
         @field_validator("texts")
         @classmethod
@@ -161,13 +166,16 @@ def _describe(err: dict[str, Any], cfg: ServeConfig) -> tuple[int, str, str]:
     if kind == "missing":
         return 422, field, f"{field} is required"
     if kind == "extra_forbidden":
-        return 422, field, f"{field} is not a known field (expected text/texts, k and mix)"
+        return 422, field, f"{field} is not a known field (expected text/texts, k, mix and mode)"
     if field == "body" or kind == "model_type":
         return 422, "body", "body must be a JSON object, e.g. {\"text\": \"...\", \"k\": 5}"
     if field == "k" or field.startswith("k."):
         return 422, "k", "k must be an integer from 1 to 20"
     if field == "mix" or field.startswith("mix."):
         return 422, "mix", "mix must be \"mixture\" (the default when the model carries one) or \"net\""
+    if field == "mode" or field.startswith("mode."):
+        return 422, "mode", ("mode must be \"auto\" (the default: complete the word the text ends in, else the next "
+                             "word), \"next\" or \"complete\"")
     if field == "texts" and kind in ("too_long", "too_short"):
         return 422, "texts", f"texts must hold 1 to {cfg.max_batch} strings"
     msg = msg.removeprefix("Value error, ")
@@ -264,22 +272,38 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
         return JSONResponse({"error": message, "field": field}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    def run(texts: list[str], k: int, mix: str | None) -> tuple[list, str] | JSONResponse:
+    def run(texts: list[str], k: int, mix: str | None, mode: str, field: str) -> tuple[list, str] | JSONResponse:
         if mix == "mixture" and mixture is None:
             return JSONResponse({"error": f"{served.name} carries no fitted mixture; ask for \"mix\": \"net\", or "
                                           "fit one (`make mix`, or `make run` which registers it)", "field": "mix"},
                                 status_code=422)
-        return served.predict(texts, k, mix), served.label(mix)
+        for i, text in enumerate(texts):
+            name = field.format(i=i)
+            try:
+                _, prefix = typed_word(text, mode)
+            except ValueError as e:
+                return JSONResponse({"error": f"{name}: {e}", "field": "mode"}, status_code=422)
+            if len(prefix) > serve_cfg.max_word_chars:
+                return JSONResponse({"error": f"{name} ends in a word of {len(prefix)} characters, longer than any "
+                                              f"word completed (serve.max_word_chars={serve_cfg.max_word_chars}); "
+                                              "end the text with a space to ask for the next word",
+                                     "field": name}, status_code=422)
+        return served.predict(texts, k, mix, mode), served.label(mix)
 
     @app.post("/predict")
     def predict(req: PredictRequest) -> Any:
-        out = run([req.text], req.k, req.mix)
-        return out if isinstance(out, JSONResponse) else {"words": out[0][0], "model": out[1]}
+        out = run([req.text], req.k, req.mix, req.mode, "text")
+        if isinstance(out, JSONResponse):
+            return out
+        return {"words": out[0][0]["words"], "completing": out[0][0]["completing"], "model": out[1]}
 
     @app.post("/predict/batch")
     def predict_batch(req: BatchRequest) -> Any:
-        out = run(req.texts, req.k, req.mix)
-        return out if isinstance(out, JSONResponse) else {"results": out[0], "model": out[1]}
+        out = run(req.texts, req.k, req.mix, req.mode, "texts[{i}]")
+        if isinstance(out, JSONResponse):
+            return out
+        return {"results": [r["words"] for r in out[0]], "completing": [r["completing"] for r in out[0]],
+                "model": out[1]}
 
     @app.post("/explain")
     def explain(req: ExplainRequest) -> Any:

@@ -28,7 +28,7 @@ class Explainer:
     def explain(self, text: str, k: int) -> dict[str, Any]:
         ids = self.engine.ids([text])[0]
         with self.lock:
-            words = self.served.predict([text], k, "net")[0]
+            words = self.served.predict([text], k, "net", "next")[0]["words"]  # what the whole text makes next
             spans = self.engine.word_spans(ids)
             context = [{"word": self.pred.tok.decode(ids[a:b]).strip(), "distance": len(spans) - i}
                        for i, (a, b) in enumerate(spans)]

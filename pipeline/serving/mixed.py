@@ -2,9 +2,12 @@
 the model carries a fitted mixture (pipeline/evaluation/mixture.py), mixed with the n-gram and the neural cache over
 the typed text. The mixture is the default; `mix="net"` asks for the network alone, to compare.
 
-One request, mixed:  read the (new) pieces → the network's exact top K → the n-gram's top K after the typed words →
-the cache's K heaviest words (keys: the top-layer output that preceded each typed word, kept by the state cache) →
-the network's exact probability of every candidate it did not rank → λ(context class)-weighted sum → top k.
+One request, mixed:  split off the word being typed (if any) → read the (new) pieces of the words before it →
+`mixture.mixed_top`, the same function the evaluation ranks with: the network's exact top K, the n-gram's top K and
+the cache's K heaviest words (keys: the top-layer output that preceded each typed word, kept by the state cache), all
+under the typed prefix → the network's exact probability of every candidate it did not rank → λ(context
+class)-weighted sum → top k. Each keystroke inside a word re-reads nothing: the words before it are unchanged, so the
+state cache serves them.
 """
 from __future__ import annotations
 
@@ -14,14 +17,13 @@ from typing import Any, Literal
 import torch
 
 from pipeline.checkpoints import ModelBundle
-from pipeline.corpus.cleaning import clean_text
 from pipeline.evaluation.mixture import (
     Mixture,
     cache_distributions,
     load_mixture,
-    mix_probs,
+    mixed_top,
 )
-from pipeline.evaluation.predict import cat_states, select_state
+from pipeline.evaluation.predict import cat_states, completions, typed_word
 from pipeline.serving.statecache import IncrementalPredictor
 
 Mix = Literal["mixture", "net"]
@@ -60,48 +62,37 @@ class ServedPredictor:
         return " + ".join([self.name] + [PART_LABELS[p].format(order=order) for p in self.mixture.weights.parts
                                           if p != "net"])
 
-    def predict(self, texts: list[str], k: int = 5, mix: Mix | None = None) -> list[list[dict[str, float]]]:
+    def predict(self, texts: list[str], k: int = 5, mix: Mix | None = None, mode: str = "auto"
+                ) -> list[dict[str, Any]]:
+        """Per text {"words": [{"word", "prob"}, ...], "completing": prefix or None}: the next word, or completions
+        of the word the text ends in (`typed_word`'s reading for `mode`)."""
         mix = mix or self.default_mix
         if mix == "mixture" and self.mixture is None:
             raise ValueError("this model carries no fitted mixture; ask for mix=\"net\" or fit one with `make mix` "
                              "(`make run` fits and registers one)")
-        if mix == "net":
-            return self.engine.predict(texts, k)
-        m = self.mixture
-        ids = self.engine.ids(texts)
-        words = [clean_text(t).split() for t in texts]
-        kn_top = m.lm.top_words(words, m.candidates, True) if m.lm is not None else [[] for _ in texts]
+        typed = [typed_word(t, mode) for t in texts]
+        prefixes = [p for _, p in typed]
+        ids = self.engine.ids([" ".join(c) for c, _ in typed])
         with self.engine.lock:
             read = self.engine.read(ids)
             state, lp = cat_states([r[0] for r in read]), torch.cat([r[1] for r in read])
-            net_top = self.pred.top_words(state, lp, max(k, m.candidates))
-            feats = [self._features(r, e, w) for r, (_, _, e), w in zip(ids, read, words)]
-            cands, asked = [], []
-            for i, (nt, kt, f) in enumerate(zip(net_top, kn_top, feats)):
-                cands.append(list(dict.fromkeys([w for w, _ in nt] + [w for w, _ in kt] + f["cache_top"])))
-                ranked = {w for w, _ in nt}
-                asked += [(i, w) for w in cands[-1] if w not in ranked]
-            extra: dict[int, dict[str, float]] = {}
-            if asked:
-                rows = torch.tensor([i for i, _ in asked])
-                got = self.pred.word_log_prob(select_state(state, rows), lp.index_select(0, rows),
-                                              [w for _, w in asked]).tolist()
-                for (i, w), v in zip(asked, got):
-                    extra.setdefault(i, {})[w] = v
-        out = []
-        for i, (c, f) in enumerate(zip(cands, feats)):
-            net_lp = {**dict(net_top[i]), **extra.get(i, {})}
-            probs = mix_probs(m.weights, m.lm, f, words[i], c, net_lp, True)
-            best = sorted(range(len(c)), key=lambda j: -probs[j])[:k]
-            out.append([{"word": c[j], "prob": probs[j]} for j in best])
-        return out
+            if mix == "net":
+                rows = self.pred.top_words(state, lp, k, prefixes)
+                words = [completions(r, p) for r, p in zip(rows, prefixes)]
+            else:
+                m = self.mixture
+                feats = [self._features(r, e, c) for r, (_, _, e), (c, _) in zip(ids, read, typed)]
+                rows = mixed_top(m.weights, m.lm, self.pred, m.candidates, state, lp, [c for c, _ in typed], feats,
+                                 prefixes, k)
+                words = [[{"word": w, "prob": p} for w, p in r] for r in rows]
+        return [{"words": w, "completing": p or None} for w, p in zip(words, prefixes)]
 
     def _features(self, ids: list[int], ends: torch.Tensor | None, words: list[str]) -> dict[str, Any]:
         """The mixture's view of one context: the n-gram's matched order, and the cache over the typed words (each
         word chunk keyed by the output at the end of the chunk before it; the query is the last chunk's output)."""
         m = self.mixture
         order = int(m.lm.matched_order([words], True)[0]) if m.lm is not None else 0
-        feat: dict[str, Any] = {"order": order, "cache_empty": True, "cache": {}, "cache_top": []}
+        feat: dict[str, Any] = {"order": order, "history": 0, "cache": {}}
         if "cache" not in m.weights.parts or ends is None:
             return feat
         chunk_ending_at = {cut: i for i, cut in enumerate(self.engine.boundaries(ids))}  # ends[i]: chunk i's output
@@ -114,12 +105,10 @@ class ServedPredictor:
                 key_ids.append(vocab.setdefault(word, len(vocab)))
         if not keys:
             return feat
+        window = m.weights.window
         dist = cache_distributions(ends[-1:], ends[torch.tensor(keys)], key_ids, [len(keys)], m.weights.theta,
-                                   m.weights.window, 0, len(vocab))[0]
-        names = list(vocab)
-        top = dist.topk(min(m.candidates, len(names)))
-        feat.update(cache_empty=False, cache={w: float(dist[i]) for w, i in vocab.items()},
-                    cache_top=[names[i] for v, i in zip(top.values.tolist(), top.indices.tolist()) if v > 0])
+                                   window, 0, len(vocab))[0]
+        feat.update(history=min(len(keys), window), cache={w: float(dist[i]) for w, i in vocab.items()})
         return feat
 
 

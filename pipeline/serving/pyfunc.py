@@ -12,8 +12,9 @@ from pipeline.serving.mixed import predictor_for
 
 class NextWordModel(mlflow.pyfunc.PythonModel):
     """Input: a list of texts (or a one-column DataFrame). Output: one row per text with the top-k words and their
-    probabilities, and which model gave them. Params: `k` (default 5); `mix`: "auto" (default: the fitted mixture
-    stored with the model, else the network), "mixture" or "net"."""
+    probabilities, the prefix they complete ("" for a next word) and which model gave them. Params: `k` (default
+    5); `mix`: "auto" (default: the fitted mixture stored with the model, else the network), "mixture" or "net";
+    `mode`: "auto" (default: text ending in a word character completes that word), "next" or "complete"."""
 
     def load_context(self, context) -> None:
         self.model_dir = context.artifacts["model_dir"]
@@ -40,13 +41,17 @@ class NextWordModel(mlflow.pyfunc.PythonModel):
         if mix not in ("auto", "mixture", "net"):
             raise ValueError(f"params.mix is {mix!r}; use \"auto\", \"mixture\" or \"net\"")
         mix = None if mix == "auto" else mix
+        mode = str((params or {}).get("mode", "auto"))
+        if mode not in ("auto", "next", "complete"):
+            raise ValueError(f"params.mode is {mode!r}; use \"auto\", \"next\" or \"complete\"")
         if isinstance(model_input, pd.DataFrame):
             texts = model_input.iloc[:, 0].astype(str).tolist()
         elif isinstance(model_input, pd.Series):
             texts = model_input.astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
-        rows = self.served.predict(texts, k, mix) if texts else []
-        return pd.DataFrame({"text": texts, "words": [[w["word"] for w in r] for r in rows],
-                             "probs": [[w["prob"] for w in r] for r in rows],
+        rows = self.served.predict(texts, k, mix, mode) if texts else []
+        return pd.DataFrame({"text": texts, "words": [[w["word"] for w in r["words"]] for r in rows],
+                             "probs": [[w["prob"] for w in r["words"]] for r in rows],
+                             "completing": [r["completing"] or "" for r in rows],
                              "model": [self.served.label(mix)] * len(texts)})

@@ -18,7 +18,6 @@ the network reads only what is new.
 """
 from __future__ import annotations
 
-import math
 import sys
 import threading
 from array import array
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor
 
 from models.recurrent import State
-from pipeline.evaluation.predict import WordPredictor, cat_states, stepwise
+from pipeline.evaluation.predict import WordPredictor, cat_states, completions, stepwise, typed_word
 
 
 def _state_bytes(state: State) -> int:
@@ -190,11 +189,13 @@ class IncrementalPredictor:
         """(state, next-piece log-probs, chunk ends) per row of ids; call under `lock`."""
         return [self._context(r) for r in ids]
 
-    def predict(self, texts: list[str], k: int = 5) -> list[list[dict[str, float]]]:
-        """The k most probable next words after each text, as [{"word", "prob"}, ...]."""
-        ids = self.ids(texts)
+    def predict(self, texts: list[str], k: int = 5, mode: str = "auto") -> list[list[dict[str, float]]]:
+        """`WordPredictor.predict` through the cache: the k most probable next words after each text, or completions
+        of the word it ends in, as [{"word", "prob"}, ...]."""
+        typed = [typed_word(t, mode) for t in texts]
+        ids = self.ids([" ".join(c) for c, _ in typed])
         with self.lock:
             read = self.read(ids)
             state = cat_states([r[0] for r in read])
-            rows = self.predictor.top_words(state, torch.cat([r[1] for r in read]), k)
-        return [[{"word": w, "prob": math.exp(s)} for w, s in row] for row in rows]
+            rows = self.predictor.top_words(state, torch.cat([r[1] for r in read]), k, [p for _, p in typed])
+        return [completions(row, p) for row, (_, p) in zip(rows, typed)]

@@ -307,7 +307,16 @@ def _from_schema(schema: dict) -> st.SearchStrategy:
 @given(data=st.data())
 def test_fuzz_from_the_openapi_schema(client, data):
     """Bodies generated from the app's own OpenAPI schema: never a 5xx; a body the schema admits that also keeps
-    the documented limits (non-blank texts, serve.max_text_chars, serve.max_request_chars) gets a 200."""
+    the documented limits (non-blank texts, serve.max_text_chars, serve.max_request_chars, a word to complete for
+    "mode": "complete", one of at most serve.max_word_chars) gets a 200."""
+    from pipeline.evaluation.predict import typed_word
+
+    def completes(t: str, mode: str) -> bool:
+        try:
+            return len(typed_word(t, mode)[1]) <= CFG.max_word_chars
+        except ValueError:
+            return False
+
     spec = client.app.openapi()
     path = data.draw(st.sampled_from(sorted(p for p, ops in spec["paths"].items() if "post" in ops)))
     ref = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
@@ -316,5 +325,6 @@ def test_fuzz_from_the_openapi_schema(client, data):
     assert r.status_code < 500, (r.status_code, r.text)
     texts = body.get("texts", [body.get("text")])
     within = all(t.strip() and len(t) <= CFG.max_text_chars for t in texts) and \
-        sum(map(len, texts)) <= CFG.max_request_chars
+        sum(map(len, texts)) <= CFG.max_request_chars and \
+        (path == "/explain" or all(completes(t, body.get("mode", "auto")) for t in texts))
     assert r.status_code == (200 if within else 422), (body, r.text)

@@ -55,7 +55,7 @@ def test_explain_gives_each_network_its_words_and_the_reach_of_its_top_one(clien
         norms, _ = piece_influence(e.pred.model, ids, tok.encode(m["top"]), PieceMasks.of(tok).boundary)
         assert infl == pytest.approx(word_influence(norms, spans), rel=1e-4, abs=1e-6)
     # the network alone, as /predict gives it with "mix": "net"
-    alone = client.post("/predict", json={"text": LONG, "k": 3, "mix": "net"}).json()["words"]
+    alone = client.post("/predict", json={"text": LONG, "k": 3, "mix": "net", "mode": "next"}).json()["words"]
     # (to float rounding: /explain runs each network on its own thread)
     assert [w["word"] for w in models[1]["words"]] == [w["word"] for w in alone]
     assert [w["prob"] for w in models[1]["words"]] == pytest.approx([w["prob"] for w in alone], rel=1e-5)

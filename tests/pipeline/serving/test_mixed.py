@@ -53,15 +53,33 @@ def test_served_suggestions_are_the_evaluated_mixtures(served, bundle, tiny_conf
                            served.mixture.candidates)
     with torch.no_grad():
         for text in TEXTS:
-            got = served.predict([text], 5)[0]
+            got = served.predict([text + " "], 5)[0]
+            assert got["completing"] is None
             want = scorer.top_words([clean_text(text).split()], 5)[0]
-            assert [w["word"] for w in got] == want, text
+            assert [w["word"] for w in got["words"]] == want, text
             logp = scorer.score([text], [want])[0]
-            assert [w["prob"] for w in got] == pytest.approx([float(torch.tensor(v).exp()) for v in logp], rel=1e-4)
+            assert [w["prob"] for w in got["words"]] == pytest.approx([float(torch.tensor(v).exp()) for v in logp],
+                                                                      rel=1e-4)
+
+
+@pytest.mark.parametrize("prefix", ["स", "प्र", "क्", "आ"])
+def test_served_completions_are_the_evaluated_mixtures(served, bundle, tiny_config, prefix):
+    """A typed prefix: the server's completions are the evaluator's (the keystroke simulation's bar) on the same
+    text, every one starts with the prefix, and their probabilities are renormalised over the candidates."""
+    scorer = MixtureScorer(NeuralScorer(bundle, tiny_config.eval, "lstm"), served.mixture.lm, served.mixture.weights,
+                           served.mixture.candidates)
+    for text in TEXTS:
+        got = served.predict([f"{text} {prefix}"], 5)[0]
+        assert got["completing"] == prefix
+        words = [w["word"] for w in got["words"]]
+        assert words and all(w.startswith(prefix) for w in words)
+        assert words == scorer.top_words([clean_text(text).split()], 5, prefixes=[prefix])[0], (text, prefix)
+        everything = served.predict([f"{text} {prefix}"], 1000)[0]["words"]  # every candidate
+        assert sum(w["prob"] for w in everything) == pytest.approx(1.0)
 
 
 def test_mixture_is_a_distribution_and_says_so(served):
-    rows = served.predict(TEXTS, 20)
+    rows = [r["words"] for r in served.predict([t + " " for t in TEXTS], 20)]
     for row in rows:
         probs = [w["prob"] for w in row]
         assert probs == sorted(probs, reverse=True) and all(p > 0 for p in probs)
@@ -73,20 +91,26 @@ def test_mix_net_is_the_network_alone(served, bundle):
     alone = predictor_for(bundle, None, "lstm")
     assert alone.label() == "lstm" and alone.default_mix == "net"
     assert served.predict(TEXTS, 5, "net") == alone.predict(TEXTS, 5)
+    assert [r["words"] for r in alone.predict(TEXTS, 5)] == alone.engine.predictor.predict(TEXTS, 5)
     with pytest.raises(ValueError, match="no fitted mixture"):
         alone.predict(TEXTS, 5, "mixture")
 
 
-def test_typing_word_by_word_through_the_state_cache_is_exact(bundle):
-    """The cache component's keys come from the state cache on a hit: the results must not change by a bit."""
+def test_typing_key_by_key_through_the_state_cache_is_exact(bundle):
+    """Word by word and character by character: the cache component's keys come from the state cache on a hit,
+    and a keystroke inside a word re-reads nothing; the results must not change by a bit."""
     m = load_for(bundle)
     cached = predictor_for(bundle, m, "lstm", StateCache(64, 2**24))
     fresh = predictor_for(bundle, m, "lstm", None)
-    words = TEXTS[2].split()
-    for i in range(1, len(words) + 1):
-        text = " ".join(words[:i])
-        assert cached.predict([text], 8) == fresh.predict([text], 8), text
+    text = TEXTS[2]
+    for i in range(1, len(text) + 1):
+        assert cached.predict([text[:i]], 8) == fresh.predict([text[:i]], 8), text[:i]
     assert cached.engine.cache.hits > 0 and cached.engine.pieces_read < fresh.engine.pieces_read
+    before = cached.engine.pieces_read
+    word = "सकाळी"
+    for i in range(1, len(word) + 1):  # one more word typed letter by letter: its context is read once, then cached
+        cached.predict([text + " " + word[:i]], 3)
+    assert cached.engine.pieces_read - before <= len(bundle.tokenizer.encode("तो")) + 1
 
 
 def test_the_cache_reads_the_typed_words_and_only_those(served, bundle):
@@ -96,7 +120,7 @@ def test_the_cache_reads_the_typed_words_and_only_those(served, bundle):
         (_, _, ends), = served.engine.read([ids])
     feat = served._features(ids, ends, clean_text(text).split())
     typed = {w for w in clean_text(text).split() if is_word(w)}
-    assert not feat["cache_empty"] and set(feat["cache"]) == typed
+    assert feat["history"] == len(clean_text(text).split()) - 1 and set(feat["cache"]) == typed
     assert sum(feat["cache"].values()) == pytest.approx(1.0)
     # a text longer than max_context_pieces is read from its tail: the cache holds only the tail's words
     short = predictor_for(bundle, served.mixture, "lstm", None, max_context_pieces=30)
@@ -149,6 +173,7 @@ def test_a_text_read_from_its_tail_gets_the_cache_the_evaluator_gives_a_truncate
     docs, targets = [tail + ["क"]], [[len(tail)]]
     vectors = scorer.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=False, vectors=True)["vectors"]
     want = scorer.features(docs, targets, vectors, bos=False, asked={(0, len(tail)): list(set(tail))})
+    assert got["history"] == want[(0, len(tail))]["history"]
     want = {w: p for w, p in want[(0, len(tail))]["cache"].items() if p > 0}
     assert tail[0] not in tail[1:] and tail[0] not in got["cache"]  # a word seen only first is no key
     assert got["cache"] == pytest.approx(want, rel=1e-4)

@@ -48,9 +48,9 @@ def test_incremental_reading_matches_the_one_shot_predictor(predictor):
 
 def test_one_word_extension_reads_only_the_new_word(predictor):
     inc = IncrementalPredictor(predictor, StateCache(16, 2**20))
-    inc.predict([TEXT], 5)
+    inc.predict([TEXT], 5, "next")
     before = inc.pieces_read
-    inc.predict([TEXT + " घरी"], 5)
+    inc.predict([TEXT + " घरी"], 5, "next")
     new_pieces = len(predictor.context_ids(TEXT + " घरी")) - len(predictor.context_ids(TEXT))
     assert inc.pieces_read - before == new_pieces
 
@@ -119,9 +119,9 @@ def test_a_long_text_is_read_from_its_last_words_only(predictor):
     tail = capped.tail(ids)
     assert len(tail) <= 30 and tail == ids[-len(tail):] and tail[0] != tok.bos_id
     assert tok.sp.id_to_piece(tail[0]).startswith("\u2581")  # cut at a word start
-    capped.predict([" ".join(words)], 3)
+    capped.predict([" ".join(words)], 3, "next")
     assert capped.pieces_read <= 30  # a bounded read, however long the text
     # the capped reader reads the same as an uncapped one given only those last words, without bos
     state, lp = pred.read([tail])
-    assert capped.predict([" ".join(words)], 3)[0] == [
+    assert capped.predict([" ".join(words)], 3, "next")[0] == [
         {"word": w, "prob": math.exp(s)} for w, s in pred.top_words(state, lp, 3)[0]]
