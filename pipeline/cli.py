@@ -78,7 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
     p.add_argument("--baseline", action="store_true", help="add the Kneser-Ney n-gram row")
+    p.add_argument("--mix", choices=("mixture", "net"), default="mixture",
+                   help="mixture (default): also score each model's registered mixture, what its server suggests "
+                        "from; net: the network alone")
     p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
+    p = add("keystrokes", _lazy("pipeline.evaluation.keystrokes:cli"),
+            "keystroke savings of a W-slot suggestion bar: the network, its mixture and the n-gram")
+    p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
+    p.add_argument("--data", help="replay this corpus file instead of the config's split")
+    p.add_argument("--slots", type=int, default=None, help="suggestions in the bar, 1-10 (default: eval.keystroke_slots)")
+    p.add_argument("--mix", choices=("mixture", "net"), default="mixture",
+                   help="mixture (default): the model's registered mixture too; net: the network alone")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="the Kneser-Ney n-gram row (default: on)")
+    p.add_argument("--out", default=None, help="directory for keystrokes.json and keystrokes.csv")
     p = add("probe", _lazy("pipeline.evaluation.evaluate:probe_cli"), "score a probe file (JSON Lines) with one or more models")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--probes", default=None, help="probe file (default: eval.probes)")
@@ -93,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mix", _lazy("pipeline.evaluation.mixture:cli"),
             "fit the network + 4-gram + cache mixtures on validation and evaluate them beside the parts")
     p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--data", help="evaluate on this corpus file instead of the config's split (fitting stays on "
+                                  "the validation split)")
     p.add_argument("--out", default=None, help="directory for the tables, plots and mixture_weights.json")
     p = add("report", _lazy("pipeline.experiments.report:cli"),
             "regenerate an experiment report from its summary.json (and <report>/mixture/results.json when there)")

@@ -74,12 +74,15 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         uri = tracking.log_pyfunc(bundle, run_id, mixture_dir)
         reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id)
     hits = {name: r["hits"] for name, r in test["models"].items()}
+    keys = {name: r.get("keystrokes") for name, r in test["models"].items()}
     return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg, "hits": hits[net.name],
-            "params": sum(p.numel() for p in bundle.model.parameters()), "seconds": result.seconds,
+            "keystrokes": keys[net.name], "params": sum(p.numel() for p in bundle.model.parameters()),
+            "seconds": result.seconds,
             "mixture": {"cell": mix_name, "metrics": mix_metrics, "registry": reg, "weights": weights.to_dict(),
-                        "hits": hits[mix_name]},
+                        "hits": hits[mix_name], "keystrokes": keys[mix_name]},
             "baseline": test["models"][baseline.name]["metrics"] if baseline is not None else None,
-            "baseline_hits": hits[baseline.name] if baseline is not None else None}
+            "baseline_hits": hits[baseline.name] if baseline is not None else None,
+            "baseline_keystrokes": keys[baseline.name] if baseline is not None else None}
 
 
 def tables_of_rows(rows: list[dict[str, Any]], test_docs: list[str], sources: list[str], cfg: Config) -> dict[str, Any]:
@@ -87,7 +90,8 @@ def tables_of_rows(rows: list[dict[str, Any]], test_docs: list[str], sources: li
     and paired differences from eval.paired_reference."""
     from pipeline.evaluation.evaluate import add_kind_tables
 
-    results = {"k": cfg.eval.k, "split": "test", "models": {r["cell"]: {"hits": r["hits"]} for r in rows}}
+    results = {"k": cfg.eval.k, "split": "test",
+               "models": {r["cell"]: {"hits": r["hits"], "keystrokes": r.get("keystrokes")} for r in rows}}
     add_kind_tables(results, test_docs, sources, cfg.eval)
     return results
 
@@ -105,13 +109,20 @@ def distance_lines(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ec_slots(rows: list[dict[str, Any]]) -> str:
+    """The bar's width the keystroke figures were measured with."""
+    return next((str(r["keystrokes"]["slots"]) for r in rows if r.get("keystrokes")), "—")
+
+
 def format_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
     from pipeline.evaluation.evaluate import acc_text, pooled_kind
+    from pipeline.evaluation.keystrokes import ksr_text
 
     k = results["k"]
     pooled = results["kinds"][pooled_kind(results)]
-    head = (f"{'model':<28}{'params':>8}{'train s':>8}{'top-1 % [95%]':>20}{f'top-{k} % [95%]':>20}{'word ppl':>10}"
-            f"{'val ppl':>9}  registry")
+    ksr = results.get("keystrokes", {}).get(pooled_kind(results), {"models": {}})
+    head = (f"{'model':<28}{'params':>8}{'train s':>8}{'top-1 % [95%]':>20}{f'top-{k} % [95%]':>20}"
+            f"{f'KSR % (W={ec_slots(rows)})':>20}{'word ppl':>10}{'val ppl':>9}  registry")
     lines = [head, "-" * len(head)]
     for r in rows:
         m = r["metrics"]
@@ -120,10 +131,12 @@ def format_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
         params = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "—"
         secs = f"{r['seconds']:.0f}" if r.get("seconds") else "—"
         lines.append(f"{r['cell']:<28}{params:>8}{secs:>8}{acc_text(pooled['top1'], r['cell']):>20}"
-                     f"{acc_text(pooled[f'top{k}'], r['cell']):>20}{m.get('test/word_ppl', float('nan')):>10.0f}"
+                     f"{acc_text(pooled[f'top{k}'], r['cell']):>20}{ksr_text(ksr['models'].get(r['cell'])):>20}"
+                     f"{m.get('test/word_ppl', float('nan')):>10.0f}"
                      f"{m.get('validation/word_ppl', float('nan')):>9.0f}  {tag}")
     lines.append(f"n = {pooled['top1']['n']:,} test words with a letter in {pooled['top1']['documents']:,} documents "
                  "(whole words, exact match, OOV targets counted; numerals apart); 95 % document-clustered bootstrap; "
+                 "KSR: keystrokes saved by a suggestion bar over every scored word (README, \"Keystroke savings\"); "
                  "word ppl over every scored word")
     return "\n".join(lines)
 
@@ -156,11 +169,16 @@ def cli(args, cfg: Config) -> int:
                                  probes=probes, sources=test_sources)
         rows += [row, row["mixture"]]
     if rows and rows[0].get("baseline"):
-        rows.append({"cell": baseline.name, "metrics": rows[0]["baseline"], "hits": rows[0]["baseline_hits"]})
+        rows.append({"cell": baseline.name, "metrics": rows[0]["baseline"], "hits": rows[0]["baseline_hits"],
+                     "keystrokes": rows[0]["baseline_keystrokes"]})
     _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")
     results = tables_of_rows(rows, docs["test"], test_sources, cfg)
     print(format_table(rows, results))
     print(distance_lines(results))
+    if results.get("keystrokes"):
+        from pipeline.evaluation.keystrokes import keystroke_lines
+
+        print("\n" + "\n".join(keystroke_lines(results["keystrokes"])))
     summary = Path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(rows, indent=1, ensure_ascii=False, default=str))

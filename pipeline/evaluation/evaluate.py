@@ -38,7 +38,13 @@ from pipeline.evaluation.distance import (
     metric_suffix,
     position_bucket,
 )
-from pipeline.evaluation.keystrokes import keystroke_lines, keystroke_metrics, keystroke_tables, run_scorer
+from pipeline.evaluation.keystrokes import (
+    keystroke_lines,
+    keystroke_metrics,
+    keystroke_rows,
+    keystroke_tables,
+    run_scorer,
+)
 from pipeline.evaluation.ngram import KneserNey, context_tail
 from pipeline.evaluation.predict import (
     WordPredictor,
@@ -510,9 +516,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
                              f"minus_{ref}", "diff_low95", "diff_high95"]],
             "probes.csv": [["model", "kind", "distance", "n", "accuracy", "chance", "low95", "high95", "balanced",
                             "balanced_low95", "balanced_high95", "margin"]],
-            "keystrokes.csv": [["kind", "n", "documents", "model", "ksr", "low95", "high95", f"minus_{ref}",
-                                "diff_low95", "diff_high95", "tapped_after_0", "tapped_after_1", "tapped_after_2",
-                                "never_offered", "echo_rate", "text_repeat_rate"]]}
+            "keystrokes.csv": keystroke_rows(results.get("keystrokes", {}), ref)}
     for name, r in results["models"].items():
         rows["summary.csv"].append([name, r["words"], r["top1"], r[f"top{k}"], r["word_ppl"], r["words_per_s"]])
         for table in ("by_distance", "by_position"):
@@ -543,13 +547,6 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     for kind, t in results.get("curves", {}).items():
         for c_len, c in t["curve"].items():
             rows["context.csv"] += cell_rows([kind, c_len], c)
-    for kind, c in results.get("keystrokes", {}).items():
-        for name, v in c["models"].items():
-            p = c["paired"].get(name, {})
-            rows["keystrokes.csv"].append([kind, c["n"], c["documents"], name, v["ksr"], v["low"], v["high"],
-                                           p.get("diff"), p.get("low"), p.get("high"),
-                                           *(v["tapped_after"][x] for x in ("0", "1", "2")), v["never_offered"],
-                                           v["echo_rate"], c["text_repeat_rate"]])
     for fname, table in rows.items():
         with open(out / fname, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(table)
@@ -667,7 +664,11 @@ def build_baseline(cfg, log=print) -> KneserNey:
     return lm
 
 
-def build_scorers(cfg: Config, refs: list[str], baseline: bool) -> list:
+def build_scorers(cfg: Config, refs: list[str], baseline: bool, mix: str = "net") -> list:
+    """A NeuralScorer per model reference and, with mix="mixture", the model's registered mixture beside it (what
+    its server suggests from; a model without one is scored alone), then the n-gram when `baseline`."""
+    from pipeline.evaluation.mixture import MixtureScorer, mixture_of
+
     torch.set_grad_enabled(False)
     scorers, names = [], set()
     for ref in refs:
@@ -679,6 +680,14 @@ def build_scorers(cfg: Config, refs: list[str], baseline: bool) -> list:
         scorer = NeuralScorer(bundle, cfg.eval, name)
         scorer.run_id = info.get("run_id") or _run_id_of_checkpoint(ref)
         scorers.append(scorer)
+        mixture = mixture_of(bundle) if mix == "mixture" else None
+        if mixture is not None:
+            order = mixture.lm.order if mixture.lm is not None else 0
+            label = " + ".join([name] + [{"kn": f"{order}-gram", "cache": "cache"}[p]
+                                         for p in mixture.weights.parts if p != "net"])
+            mixed = MixtureScorer(scorer, mixture.lm, mixture.weights, mixture.candidates, label)
+            mixed.run_id, mixed.metric_prefix = scorer.run_id, "mixture/"
+            scorers.append(mixed)
     if baseline:
         scorers.append(NgramScorer(build_baseline(cfg)))
     return scorers
@@ -688,7 +697,7 @@ def cli(args, cfg: Config) -> int:
     if not args.model and not args.baseline:
         print("error: give at least one --model (checkpoint or export directory) or --baseline")
         return 2
-    scorers = build_scorers(cfg, args.model, args.baseline)
+    scorers = build_scorers(cfg, args.model, args.baseline, getattr(args, "mix", "mixture"))
     docs, sources, split = eval_documents(cfg, args.data)
     probes = None
     if cfg.eval.probes:
@@ -697,8 +706,8 @@ def cli(args, cfg: Config) -> int:
     results = evaluate(scorers, docs, cfg, split, probes, sources)
     out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / \
         (cfg.name if split == cfg.eval.split else f"{cfg.name}-{split}")
+    print_table(results)  # the tables first: a figure that fails to draw must not take them with it
     files = write_outputs(results, out)
-    print_table(results)
     print(f"wrote {len(files)} files to {out}")
     log_to_runs(cfg, scorers, results, out)
     return 0
@@ -720,11 +729,12 @@ def log_to_runs(cfg: Config, scorers: list, results: dict[str, Any], out: Path) 
     """Metrics, tables and plots go to each evaluated model's own MLflow run (when it has one)."""
     from pipeline import tracking
 
-    targets = [(s.run_id, s.name) for s in scorers if getattr(s, "run_id", None)]
+    targets = [(s.run_id, s.name, getattr(s, "metric_prefix", "")) for s in scorers if getattr(s, "run_id", None)]
     if not targets:
         return
     client = tracking.open_store(cfg)
-    for run_id, name in targets:
-        tracking.log_metrics(client, run_id, results["models"][name]["metrics"])
-        tracking.log_artifacts(client, run_id, out, f"evaluation/{out.name}")
+    for run_id, name, prefix in targets:
+        tracking.log_metrics(client, run_id, {prefix + k: v for k, v in results["models"][name]["metrics"].items()})
+        if not prefix:  # one copy of the tables per run
+            tracking.log_artifacts(client, run_id, out, f"evaluation/{out.name}")
         print(f"logged {name} to MLflow run {run_id}")

@@ -23,6 +23,7 @@ last 3 words, beside how often the text itself repeats one of its last 3 words.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -176,3 +177,59 @@ def keystroke_lines(tables: dict[str, Any], names: list[str] | None = None, widt
                 diff = f"{100 * p['diff']:+.1f} [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
                 lines.append(f"  {name + ' − ' + c['reference']:<{width}}{diff:>22}")
     return lines
+
+
+def keystroke_rows(tables: dict[str, Any], reference: str | None) -> list[list]:
+    """keystrokes.csv: one row per kind and model."""
+    rows: list[list] = [["kind", "n", "documents", "model", "ksr", "low95", "high95", f"minus_{reference}",
+                         "diff_low95", "diff_high95", "tapped_after_0", "tapped_after_1", "tapped_after_2",
+                         "never_offered", "echo_rate", "text_repeat_rate"]]
+    for kind, c in tables.items():
+        for name, v in c["models"].items():
+            p = c["paired"].get(name, {})
+            rows.append([kind, c["n"], c["documents"], name, v["ksr"], v["low"], v["high"], p.get("diff"),
+                         p.get("low"), p.get("high"), *(v["tapped_after"][x] for x in ("0", "1", "2")),
+                         v["never_offered"], v["echo_rate"], c["text_repeat_rate"]])
+    return rows
+
+
+def cli(args, cfg) -> int:
+    """`python -m pipeline keystrokes --model REF [--data FILE] [--slots 3] [--mix net] [--no-baseline]`: the
+    typist on the config's split (eval.split, eval.max_words) or FILE, for each model, its registered mixture and
+    the n-gram; tables by kind, keystrokes.json/csv, metrics to each model's MLflow run."""
+    import csv
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from pipeline.evaluation.evaluate import build_scorers, eval_documents, log_to_runs, sample_line, sampled_targets
+    from pipeline.evaluation.text_kinds import scored_words
+
+    slots = cfg.eval.keystroke_slots if args.slots is None else args.slots
+    if not 1 <= slots <= 10:
+        print(f"error: --slots is {slots}; a suggestion bar holds 1 to 10 words (phones show 3)", file=sys.stderr)
+        return 2
+    if not args.model and not args.baseline:
+        print("error: nothing to replay: give --model REF (repeatable), or leave the n-gram on", file=sys.stderr)
+        return 2
+    ec = dataclasses.replace(cfg.eval, keystroke_slots=slots)
+    scorers = build_scorers(cfg, args.model, args.baseline, args.mix)
+    docs, sources, split = eval_documents(cfg, args.data)
+    tokens, targets, chosen, info = sampled_targets(docs, ec)
+    words = scored_words(tokens, targets, chosen, sources, ec)
+    runs = {s.name: run_scorer(s, tokens, targets, chosen, slots) for s in scorers}
+    tables = keystroke_tables(words, runs, ec, scorers[0].name)
+    print(sample_line(info))
+    print("\n".join(keystroke_lines(tables)))
+    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / f"{cfg.name}-keystrokes-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "keystrokes.json").write_text(json.dumps({"split": split, "slots": slots, "sample": info,
+                                                     "tables": tables, "words_per_s": {
+                                                         n: r["words_per_s"] for n, r in runs.items()}},
+                                                    indent=1, ensure_ascii=False))
+    with open(out / "keystrokes.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(keystroke_rows(tables, scorers[0].name))
+    print(f"wrote keystrokes.json and keystrokes.csv to {out}")
+    results = {"models": {n: {"metrics": keystroke_metrics(tables, n, split)} for n in runs}}
+    log_to_runs(cfg, scorers, results, out)
+    return 0

@@ -142,6 +142,18 @@ def load_mixture(directory) -> Mixture | None:
     return Mixture(lm, weights, candidates, blob.get("about") or {})
 
 
+def mixture_dir(bundle) -> Path:
+    """Where a model's mixture lives: inside an export directory (what the registry stores), or runs/<run>/mixture/
+    beside a training checkpoint (runs/<run>/checkpoints/*.ckpt)."""
+    source = Path(str(bundle.meta.get("source", "")))
+    return source if source.is_dir() else source.parent.parent / "mixture"
+
+
+def mixture_of(bundle) -> Mixture | None:
+    """A loaded model's fitted mixture, the one its server suggests from; None when it carries none."""
+    return load_mixture(mixture_dir(bundle))
+
+
 # ------------------------------------------------------------------------------------------------------ the cache
 
 def cache_distributions(queries: torch.Tensor, keys: torch.Tensor, key_words: Sequence[int], positions: Sequence[int],
@@ -490,8 +502,8 @@ def fit_all(net, lm: KneserNey, validation: list[str], cfg, log=print) -> tuple[
 
 
 def cli(args, cfg) -> int:
-    """`python -m pipeline mix --model REF`: fit the mixtures on validation, then evaluate the network alone, each
-    mix and the 4-gram on the test split (eval.max_words) with the usual tables."""
+    """`python -m pipeline mix --model REF [--data FILE]`: fit the mixtures on validation, then evaluate the network
+    alone, each mix and the 4-gram on the test split, or FILE (eval.max_words), with the usual tables."""
     from pipeline.corpus.prepare import documents
     from pipeline.evaluation.evaluate import (
         NgramScorer,
@@ -509,15 +521,17 @@ def cli(args, cfg) -> int:
     weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg)
     scorers = [net, *(MixtureScorer(net, lm, w, cfg.mixture.candidates, name) for name, w in weights.items()),
                NgramScorer(lm, "4-gram")]
-    docs, sources, split = eval_documents(cfg, None)
+    docs, sources, split = eval_documents(cfg, args.data)
     # each mix's gain over the network alone, paired on the same words
     paired = cfg.replace(eval=dataclasses.replace(cfg.eval, paired_reference=net.name))
     results = evaluate(scorers, docs, paired, split, sources=sources)
     results["mixture_fit"] = report
-    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / f"{cfg.name}-mixture"
-    files = write_outputs(results, out)
+    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / \
+        (f"{cfg.name}-mixture" if split == cfg.eval.split else f"{cfg.name}-mixture-{split}")
+    print_table(results)  # the tables first: a figure that fails to draw must not take them with it
+    out.mkdir(parents=True, exist_ok=True)
     (out / "mixture_weights.json").write_text(json.dumps({n: w.to_dict() for n, w in weights.items()}, indent=1))
-    print_table(results)
+    files = write_outputs(results, out)
     print(f"wrote {len(files) + 1} files to {out}")
 
     return 0

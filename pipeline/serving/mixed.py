@@ -11,17 +11,17 @@ state cache serves them.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from pipeline.checkpoints import ModelBundle
-from pipeline.evaluation.mixture import (
+from pipeline.evaluation.mixture import (  # noqa: F401 - mixture_dir: where the server finds it, re-exported
     Mixture,
     cache_distributions,
-    load_mixture,
     mixed_top,
+    mixture_dir,
+    mixture_of,
 )
 from pipeline.evaluation.predict import cat_states, completions, typed_word
 from pipeline.serving.statecache import IncrementalPredictor
@@ -30,16 +30,9 @@ Mix = Literal["mixture", "net"]
 PART_LABELS = {"kn": "{order}-gram", "cache": "cache"}
 
 
-def mixture_dir(bundle: ModelBundle) -> Path:
-    """Where a model's mixture lives: inside an export directory (what the registry stores), or runs/<run>/mixture/
-    beside a training checkpoint (runs/<run>/checkpoints/*.ckpt)."""
-    source = Path(str(bundle.meta.get("source", "")))
-    return source if source.is_dir() else source.parent.parent / "mixture"
-
-
 def load_for(bundle: ModelBundle) -> Mixture | None:
-    """The bundle's mixture, read from its directory (see mixture_dir); None when it carries none."""
-    return load_mixture(mixture_dir(bundle))
+    """The bundle's mixture (see mixture.mixture_dir); None when it carries none."""
+    return mixture_of(bundle)
 
 
 class ServedPredictor:

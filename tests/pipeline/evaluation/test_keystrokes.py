@@ -102,3 +102,61 @@ def test_the_networks_bar_is_its_own_completions(net, tiny_corpus):
                 for c in range(1, len(word))]
         offered = [c for c, bar in enumerate([first] + bars) if word in bar]
         assert typed == (offered[0] if offered else -1)
+
+
+def _small(cfg, words=60):
+    import dataclasses
+
+    return cfg.replace(eval=dataclasses.replace(cfg.eval, max_words=words, context_curves={}, probes=None,
+                                                bootstrap_replicates=100))
+
+
+def test_keystrokes_command_replays_the_network_its_mixture_and_the_ngram(mixed_checkpoint, tiny_config, tmp_path,
+                                                                          capsys):
+    import json
+    from types import SimpleNamespace
+
+    from pipeline.evaluation.keystrokes import cli
+
+    args = SimpleNamespace(model=[str(mixed_checkpoint)], data=None, slots=3, mix="mixture", baseline=True,
+                           out=str(tmp_path / "ks"))
+    assert cli(args, _small(tiny_config)) == 0
+    printed = capsys.readouterr().out
+    got = json.loads((tmp_path / "ks" / "keystrokes.json").read_text())
+    (kind, table), = got["tables"].items()  # the tiny corpus is one kind
+    names = list(table["models"])
+    assert names == ["lstm-1x32", "lstm-1x32 + 4-gram + cache", "kn4gram"] and table["n"] == 60
+    for name, v in table["models"].items():
+        assert 0 < v["ksr"] < 1 and v["low"] <= v["ksr"] <= v["high"], name
+        assert name in printed
+    assert set(table["paired"]) == {"lstm-1x32 + 4-gram + cache", "kn4gram"}
+    assert (tmp_path / "ks" / "keystrokes.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("slots", [0, 11])
+def test_slots_outside_one_to_ten_are_refused(tiny_config, slots, capsys):
+    from types import SimpleNamespace
+
+    from pipeline.evaluation.keystrokes import cli
+
+    args = SimpleNamespace(model=[], data=None, slots=slots, mix="net", baseline=True, out=None)
+    assert cli(args, tiny_config) == 2
+    assert "--slots" in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_registered_mixture_beside_the_network(mixed_checkpoint, tiny_config, tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from pipeline.evaluation.evaluate import cli
+
+    args = SimpleNamespace(model=[str(mixed_checkpoint)], data=None, baseline=False, mix="mixture",
+                           out=str(tmp_path / "ev"))
+    assert cli(args, _small(tiny_config, 40)) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert list(res["models"]) == ["lstm-1x32", "lstm-1x32 + 4-gram + cache"]
+    (kind, table), = res["keystrokes"].items()
+    assert set(table["models"]) == set(res["models"])
+    args.mix, args.out = "net", str(tmp_path / "net")
+    assert cli(args, _small(tiny_config, 40)) == 0
+    assert list(json.loads((tmp_path / "net" / "results.json").read_text())["models"]) == ["lstm-1x32"]
