@@ -169,6 +169,14 @@ class RecurrentLM(nn.Module):
             return F.cross_entropy(self.decoder(f), targets.reshape(-1))
         return self.adaptive(f, self.rank[targets.reshape(-1)]).loss
 
+    def target_log_probs(self, features: Tensor, targets: Tensor) -> Tensor:
+        """log p(target) for N feature rows (N, H) and their target ids (N,): with the adaptive softmax only the
+        head and each row's own cluster are computed, not the whole vocabulary."""
+        f = self._out(features)
+        if self.output == "softmax":
+            return F.log_softmax(self.decoder(f), dim=-1).gather(1, targets.view(-1, 1)).squeeze(1)
+        return self.adaptive(f, self.rank[targets]).output
+
     def log_probs(self, features: Tensor, in_rank_order: bool = False) -> Tensor:
         """Exact log-probabilities over the whole vocabulary: (B, T, H) -> (B, T, V), columns by piece id; or, with
         `in_rank_order`, column j is piece `rank_order()[j]`: the adaptive softmax's own order, which saves a

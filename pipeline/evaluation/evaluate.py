@@ -142,12 +142,14 @@ class NeuralScorer:
 
     def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress, bos: bool = True,
                       extra: dict[tuple[int, int], list[str]] | None = None, vectors: bool = False,
-                      on_batch: Callable | None = None) -> dict:
+                      on_batch: Callable | None = None, need_lp: bool = True) -> dict:
         """For every target token index: the top-k words (none when k = 0) with their log-probabilities and the
         word's exact log-probability. `extra`: more words whose exact log-probability is wanted at a target
         (res["extra"]); `vectors`: the top-layer state before every token of every document (res["vectors"][d],
         (tokens, H)), the state that predicts that token (the mixture's cache keys); `on_batch(keys, state,
-        next_lp)`: called instead of the top-k search with each batch of targets and the state before them."""
+        next_lp, vectors)`: called instead of the top-k search with each batch of targets, the state before them and
+        the vectors so far (every one a target's cache can read); `need_lp=False`: no word log-probabilities (the
+        full distribution is then computed only before targets)."""
         encoded = [self._encode(d, bos) for d in docs]
         top: dict[tuple[int, int], list[str]] = {}
         scored: dict[tuple[int, int], list[tuple[str, float]]] = {}
@@ -155,12 +157,17 @@ class NeuralScorer:
         extra_lp: dict[tuple[int, int], dict[str, float]] = {}
         vecs: dict[int, torch.Tensor] = {}
         pending: list = []
+        current: dict[int, tuple[int, torch.Tensor]] = {}  # doc -> (row, token indices) of the batch being forced
+        buffer: dict[str, torch.Tensor] = {}
 
         def flush():
             keys = [key for key, _, _ in pending]
             state, lp = cat_states([s for _, s, _ in pending]), torch.cat([l for _, _, l in pending])
             if on_batch is not None:
-                on_batch(keys, state, lp)
+                for d in {key[0] for key in keys} & current.keys() if vectors else ():
+                    r, idx = current[d]  # the vectors read so far (a target's cache reads only earlier ones)
+                    vecs[d] = buffer["feats"][r, idx]
+                on_batch(keys, state, lp, vecs)
                 pending.clear()
                 return
             for key, row in zip(keys, self.pred.top_words(state, lp, k)):
@@ -191,10 +198,14 @@ class NeuralScorer:
                         flush()
             feats = torch.zeros(len(rows), max(map(len, rows)), self.model.hidden_dim) if vectors else None
             on_step = (lambda t, f: feats[:, t].copy_(f)) if vectors else None
-            tok_lp, bnd = self._force(rows, want, on_state, on_step=on_step)
+            if vectors:
+                buffer["feats"] = feats
+                current.clear()
+                current.update({d: (r, torch.tensor(encoded[d][1], dtype=torch.long) - 1) for r, d in enumerate(batch)})
+            tok_lp, bnd = self._force(rows, want, on_state, need_lp=need_lp, on_step=on_step)
             for r, d in enumerate(batch):
                 ids, starts = encoded[d]
-                for j in targets[d]:
+                for j in targets[d] if need_lp else ():
                     s = starts[j]
                     e = (starts[j + 1] if j + 1 < len(starts) else len(ids)) - 1  # the word's last piece
                     logp[(d, j)] = float(tok_lp[r, s - 1:e].sum() + bnd[r, e])
@@ -214,7 +225,7 @@ class NeuralScorer:
 
         out = {}
 
-        def on_batch(keys, state, lp):
+        def on_batch(keys, state, lp, vectors):
             def suggest(rows: list[int], prefixes: list[str]) -> list[list[str]]:
                 idx = torch.tensor(rows, device=self.device)
                 got = self.pred.top_words(select_state(state, idx), lp.index_select(0, idx), slots, prefixes)
@@ -222,7 +233,7 @@ class NeuralScorer:
             for key, res in zip(keys, zip(*simulate([docs[d][j] for d, j in keys], suggest, slots))):
                 out[key] = res
             progress(len(keys))
-        self.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, on_batch=on_batch)
+        self.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, on_batch=on_batch, need_lp=False)
         return out
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:

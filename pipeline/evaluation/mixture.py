@@ -231,14 +231,17 @@ def kn_probs(lm: KneserNey, ctx: list[str], words: list[str], bos: bool) -> list
 
 
 def mix_probs(w: MixtureWeights, lm: KneserNey | None, feat: dict, ctx: list[str], words: list[str],
-              net_lp: dict[str, float], bos: bool) -> list[float]:
+              net_lp: dict[str, float], bos: bool, kn: list[float] | None = None) -> list[float]:
     """Mixture probabilities of `words` at one target: feat holds the n-gram's matched order, the cache's history
-    (words it holds) and P_cache per word; net_lp the network's log-probability per word."""
-    kn = kn_probs(lm, ctx, words, bos) if "kn" in w.parts else [0.0] * len(words)
+    (words it holds) and P_cache per word; net_lp the network's log-probability per word; `kn`, when given, the
+    n-gram's probabilities of the words (else computed here)."""
+    if kn is None:
+        kn = kn_probs(lm, ctx, words, bos) if "kn" in w.parts else [0.0] * len(words)
     lam = w.lam(w.context_class(feat["order"], feat["history"]))
+    cache = feat["cache"]
     out = []
     for word, k in zip(words, kn):
-        part = {"net": math.exp(net_lp[word]), "kn": k, "cache": feat["cache"].get(word, 0.0)}
+        part = {"net": math.exp(net_lp[word]), "kn": k, "cache": cache.get(word, 0.0)}
         out.append(float(sum(l * part[x] for l, x in zip(lam, w.parts))))
     return out
 
@@ -250,37 +253,51 @@ def heaviest(cache: dict[str, float], n: int, prefix: str = "") -> list[str]:
 
 
 def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, state, next_lp: torch.Tensor,
-              contexts: list[list[str]], feats: list[dict], prefixes: list[str], k: int, bos: bool = True
-              ) -> list[list[tuple[str, float]]]:
+              contexts: list[list[str]], feats: list[dict], prefixes: list[str], k: int, bos: bool = True,
+              score: list[str] | None = None) -> list[list[tuple[str, float]]] | tuple[list, list[float]]:
     """The mixture's top k after each of N contexts (rows of state/next_lp, the network's state after each
     context), completing prefixes[i] when it is not "": the network's exact top K (pred.top_words), the n-gram's
     exact top K and the cache's K heaviest words, all under the prefix; the network's exact probability of every
     candidate it did not rank; the λ-weighted sum. A completion's probabilities are renormalised over its
-    candidates. The server and the evaluation both rank with this function: what is measured is what is served."""
+    candidates. The server and the evaluation both rank with this function: what is measured is what is served.
+    `score[i]`: a word whose mixture probability is also wanted (the evaluation's target, ranked only if a part
+    proposed it); then (top lists, probabilities of the scored words) is returned."""
     n = len(contexts)
     net_top = pred.top_words(state, next_lp, max(k, candidates), prefixes)
     kn_top = lm.top_words(contexts, candidates, bos, prefixes) if "kn" in w.parts else [[] for _ in range(n)]
-    cands, asked = [], []
+    cands, asked, scored = [], [], []
     for i in range(n):
         cache_top = heaviest(feats[i]["cache"], candidates, prefixes[i]) if "cache" in w.parts else []
         cands.append(list(dict.fromkeys([x for x, _ in net_top[i]] + [x for x, _ in kn_top[i]] + cache_top)))
         ranked = dict(net_top[i])
-        asked += [(i, x) for x in cands[-1] if x not in ranked]
-    extra: dict[int, dict[str, float]] = {}
+        extra = cands[-1] + ([score[i]] if score and score[i] not in cands[-1] else [])
+        scored.append(extra)
+        asked += [(i, x) for x in extra if x not in ranked]
+    net_lp = [dict(t) for t in net_top]
     if asked:
         rows = torch.tensor([i for i, _ in asked], device=next_lp.device)
         got = pred.word_log_prob(select_state(state, rows), next_lp.index_select(0, rows),
                                  [x for _, x in asked]).tolist()
         for (i, x), v in zip(asked, got):
-            extra.setdefault(i, {})[x] = v
-    out = []
+            net_lp[i][x] = v
+    kn_all: list[list[float]] = [[0.0] * len(ws) for ws in scored]
+    if "kn" in w.parts:  # one vectorised n-gram call for every (row, word)
+        pairs = [(i, x) for i, ws in enumerate(scored) for x in ws]
+        lp = lm.log_prob([contexts[i] for i, _ in pairs], [x for _, x in pairs], bos)
+        pos = 0
+        for i, ws in enumerate(scored):
+            kn_all[i] = [math.exp(v) if x in lm.index else 0.0 for x, v in zip(ws, lp[pos:pos + len(ws)])]
+            pos += len(ws)
+    out, target_p = [], []
     for i in range(n):
+        probs = mix_probs(w, lm, feats[i], contexts[i], scored[i], net_lp[i], bos, kn_all[i])
         words = cands[i]
-        probs = mix_probs(w, lm, feats[i], contexts[i], words, {**dict(net_top[i]), **extra.get(i, {})}, bos)
-        total = sum(probs) if prefixes[i] else 1.0
+        total = sum(probs[:len(words)]) if prefixes[i] else 1.0
         best = sorted(range(len(words)), key=lambda j: -probs[j])[:k]
         out.append([(words[j], probs[j] / total if total > 0 else 0.0) for j in best])
-    return out
+        if score:
+            target_p.append(probs[scored[i].index(score[i])])
+    return (out, target_p) if score else out
 
 
 # ----------------------------------------------------------------------------------------------------- the scorer
@@ -344,35 +361,28 @@ class MixtureScorer:
     def evaluate_docs(self, docs: list[list[str]], targets: list[list[int]], k: int, progress, bos: bool = True
                       ) -> dict:
         logp, top = {}, {}
-
-        def target_logp(keys, feats, net_logp):
-            for (d, j), f in zip(keys, feats):
-                word = docs[d][j]
-                p = self.mix(f, context_tail(docs[d], j), [word], {word: net_logp[(d, j)]}, bos)[0]
-                logp[(d, j)] = math.log(p) if p > 0 else -math.inf
-
         if k == 0:
             first = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos,
                                            vectors="cache" in self.w.parts)
             feats = self.features(docs, targets, first["vectors"], bos)
-            target_logp(list(feats), list(feats.values()), first["logp"])
+            for (d, j), f in feats.items():
+                word = docs[d][j]
+                p = self.mix(f, context_tail(docs[d], j), [word], {word: first["logp"][(d, j)]}, bos)[0]
+                logp[(d, j)] = math.log(p) if p > 0 else -math.inf
             progress(len(feats))
             return {"top": top, "logp": logp}
-        passes: dict = {}
 
         def on_rows(keys, state, lp, feats):
             # only the parts' candidates are ranked (the target joins them only when a part proposed it: ranking it
             # regardless would let the answer into the shortlist); the target is scored in any case
-            rows = mixed_top(self.w, self.lm, self.pred, self.K, state, lp, [context_tail(docs[d], j) for d, j in keys],
-                             feats, [""] * len(keys), k, bos)
-            for key, row in zip(keys, rows):
+            rows, target_p = mixed_top(self.w, self.lm, self.pred, self.K, state, lp,
+                                       [context_tail(docs[d], j) for d, j in keys], feats, [""] * len(keys), k, bos,
+                                       score=[docs[d][j] for d, j in keys])
+            for key, row, p in zip(keys, rows, target_p):
                 top[key] = [w for w, _ in row]
-            target_logp(keys, feats, passes["first"]["logp"])
+                logp[key] = math.log(p) if p > 0 else -math.inf
             progress(len(keys))
-
-        passes["first"] = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos,
-                                                 vectors="cache" in self.w.parts)
-        self._second_pass(docs, targets, bos, passes["first"], on_rows)
+        self._pass(docs, targets, bos, on_rows)
         return {"top": top, "logp": logp}
 
     def keystrokes(self, docs: list[list[str]], targets: list[list[int]], slots: int, progress, bos: bool = True
@@ -393,21 +403,21 @@ class MixtureScorer:
             for key, res in zip(keys, zip(*simulate([docs[d][j] for d, j in keys], suggest, slots))):
                 out[key] = res
             progress(len(keys))
-
-        first = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, vectors="cache" in self.w.parts)
-        self._second_pass(docs, targets, bos, first, on_rows)
+        self._pass(docs, targets, bos, on_rows)
         return out
 
-    def _second_pass(self, docs, targets, bos: bool, first: dict, on_rows) -> None:
-        """The network read again, each batch of targets handed to on_rows(keys, state, next_lp, feats) with the
-        state before the targets and their features (the cache in full, from the first pass's vectors)."""
-        def on_batch(keys, state, lp):
+    def _pass(self, docs, targets, bos: bool, on_rows) -> None:
+        """One teacher-forced pass of the network; each batch of targets goes to on_rows(keys, state, next_lp,
+        feats) with the state before the targets and their features (the cache in full, keyed by the vectors
+        read so far)."""
+        def on_batch(keys, state, lp, vectors):
             by_doc: list[list[int]] = [[] for _ in docs]
             for d, j in keys:
                 by_doc[d].append(j)
-            feats = self.features(docs, by_doc, first["vectors"], bos, full=True)
+            feats = self.features(docs, by_doc, vectors, bos, full=True)
             on_rows(keys, state, lp, [feats[key] for key in keys])
-        self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, on_batch=on_batch)
+        self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, vectors="cache" in self.w.parts,
+                               on_batch=on_batch, need_lp=False)
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, prefixes: list[str] | None = None
                   ) -> list[list[str]]:
@@ -421,9 +431,7 @@ class MixtureScorer:
             got = mixed_top(self.w, self.lm, self.pred, self.K, state, lp, [context_tail(docs[d], j) for d, j in keys],
                             feats, [prefixes[d] for d, _ in keys], k, bos)
             top.update({key: [w for w, _ in row] for key, row in zip(keys, got)})
-        targets = [[len(c)] for c in contexts]
-        first = self.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=bos, vectors="cache" in self.w.parts)
-        self._second_pass(docs, targets, bos, first, on_rows)
+        self._pass(docs, [[len(c)] for c in contexts], bos, on_rows)
         return [top[(d, len(c))] for d, c in enumerate(contexts)]
 
     def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
@@ -481,6 +489,21 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
 # ---------------------------------------------------------------------------------------------------- the command
 
 MIXES = {"net + cache": ("net", "cache"), "net + 4-gram": ("net", "kn"), "net + 4-gram + cache": ("net", "kn", "cache")}
+SERVED = "net + 4-gram + cache"  # the mix a model carries and its server suggests from
+
+
+def save_served(ref: str, cfg, lm: KneserNey, weights: MixtureWeights, about: dict) -> Path:
+    """Store `weights` as the mixture of the checkpoint `ref` (runs/<run>/mixture/, where `serve`, `evaluate` and
+    `keystrokes` find it). A registered or exported model's files are not rewritten: `make run` registers a new
+    version with its mixture instead."""
+    from pipeline.evaluation.evaluate import load_model
+
+    if Path(ref).suffix != ".ckpt" or not Path(ref).is_file():
+        raise MixtureError(f"--save stores the mixture beside a local checkpoint (runs/<run>/checkpoints/*.ckpt); "
+                           f"{ref} is not one: pass the checkpoint's path, or retrain with `make run`, which "
+                           "registers every model with its mixture")
+    bundle, _ = load_model(ref, cfg)
+    return save_mixture(mixture_dir(bundle), lm, weights, cfg.mixture.candidates, about)
 
 
 def fit_all(net, lm: KneserNey, validation: list[str], cfg, log=print) -> tuple[dict[str, MixtureWeights], dict]:
@@ -519,6 +542,10 @@ def cli(args, cfg) -> int:
     net = build_scorers(cfg, [args.model], False)[0]
     lm = build_baseline(cfg)
     weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg)
+    if getattr(args, "save", False):
+        saved = save_served(args.model, cfg, lm, weights[SERVED], report[SERVED])
+        print(f"stored the {SERVED} mix as the model's mixture: {saved} (what `serve`, `evaluate` and "
+              "`keystrokes` use with it)")
     scorers = [net, *(MixtureScorer(net, lm, w, cfg.mixture.candidates, name) for name, w in weights.items()),
                NgramScorer(lm, "4-gram")]
     docs, sources, split = eval_documents(cfg, args.data)

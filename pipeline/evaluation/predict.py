@@ -334,20 +334,24 @@ class WordPredictor:
     # ----------------------------------------------------------------------------------------------- scoring
     @torch.no_grad()
     def word_log_prob(self, state: State, next_lp: Tensor, words: list[str]) -> Tensor:
-        """Exact log P(word | context) for N (context, word) pairs, with the tokenizer's own segmentation."""
+        """Exact log P(word | context) for N (context, word) pairs, with the tokenizer's own segmentation. Only
+        what the sum needs is computed: each inner piece's own log-probability, and the whole distribution once per
+        word, after its last piece (the boundary mass)."""
         pieces = [self.tok.encode(w.strip()) for w in words]
         total = next_lp.gather(1, torch.tensor([[p[0]] for p in pieces], device=self.device)).squeeze(1)
         longest = max(len(p) for p in pieces)
         padded = torch.tensor([p + [p[-1]] * (longest - len(p)) for p in pieces], device=self.device)
-        feats, _ = self.model(padded, state)
-        lp = self.model.log_probs(feats)  # (N, T, V): lp[:, j] predicts piece j+1
+        feats, _ = self.model(padded, state)  # feats[:, j] predicts piece j+1
+        inner = [(i, j) for i, p in enumerate(pieces) for j in range(1, len(p))]
+        if inner:
+            rows = torch.tensor([i for i, _ in inner], device=self.device)
+            cols = torch.tensor([j for _, j in inner], device=self.device)
+            got = self.model.target_log_probs(feats[rows, cols - 1], padded[rows, cols])
+            total = total.index_add(0, rows, got.to(total.dtype))
         lengths = torch.tensor([len(p) for p in pieces], device=self.device)
-        for j in range(1, longest):
-            live = lengths > j
-            total = total + torch.where(live, lp[:, j - 1].gather(1, padded[:, j:j + 1]).squeeze(1),
-                                        torch.zeros_like(total))
-        last = lp[torch.arange(len(pieces)), lengths - 1]  # (N, V): the distribution after each word's last piece
-        return total + torch.logsumexp(last.masked_fill(~self.masks.boundary, -math.inf), dim=1)
+        last = self.model.log_probs(feats[torch.arange(len(pieces), device=self.device), lengths - 1].unsqueeze(1),
+                                    in_rank_order=True).squeeze(1)  # (N, V) after each word's last piece
+        return total + (last.exp() @ self._boundary_ranked).log()
 
     # ----------------------------------------------------------------------------------------------- the API
     def predict(self, texts: list[str], k: int = 5, mode: str = "auto") -> list[list[dict[str, float]]]:

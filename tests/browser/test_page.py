@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -129,5 +130,89 @@ def test_side_by_side_columns_shade_the_typed_words(server):
             cols.nth(1).locator("button.suggestion").first.click()
             expect(page.locator("#text")).to_have_value(f"{LONG} {word} ")
             print(f"screenshot: {shot}")
+        finally:
+            browser.close()
+
+
+def test_typing_inside_a_word_completes_it_and_counts_the_keystrokes_saved(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 600})
+            page.goto(server)
+            box, mode, savings = page.locator("#text"), page.locator("#bar-mode"), page.locator("#savings")
+            bar = page.locator("#suggestions button.suggestion")
+            box.press_sequentially("आज ", delay=30)
+            expect(mode).to_have_text("next word", timeout=10_000)
+            nexts = [bar.nth(i).get_attribute("data-word") for i in range(bar.count())]
+            # a prefix the model surely completes, whatever the model: the first letter of a next word it suggests
+            prefix = next((w[0] for w in nexts if len(w) >= 2), None)
+            assert prefix, f"no next word of two or more code points to take a prefix from: {nexts}"
+            box.press_sequentially(prefix, delay=30)
+            expect(mode).to_have_text(f"completing «{prefix}»", timeout=10_000)
+            expect(mode).to_have_attribute("data-completing", prefix)
+            shown = [bar.nth(i).get_attribute("data-word") for i in range(bar.count())]
+            assert shown and all(unicodedata.normalize("NFC", w).startswith(prefix) for w in shown), (prefix, shown)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "completing.png"))
+            i = next((j for j, w in enumerate(shown) if len(w) > len(prefix)), 0)  # one that saves keystrokes
+            bar.nth(i).click()
+            expect(box).to_have_value(f"आज {shown[i]} ")  # the prefix gave way to the word, and a space follows
+            expect(box).to_be_focused()
+            # typed: आ ज ␣ (3), the prefix (1) and the tap (1); the tap inserted the rest of the word and the space
+            saved = len(shown[i]) - len(prefix)
+            assert saved > 0
+            expect(savings).to_have_text(f"keystrokes saved: {saved} of {5 + saved} "
+                                         f"({100 * saved / (5 + saved):.1f} %)")
+            assert int(savings.get_attribute("data-saved")) == saved
+            assert "KSR" in savings.get_attribute("title")
+            expect(mode).to_have_text("next word", timeout=10_000)  # after the tap: the next word again
+            # a deletion is one keystroke; typing is counted in code points
+            box.press("Backspace")
+            expect(savings).to_have_text(f"keystrokes saved: {saved} of {6 + saved} "
+                                         f"({100 * saved / (6 + saved):.1f} %)")
+            expect(mode).to_have_text(f"completing «{shown[i]}»", timeout=10_000)
+        finally:
+            browser.close()
+
+
+def test_only_the_latest_answer_is_shown_and_errors_are_the_servers(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 600})
+            # the answer for "आज" (completing it) is held back until after the answer for "आज " (the next word)
+            page.add_init_script("""(() => { const real = window.fetch;
+                window.fetch = async (url, opts) => {
+                  if (String(url).endsWith("predict") && JSON.parse(opts.body).text === "आज") {
+                    const r = await real(url, Object.assign({}, opts, { signal: undefined }));
+                    await new Promise(done => setTimeout(done, 1500));
+                    window.lateAnswered = true;
+                    return r;
+                  }
+                  return real(url, opts);
+                }; })()""")
+            page.goto(server)
+            box, mode, status = page.locator("#text"), page.locator("#bar-mode"), page.locator("#status")
+            box.press_sequentially("आज ", delay=30)
+            expect(mode).to_have_text("next word", timeout=10_000)
+            words = page.locator("#suggestions button.suggestion").all_inner_texts()
+            page.wait_for_function("window.lateAnswered === true", timeout=10_000)
+            page.wait_for_timeout(200)
+            expect(mode).to_have_text("next word")  # the late answer was dropped
+            assert page.locator("#suggestions button.suggestion").all_inner_texts() == words
+            # a word longer than any the server completes: its 422 message is shown as it is
+            box.fill("आज " + "क" * 41)
+            expect(status).to_contain_text("serve.max_word_chars", timeout=10_000)
+            expect(status).to_have_class("error")
+            assert page.locator("#suggestions button.suggestion").count() == 0
+            box.press("End")
+            box.press_sequentially(" ", delay=30)
+            expect(mode).to_have_text("next word", timeout=10_000)
+            expect(status).not_to_have_class("error")
         finally:
             browser.close()

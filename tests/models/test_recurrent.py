@@ -107,6 +107,9 @@ def test_log_probs_exact_and_loss_matches(output):
         # the beam search's column order: column j is piece rank_order()[j], the same numbers
         ranked = m.log_probs(f, in_rank_order=True)
         torch.testing.assert_close(ranked, lp[..., m.rank_order()], atol=0, rtol=0)
+        # one target per row, computing only its cluster: the same number as the full distribution's
+        torch.testing.assert_close(m.target_log_probs(f.reshape(-1, f.size(-1)), targets.reshape(-1)),
+                                   lp.reshape(-1, V).gather(1, targets.reshape(-1, 1)).squeeze(1), atol=1e-5, rtol=0)
         if output == "adaptive":
             assert not torch.equal(m.rank_order(), torch.arange(V))  # so the check above can fail
 

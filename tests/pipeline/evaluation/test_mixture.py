@@ -151,7 +151,8 @@ def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, 
     cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=80, context_lengths=(1,),
                                                        context_curves={"short": 1}, probes=None),
                               mixture=MixtureConfig(thetas=(0.3,), windows=(50,), fit_words=200, candidates=5))
-    assert cli(SimpleNamespace(model=str(trained_checkpoint), out=str(tmp_path / "mix")), cfg) == 0
+    assert cli(SimpleNamespace(model=str(trained_checkpoint), data=None, save=False, out=str(tmp_path / "mix")),
+               cfg) == 0
     import json
 
     res = json.loads((tmp_path / "mix" / "results.json").read_text())
