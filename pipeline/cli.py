@@ -2,20 +2,85 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import re
 import sys
+import warnings
+from collections.abc import Iterator
 
 from pipeline.config import ConfigError, load_config
+
+# Quiet output: a command prints the pipeline's own lines, the progress bars and the libraries' real warnings, not
+# their chatter. Everything is matched by message (and, for warnings, by the module that warns), so a warning about
+# a user's config or our own code still shows. Set up once per command by `main`, undone when it returns.
+#
+# Lightning's rank-zero notices that say nothing about this run: its product tips, the hardware lines (the devices
+# are the ones the config asks for) and the restore lines of a resume (the pipeline prints its own "resuming from
+# ..."). Kept: why fit stopped, early stopping, the precision and Tensor Core notes.
+LIGHTNING_NOTICES = re.compile("|".join((
+    r"💡 Tip: ",
+    r"GPU available: ",
+    r"TPU available: ",
+    r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: ",
+    r"Restoring states from the checkpoint path at ",
+    r"Restored all states from the checkpoint at ",
+)))
+# The loggers those notices come through (rank_zero_info writes on the rank_zero module's; a filter on a logger sees
+# only records made on it). Named, not imported: `--help` and the server never load Lightning.
+LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                     "pytorch_lightning.accelerators.cuda")
+# (message, category, module): re.match'ed against the warning's text and the module it is attributed to.
+QUIET_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
+    # Third-party deprecations the project cannot act on: torch deprecated LeafSpec, which Lightning still builds.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"(pytorch_lightning|lightning_fabric)\."),
+    # torch.backends.mkldnn.flags(), which evaluation uses to pick the native RNN kernels, sets oneDNN's TF32
+    # flag, and a CPU build of torch warns that it has no Intel GPU support.
+    (r"TF32 acceleration on top of oneDNN", UserWarning, r"torch\.backends"),
+    # MLflow's own deprecation and future notices (e.g. SQLAlchemy's inside its store); one about a call of ours is
+    # attributed to our module and still shows.
+    (r"", DeprecationWarning, r"mlflow\."),
+    (r"", FutureWarning, r"mlflow\."),
+    # Lightning warnings about what the pipeline does on purpose: a resumed run writes into its own checkpoint
+    # directory (`--fresh` empties it), and with train.allow_divergence the diverged step returns None so the
+    # optimizer step is skipped.
+    (r"Checkpoint directory .* exists and is not empty", UserWarning, r"pytorch_lightning\.callbacks\."),
+    (r"`training_step` returned `None`", UserWarning, r"pytorch_lightning\.loops\."),
+)
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not LIGHTNING_NOTICES.match(record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Silence the libraries' chatter (above) while a command runs; restore the warning filters and loggers after."""
+    drop = _DropNotices()
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    with warnings.catch_warnings():
+        for message, category, module in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        for logger in loggers:
+            logger.addFilter(drop)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(drop)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.checkpoints import CheckpointError
     from pipeline.corpus.prepare import CorpusError
     from pipeline.corpus.tokenizer import TokenizerError
+    from pipeline.evaluation.mixture import MixtureError
     from pipeline.evaluation.probes import ProbeError
     from pipeline.tracking import TrackingError
 
-    errors = (ConfigError, CorpusError, TokenizerError, CheckpointError, TrackingError, ProbeError)
+    errors = (ConfigError, CorpusError, TokenizerError, CheckpointError, TrackingError, ProbeError, MixtureError)
     # Only a command that trained can raise DivergenceError; importing it otherwise would load Lightning into the
     # server on its way out.
     training = sys.modules.get("pipeline.training.train")
@@ -108,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=model_help)
     p.add_argument("--data", help="evaluate on this corpus file instead of the config's split (fitting stays on "
                                   "the validation split)")
+    p.add_argument("--save", action="store_true",
+                   help="store the net + 4-gram + cache mix as the checkpoint's own mixture (runs/<run>/mixture/), "
+                        "the one serve, evaluate and keystrokes use")
     p.add_argument("--out", default=None, help="directory for the tables, plots and mixture_weights.json")
     p = add("report", _lazy("pipeline.experiments.report:cli"),
             "regenerate an experiment report from its summary.json (and <report>/mixture/results.json when there)")
@@ -145,9 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        return args.fn(args, cfg)
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with quiet_libraries():
+        try:
+            cfg = load_config(args.config, args.overrides)
+            return args.fn(args, cfg)
+        except _user_errors() as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2

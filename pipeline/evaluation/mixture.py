@@ -17,7 +17,8 @@
 θ and W are chosen on the validation split by grid, the λ of each class by EM on the validation words'
 log-likelihood. The top k: every part's top K words (the network's exact beam, the n-gram's exact top K, the cache's
 heaviest K) re-scored under the mixture, the network's probability of each computed exactly (`mixed_top`, the one
-function the server and the evaluation both rank with). Completing a typed prefix, every part proposes only words
+function the server and the evaluation both rank with). The network's K come from one beam of width K, not
+widened until proven exact (see mixed_top). Completing a typed prefix, every part proposes only words
 that start with it and the mixture's probabilities are renormalised over the candidates.
 """
 from __future__ import annotations
@@ -256,14 +257,17 @@ def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, st
               contexts: list[list[str]], feats: list[dict], prefixes: list[str], k: int, bos: bool = True,
               score: list[str] | None = None) -> list[list[tuple[str, float]]] | tuple[list, list[float]]:
     """The mixture's top k after each of N contexts (rows of state/next_lp, the network's state after each
-    context), completing prefixes[i] when it is not "": the network's exact top K (pred.top_words), the n-gram's
+    context), completing prefixes[i] when it is not "": the network's best K (one unwidened beam), the n-gram's
     exact top K and the cache's K heaviest words, all under the prefix; the network's exact probability of every
     candidate it did not rank; the λ-weighted sum. A completion's probabilities are renormalised over its
     candidates. The server and the evaluation both rank with this function: what is measured is what is served.
     `score[i]`: a word whose mixture probability is also wanted (the evaluation's target, ranked only if a part
     proposed it); then (top lists, probabilities of the scored words) is returned."""
     n = len(contexts)
-    net_top = pred.top_words(state, next_lp, max(k, candidates), prefixes)
+    # The network's shortlist is its best K from one beam of width K, not proven exact: proving an exact top 20
+    # widens the beam to 80-128 on almost every row and costs 5-10× more (bench/results.json, "mixture_shortlist"),
+    # while every candidate's probability below is exact whichever way it was found.
+    net_top = pred.top_words(state, next_lp, max(k, candidates), prefixes, prove=False)
     kn_top = lm.top_words(contexts, candidates, bos, prefixes) if "kn" in w.parts else [[] for _ in range(n)]
     cands, asked, scored = [], [], []
     for i in range(n):

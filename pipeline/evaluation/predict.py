@@ -202,8 +202,8 @@ class WordPredictor:
         return self._word_cache[pieces]
 
     @stepwise
-    def top_words(self, state: State, next_lp: Tensor, k: int, prefixes: list[str] | None = None
-                  ) -> list[list[tuple[str, float]]]:
+    def top_words(self, state: State, next_lp: Tensor, k: int, prefixes: list[str] | None = None,
+                  prove: bool = True) -> list[list[tuple[str, float]]]:
         """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
         words of at most max_word_pieces pieces with their log-probabilities, best first: exact (see the module
         docstring) unless a row stays unproven at max_beam_width (counted in search_stats["not_exact"]).
@@ -221,7 +221,7 @@ class WordPredictor:
             for i, row, ok in zip(todo.tolist(), found, exact):
                 out[i] = row
             again = [j for j, ok in enumerate(exact) if not ok]
-            if not again:
+            if not again or not prove:
                 break
             if width >= self.max_beam_width:
                 self.search_stats["not_exact"] += len(again)

@@ -292,6 +292,13 @@ def run_dir_for(cfg: Config) -> Path:
     return Path(cfg.train.runs_dir) / f"{cfg.name}-{cfg.model.cell}-{cfg.hash('data', 'tokenizer', 'model', 'train')}"
 
 
+def _unless_whole(value: float | int) -> float | int | None:
+    """None for 1.0 (a whole epoch, all batches): Lightning's default, the same limit, which it does not announce as
+    it does an explicit 1.0 ("`Trainer(limit_val_batches=1.0)` was configured so 100% of the batches will be used..").
+    An int 1 means one batch and is passed on."""
+    return None if isinstance(value, float) and value == 1.0 else value
+
+
 def make_trainer(cfg: Config, run_dir: Path, logger=None, extra_callbacks=()) -> pl.Trainer:
     tc = cfg.train
     ckpt_dir = run_dir / "checkpoints"
@@ -305,8 +312,8 @@ def make_trainer(cfg: Config, run_dir: Path, logger=None, extra_callbacks=()) ->
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     kwargs: dict[str, Any] = dict(
         max_epochs=tc.max_epochs, max_steps=tc.max_steps, gradient_clip_val=tc.gradient_clip_val,
-        gradient_clip_algorithm=tc.gradient_clip_algorithm, val_check_interval=tc.val_check_interval,
-        limit_val_batches=tc.limit_val_batches, log_every_n_steps=tc.log_every_n_steps,
+        gradient_clip_algorithm=tc.gradient_clip_algorithm, val_check_interval=_unless_whole(tc.val_check_interval),
+        limit_val_batches=_unless_whole(tc.limit_val_batches), log_every_n_steps=tc.log_every_n_steps,
         accelerator="cpu", devices=1, logger=logger if logger is not None else False,
         callbacks=callbacks, default_root_dir=str(run_dir), use_distributed_sampler=False,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False, plugins=[AtomicCheckpointIO()],
@@ -356,7 +363,7 @@ def train(cfg: Config, prepared: Prepared, logger=None, fresh: bool = False, log
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True if resume else None)
     # The periodic checkpoint misses the steps after the last multiple of checkpoint_every_n_steps: last.ckpt must
     # hold the weights training ended with (what a finished run is compared, evaluated and resumed by).
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)  # the whole training state: resumable, like the periodic ones
     summary = next(c for c in trainer.callbacks if isinstance(c, RunSummary))
     best_cb = next(c for c in trainer.checkpoint_callbacks if c.monitor == "val/loss")
     best_score = best_cb.best_model_score
