@@ -218,6 +218,9 @@ class ExperimentConfig:
     # Which grid models get the context-length curves (null: all): on the full test split they are the costliest
     # part of a model's evaluation (~5 min each on 2 cores); the others get the tables by kind without them.
     curve_models: tuple[str, ...] | None = None
+    # Keystroke savings of every grid model on one seeded sample of this many test words (null: every word); the
+    # typist replays a word up to its length in searches, so the whole split costs ~10 min per model on 2 cores
+    keystroke_words: int | None = 20000
     log_models: bool = True  # log each trained model as a pyfunc (so `--model RUN_ID` works); no registration
     report_dir: str = "reports"  # writes <report_dir>/experiment.md and <report_dir>/experiment/*.png
 
@@ -255,10 +258,14 @@ class Config:
         walk("", self.to_dict())
         return out
 
-    def hash(self, *sections: str) -> str:
+    def hash(self, *sections: str, without: tuple[str, ...] = ()) -> str:
         """SHA-256 (16 hex) of the given sections (all when none): equal hash, same run. Paths count relative to the
-        project root, so a clone elsewhere finds its own runs under the same names."""
+        project root, so a clone elsewhere finds its own runs under the same names. `without`: "section.key"s left
+        out (settings that do not change what the hashed run holds)."""
         d = self.to_dict()
+        for dotted in without:
+            section, key = dotted.split(".", 1)
+            d.get(section, {}).pop(key, None)
         for section, key in PATH_FIELDS:
             if d[section].get(key) is not None:
                 d[section][key] = os.path.relpath(d[section][key], PROJECT_ROOT)

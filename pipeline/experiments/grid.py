@@ -49,6 +49,11 @@ DONE_TAG = "marathi_nwp.experiment_done"
 TRAIN_HASH_TAG = "marathi_nwp.experiment_train_hash"
 TRAINED_TAG = "marathi_nwp.experiment_trained"
 EVAL_VERSION = 3  # what a row holds; bump it when the evaluation changes, so trained models are scored again
+KEYSTROKES_HASH_TAG = "marathi_nwp.experiment_keystrokes_hash"
+KEYSTROKE_VERSION = 1  # what experiment/keystrokes.json holds (pipeline/evaluation/keystrokes.py run_scorer)
+# Settings no cached piece depends on: the keystroke simulation is cached apart (KEYSTROKES_HASH_TAG), and serving
+# limits change nothing measured; they are left out of the parent's and the rows' hashes.
+UNHASHED = ("eval.keystrokes", "eval.keystroke_slots", "experiment.keystroke_words", "serve.max_word_chars")
 
 
 def _say(msg: str, log=print) -> None:
@@ -243,15 +248,16 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
     if "failed" in rec:
         return {"name": name, "cell": cfg.model.cell, **matched, "failed": rec["failed"], "run_id": rec["run_id"]}
     run_id = rec["run_id"]
-    h = f"{cfg.hash('data', 'tokenizer', 'model', 'train', 'eval')}-e{EVAL_VERSION}"
+    h = f"{cfg.hash('data', 'tokenizer', 'model', 'train', 'eval', without=UNHASHED)}-e{EVAL_VERSION}"
     row = _found_json(client, cfg, {CELL_HASH_TAG: h, DONE_TAG: "1"}, "experiment/row.json")
     if row is not None:
         log(f"    reusing evaluated run {row['run_id']} ({name}, config {h})")
-        return row | {"reused": True}
+        return row | {"reused": True, "keystrokes": cell_keystrokes(cfg, name, rec, client, docs, log)}
     with tempfile.TemporaryDirectory() as tmp:
         bundle = load_checkpoint(_checkpoint_of(client, rec, Path(tmp)))
     curves = bundle_gradient_curves(bundle, prepared, cfg.experiment.gradient_windows, cfg.data.bptt, cfg.train.seed)
-    test = evaluate([NeuralScorer(bundle, cfg.eval, name)], docs, cfg, "test", probes, sources=sources)
+    no_keys = cfg.replace(eval=dataclasses.replace(cfg.eval, keystrokes=False))  # on their own sample, below
+    test = evaluate([NeuralScorer(bundle, cfg.eval, name)], docs, no_keys, "test", probes, sources=sources)
     out = run_dir_for(cfg) / "experiment"
     write_outputs(test, out)
     metrics = {**test["models"][name]["metrics"], **gradient_metrics(curves), "train/seconds": rec["train_seconds"],
@@ -270,7 +276,57 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
     if cfg.experiment.log_models:
         tracking.log_pyfunc(bundle, run_id)
     tracking.set_tags(client, run_id, {CELL_HASH_TAG: h, DONE_TAG: "1"})
-    return row
+    return row | {"keystrokes": cell_keystrokes(cfg, name, rec, client, docs, log, bundle)}
+
+
+def keystroke_eval(cfg: Config):
+    """The evaluation settings of the grid's keystroke simulation: experiment.keystroke_words seeded test words."""
+    return dataclasses.replace(cfg.eval, max_words=cfg.experiment.keystroke_words, keystrokes=True)
+
+
+def cell_keystrokes(cfg: Config, name: str, rec: dict[str, Any], client, docs: list[str], log=print,
+                    bundle=None) -> dict[str, Any]:
+    """The typist (pipeline/evaluation/keystrokes.py) on one grid model, logged to its run as
+    experiment/keystrokes.json; a run of the same weights and settings (KEYSTROKES_HASH_TAG) is reused."""
+    from pipeline import tracking
+    from pipeline.checkpoints import load_checkpoint
+    from pipeline.evaluation.evaluate import NeuralScorer, sampled_targets
+    from pipeline.evaluation.keystrokes import run_scorer
+
+    ks = keystroke_eval(cfg)
+    h = f"{cfg.replace(eval=ks).hash('data', 'tokenizer', 'model', 'train', 'eval')}-k{KEYSTROKE_VERSION}"
+    found = _found_json(client, cfg, {KEYSTROKES_HASH_TAG: h}, "experiment/keystrokes.json")
+    if found is not None:
+        log(f"    reusing keystrokes of {name} (settings {h})")
+        return found
+    if bundle is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = load_checkpoint(_checkpoint_of(client, rec, Path(tmp)))
+    tokens, targets, chosen, _ = sampled_targets(docs, ks)
+    t0 = time.perf_counter()
+    got = run_scorer(NeuralScorer(bundle, ks, name), tokens, targets, chosen, ks.keystroke_slots)
+    log(f"    keystrokes of {name}: {len(got['typed']):,} words in {time.perf_counter() - t0:.0f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "keystrokes.json"
+        f.write_text(json.dumps(got))
+        tracking.log_file(client, rec["run_id"], f, "experiment")
+    tracking.set_tags(client, rec["run_id"], {KEYSTROKES_HASH_TAG: h})
+    return got
+
+
+def keystroke_summary(cfg: Config, docs: list[str], sources: list[str], runs: dict[str, Any]) -> dict[str, Any]:
+    """The keystroke tables of every grid model and the baseline on their shared sample (experiment.keystroke_words),
+    by kind, paired with eval.paired_reference."""
+    from pipeline.evaluation.evaluate import sampled_targets
+    from pipeline.evaluation.keystrokes import keystroke_tables
+    from pipeline.evaluation.text_kinds import scored_words
+
+    ks = keystroke_eval(cfg)
+    tokens, targets, chosen, info = sampled_targets(docs, ks)
+    words = scored_words(tokens, targets, chosen, sources, ks)
+    runs = {n: r for n, r in runs.items() if r}
+    return {"sample": info, "slots": ks.keystroke_slots,
+            "tables": keystroke_tables(words, runs, ks, cfg.eval.paired_reference)}
 
 
 def _parent_piece(client, parent_id: str, piece: str, dest: Path, make) -> dict[str, Any]:
@@ -322,9 +378,10 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
     for name, m in matched["models"].items():
         log(f"    {name:<18} {m['num_layers']}×{m['hidden_dim']:<5} {m['parameters']:>10,} parameters "
             f"({m['relative_to_target']:+.1%})")
-    parent_tags = {EXPERIMENT_HASH_TAG: cfg.hash(), "git_commit": git_commit(), "seed": str(cfg.train.seed)}
+    parent_tags = {EXPERIMENT_HASH_TAG: cfg.hash(without=UNHASHED), "git_commit": git_commit(),
+                   "seed": str(cfg.train.seed)}
     parent_id, parent_reused = tracking.open_parent_run(client, exp_cfg, f"experiment-{cfg.name}",
-                                                        {EXPERIMENT_HASH_TAG: cfg.hash()})
+                                                        {EXPERIMENT_HASH_TAG: cfg.hash(without=UNHASHED)})
     tracking.set_tags(client, parent_id, parent_tags)
     with tracking.terminated_on_interrupt(client, parent_id):
         tracking.log_params(client, parent_id, {f"experiment.{k}": v for k, v in plan.items()})
@@ -355,17 +412,31 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
             tracking.finish_run(client, parent_id)
             return {"trained": list(models), "parent_run_id": parent_id, "partial": True}
 
-        baseline = None
+        baseline, baseline_keys = None, None
         if ec.baseline:
             _say(f"baseline: word {cfg.eval.ngram_order}-gram Kneser-Ney", log)
             t0 = time.perf_counter()
 
             def make_baseline(dest: Path) -> dict[str, Any]:
                 scorer = NgramScorer(build_baseline(cfg, log=log))
-                return evaluate([scorer], docs, cfg, "test", probes, sources)["models"][scorer.name] | {
+                no_keys = cfg.replace(eval=dataclasses.replace(cfg.eval, keystrokes=False))
+                return evaluate([scorer], docs, no_keys, "test", probes, sources)["models"][scorer.name] | {
                     "name": scorer.name}
 
+            def make_baseline_keystrokes(dest: Path) -> dict[str, Any]:
+                from pipeline.evaluation.evaluate import sampled_targets
+                from pipeline.evaluation.keystrokes import run_scorer
+
+                ks = keystroke_eval(cfg)
+                tokens, targets, chosen, _ = sampled_targets(docs, ks)
+                return run_scorer(NgramScorer(build_baseline(cfg, log=log)), tokens, targets, chosen,
+                                  ks.keystroke_slots)
+
             baseline = _parent_piece(client, parent_id, "baseline", assets / "baseline", make_baseline)
+            ks = keystroke_eval(cfg)  # the piece's name says its sample: a parent is not hashed on it
+            baseline_keys = _parent_piece(
+                client, parent_id, f"baseline_keystrokes_{ks.max_words or 'all'}_w{ks.keystroke_slots}",
+                assets / "baseline_keystrokes", make_baseline_keystrokes)
             timings["baseline"] = time.perf_counter() - t0
 
         _say("long-range task", log)
@@ -391,6 +462,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         timings["exploding"] = time.perf_counter() - t0
 
         from pipeline.evaluation.evaluate import add_kind_tables, kind_metrics, write_outputs
+        from pipeline.evaluation.keystrokes import keystroke_metrics
         from pipeline.experiments.gradients import plot_gradient_by_distance
 
         done = [r for r in rows if "test" in r]
@@ -402,8 +474,12 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         t0 = time.perf_counter()
         add_kind_tables(tables, docs, sources, cfg.eval)  # every model against the others, on the same words
         timings["tables"] = time.perf_counter() - t0
+        keys = keystroke_summary(cfg, docs, sources, {**{r["name"]: r.get("keystrokes") for r in done},
+                                                      **({baseline["name"]: baseline_keys} if baseline else {})})
+        tables["keystrokes"] = keys["tables"]  # on their own sample: keystrokes.csv beside the other tables
         for r in done:  # the paired differences exist only now that every model is scored
-            tracking.log_metrics(client, r["run_id"], kind_metrics(tables, r["name"], "test"))
+            tracking.log_metrics(client, r["run_id"], {**kind_metrics(tables, r["name"], "test"),
+                                                       **keystroke_metrics(keys["tables"], r["name"], "test")})
         if models:
             write_outputs(tables, assets)
         timings["total"] = time.perf_counter() - t_start
@@ -412,7 +488,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
                    "machine": machine(), "plan": plan, "scale": scale_of(cfg), "parameters": matched,
                    "parent_run_id": parent_id, "parent_reused": parent_reused, "k": cfg.eval.k,
                    "documents": len(docs), "test_file": cfg.data.test, "rows": rows, "baseline": baseline,
-                   "kinds": tables["kinds"], "curves": tables["curves"],
+                   "kinds": tables["kinds"], "curves": tables["curves"], "keystrokes": keys,
                    "paired_reference": cfg.eval.paired_reference,
                    "bootstrap": {"replicates": cfg.eval.bootstrap_replicates, "seed": cfg.eval.bootstrap_seed,
                                  "block_words": cfg.eval.cluster_block_words},

@@ -106,7 +106,8 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
     for r in nested:
         assert r.info.status == "FINISHED"
         for metric in ("test/top1", "test/top5", "test/word_ppl", "grad/decay_rate_init", "grad/decay_rate_trained",
-                       "train/clipped_share", "train/seconds", "train/tokens_per_s_mean", "model/parameters"):
+                       "train/clipped_share", "train/seconds", "train/tokens_per_s_mean", "model/parameters",
+                       "test/ksr", "test/echo_rate"):
             assert metric in r.data.metrics, metric
     assert parent[0].info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(s["parent_run_id"])} >= {"experiment.md", "report", "longrange",
@@ -115,7 +116,7 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
     for needle in ("| rnn_tanh ", "| lstm ", "| kn4gram ", "## Long-range task", "## Exploding gradients",
                    "(experiment/gradients.png)", "## Reading", "## Natural text by kind",
                    "then by distance to the word's last occurrence", "lstm − rnn_tanh", "document-clustered",
-                   "commit:"):
+                   "commit:", "## Keystroke savings", "− rnn_tanh (points)"):
         assert needle in report, needle
     for png in ("gradients.png", "accuracy_by_distance.png", "longrange/longrange.png", "exploding/exploding.png"):
         assert (tmp_path / "reports" / "experiment" / png).is_file(), png
@@ -128,6 +129,9 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
     assert all(r["reused"] for r in again["rows"])
     assert [r["run_id"] for r in again["rows"]] == [r["run_id"] for r in s["rows"]]
     assert again["longrange"].get("reused") and again["exploding"].get("reused")
+    # the keystrokes are cached apart and reused too: the same typist's record for every model and the n-gram
+    assert again["keystrokes"] == s["keystrokes"] and set(s["keystrokes"]["tables"]["short"]["models"]) == {
+        "rnn_tanh", "lstm", "kn4gram"}
 
     # a change to the evaluation scores the trained models again, in their own runs, without training them again
     rescored = run_experiment(cfg.replace(eval=dataclasses.replace(cfg.eval, bootstrap_replicates=200)), "test",
