@@ -94,3 +94,17 @@ def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, tra
     ec = dataclasses.replace(cfg.eval, max_words=150)
     same = evaluate_scorer(NeuralScorer(load_local(trained_checkpoint), ec, "x"), documents(cfg, "test"), ec)
     assert fig["top1"] == pytest.approx(same["top1"], abs=1e-4)
+
+
+def test_mixture_speed_times_the_mixture_against_the_network(mixed_checkpoint, tiny_config, monkeypatch):
+    from bench import mixture_speed
+
+    monkeypatch.setenv("MARATHI_NWP_BENCH_MODEL", str(mixed_checkpoint))
+    monkeypatch.setenv("BENCH_WORDS", "40")
+    out = mixture_speed.run(tiny_config)
+    assert out["sample"]["words"] == 40 and out["candidates"] == tiny_config.mixture.candidates
+    for phase in ("evaluate", "keystrokes"):
+        net, mix = out[f"{phase}_network"], out[f"{phase}_mixture"]
+        assert net["seconds"] > 0 and mix["words_per_s"] > 0 and "whole_split_minutes_extrapolated" in mix
+        assert out[f"{phase}_mixture_over_network"] == pytest.approx(mix["seconds"] / net["seconds"], abs=0.01)
+    assert out["goals"]["measured_on"].startswith("a sample")
