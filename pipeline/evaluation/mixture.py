@@ -265,7 +265,7 @@ def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, st
     proposed it); then (top lists, probabilities of the scored words) is returned."""
     n = len(contexts)
     # The network's shortlist is its best K from one beam of width K, not proven exact: proving an exact top 20
-    # widens the beam to 80-128 on almost every row and costs 5-10× more (bench/results.json, "mixture_shortlist"),
+    # widens the beam to 80-128 on almost every row and costs ~10× more search time (`bench --only mixture_shortlist`),
     # while every candidate's probability below is exact whichever way it was found.
     net_top = pred.top_words(state, next_lp, max(k, candidates), prefixes, prove=False)
     kn_top = lm.top_words(contexts, candidates, bos, prefixes) if "kn" in w.parts else [[] for _ in range(n)]

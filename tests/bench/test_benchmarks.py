@@ -108,3 +108,14 @@ def test_mixture_speed_times_the_mixture_against_the_network(mixed_checkpoint, t
         assert net["seconds"] > 0 and mix["words_per_s"] > 0 and "whole_split_minutes_extrapolated" in mix
         assert out[f"{phase}_mixture_over_network"] == pytest.approx(mix["seconds"] / net["seconds"], abs=0.01)
     assert out["goals"]["measured_on"].startswith("a sample")
+
+
+def test_mixture_shortlist_compares_the_one_beam_with_the_exact_search(mixed_checkpoint, tiny_config, monkeypatch):
+    from bench import mixture_shortlist
+
+    monkeypatch.setenv("MARATHI_NWP_BENCH_MODEL", str(mixed_checkpoint))
+    monkeypatch.setenv("BENCH_ROWS", "30")
+    out = mixture_shortlist.run(tiny_config)
+    assert out["rows"] == 30 and out["k"] == tiny_config.mixture.candidates
+    assert out["exact_search"]["rows"] == 30 and out["rows_the_one_beam_could_not_prove"] <= 30
+    assert 0 <= out["same_set_of_k"] <= out["overlap_of_k"] <= 1 and out["one_beam_ms_per_row"] > 0
