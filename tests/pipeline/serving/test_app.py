@@ -75,6 +75,54 @@ def test_the_mixture_is_the_default_and_the_network_alone_is_one_field_away(clie
     assert batch["results"][0] == alone["words"] and batch["model"] == alone["model"]
 
 
+def test_text_ending_in_a_word_gets_its_completions_and_says_so(client, mixed_checkpoint):
+    nxt = client.post("/predict", json={"text": "मी उद्या ", "k": 5}).json()
+    assert nxt["completing"] is None
+    first = nxt["words"][0]["word"]
+    prefix = first[:1] if len(first) > 1 else "स"
+    done = client.post("/predict", json={"text": f"मी उद्या {prefix}", "k": 5}).json()
+    assert done["completing"] == prefix and done["words"]
+    assert all(w["word"].startswith(prefix) for w in done["words"])
+    assert sum(w["prob"] for w in done["words"]) <= 1 + 1e-9
+    # the evaluator's completions on the same text: the server ranks with the same function (mixture.mixed_top)
+    from pipeline.evaluation.evaluate import NeuralScorer
+    from pipeline.evaluation.mixture import MixtureScorer
+
+    bundle, _ = _load(str(mixed_checkpoint))
+    m = load_for(bundle)
+    scorer = MixtureScorer(NeuralScorer(bundle, bundle_eval(bundle), "lstm"), m.lm, m.weights, m.candidates)
+    assert [w["word"] for w in done["words"]] == scorer.top_words([["मी", "उद्या"]], 5, prefixes=[prefix])[0]
+    # "mode" forces a reading either way
+    forced = client.post("/predict", json={"text": "मी उद्या", "k": 5, "mode": "next"}).json()
+    assert forced["completing"] is None and forced["words"] == nxt["words"]
+    again = client.post("/predict", json={"text": f"मी उद्या {prefix} ", "k": 5, "mode": "complete"}).json()
+    assert again["completing"] == prefix and again["words"] == done["words"]
+    batch = client.post("/predict/batch", json={"texts": ["मी उद्या ", f"मी उद्या {prefix}"], "k": 5}).json()
+    assert batch["completing"] == [None, prefix] and batch["results"] == [nxt["words"], done["words"]]
+
+
+def bundle_eval(bundle):
+    """The evaluation settings the server reads from the model's own config (predictor_for)."""
+    from pipeline.config import EvalConfig
+
+    ev = bundle.config.get("eval", {})
+    return EvalConfig(beam_width=int(ev.get("beam_width", 8)), max_word_pieces=int(ev.get("max_word_pieces", 12)),
+                      max_beam_width=int(ev.get("max_beam_width", 128)))
+
+
+def test_completion_requests_that_cannot_be_answered_name_the_field(client):
+    long_word = "क" * (CFG.max_word_chars + 1)
+    msg = error_of(client.post("/predict", json={"text": f"मी {long_word}"}), 422, "text")
+    assert str(CFG.max_word_chars) in msg and "space" in msg
+    error_of(client.post("/predict/batch", json={"texts": ["मी ", f"मी {long_word}"]}), 422, "texts[1]")
+    assert client.post("/predict", json={"text": f"मी {long_word} "}).status_code == 200  # the next word is fine
+    msg = error_of(client.post("/predict", json={"text": "मी उद्या .", "mode": "complete"}), 422, "mode")
+    assert "ends in a word" in msg
+    error_of(client.post("/predict", json={"text": "मी", "mode": "later"}), 422, "mode")
+    msg = error_of(client.post("/predict", json={"text": "  \n\t "}), 422, "text")
+    assert "whitespace" in msg
+
+
 def test_health_names_the_model(client, mixed_checkpoint):
     body = client.get("/health").json()
     assert body["status"] == "ok" and mixed_checkpoint.parent.parent.name in body["model"]
