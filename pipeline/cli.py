@@ -180,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", _lazy("pipeline.experiments.report:cli"),
             "regenerate an experiment report from its summary.json (and <report>/mixture/results.json when there)")
     p.add_argument("--report", default="reports/experiment.md")
+    p = add("predict", _lazy("pipeline.serving.app:predict_cli"),
+            "next words after each text, or completions of the word it ends in (what /predict answers)")
+    p.add_argument("text", nargs="*", help="texts (default: one per line on stdin); end one with a space for the "
+                                           "next word, with a letter to complete the word being typed")
+    p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
+    p.add_argument("-k", type=int, default=5, help="words per text, 1-20 (default: %(default)s)")
+    p.add_argument("--mix", choices=("mixture", "net"), default=None,
+                   help="the model's mixture (default when it carries one) or the network alone")
+    p.add_argument("--mode", choices=("auto", "next", "complete"), default="auto",
+                   help="auto (default): complete a text that ends in a letter; next / complete force a reading")
     p = add("serve", _lazy("pipeline.serving.app:cli"), "HTTP API + live-suggestion page")
     p.add_argument("--model", default=None, help=f"{model_help} (default: serve.model)")
     p.add_argument("--host", default=None)

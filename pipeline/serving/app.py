@@ -341,6 +341,45 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def predict_cli(args, cfg: Config) -> int:
+    """`python -m pipeline predict [--model REF] [-k 5] [--mix net] [--mode next] TEXT ...`: what /predict answers,
+    without a server: the next words after each text, or completions of the word it ends in."""
+    from pipeline.evaluation.predict import typed_word
+
+    if not 1 <= args.k <= 20:
+        print(f"error: -k is {args.k}; ask for 1 to 20 words", file=sys.stderr)
+        return 2
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+    for i, t in enumerate(texts):
+        if not t.strip():
+            print(f"error: text {i + 1} holds no text (only whitespace, or nothing); give what has been typed so far",
+                  file=sys.stderr)
+            return 2
+        try:
+            prefix = typed_word(t, args.mode)[1]
+        except ValueError as e:
+            print(f"error: text {i + 1}: {e}", file=sys.stderr)
+            return 2
+        if len(prefix) > cfg.serve.max_word_chars:
+            print(f"error: text {i + 1} ends in a word of {len(prefix)} characters, longer than any word completed "
+                  f"(serve.max_word_chars={cfg.serve.max_word_chars}); end it with a space for the next word",
+                  file=sys.stderr)
+            return 2
+    bundle, info = resolve_model(args.model, cfg)
+    mixture = load_for(bundle)
+    if args.mix == "mixture" and mixture is None:
+        print(f"error: {model_label(info)} carries no fitted mixture; use --mix net, or fit one with `make mix`",
+              file=sys.stderr)
+        return 2
+    served = predictor_for(bundle, mixture, model_label(info), None, cfg.serve.max_context_pieces)
+    mix = args.mix or served.default_mix
+    for text, row in zip(texts, served.predict(texts, args.k, mix, args.mode)):
+        what = f"completing «{row['completing']}»" if row["completing"] else "next word"
+        words = "  ".join(f"{w['word']} {w['prob']:.3f}" for w in row["words"])
+        print(f"{text!r} ({what}, {served.label(mix)}): {words}")
+    return 0
+
+
 def cli(args, cfg: Config) -> int:
     import uvicorn
 

@@ -178,3 +178,17 @@ def test_a_text_read_from_its_tail_gets_the_cache_the_evaluator_gives_a_truncate
     assert tail[0] not in tail[1:] and tail[0] not in got["cache"]  # a word seen only first is no key
     assert got["cache"] == pytest.approx(want, rel=1e-4)
 
+
+
+def test_predict_command_completes_and_predicts_like_the_server(mixed_checkpoint, capsys):
+    from pipeline.cli import main
+
+    assert main(["predict", "--model", str(mixed_checkpoint), "-k", "3", "मी उद्या ", "मी उद्या स"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "(next word, " in out[0] and "(completing «स», " in out[1] and "+ 4-gram + cache" in out[1]
+    words = out[1].split("): ", 1)[1].split()[::2]
+    assert len(words) == 3 and all(w.startswith("स") for w in words)
+    assert main(["predict", "--model", str(mixed_checkpoint), "-k", "30", "मी"]) == 2
+    assert "-k is 30" in capsys.readouterr().err
+    assert main(["predict", "--model", str(mixed_checkpoint), "--mode", "complete", "मी ."]) == 2
+    assert "ends in a word" in capsys.readouterr().err
