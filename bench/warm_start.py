@@ -6,7 +6,7 @@ intervals and paired differences from the zero start -> reports/experiment/warm_
 
     python bench/warm_start.py
 """
-import json, random, sys, time
+import json, random, sys
 import numpy as np, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 torch.set_grad_enabled(False); torch.set_num_threads(2)
