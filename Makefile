@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-browser prepare train evaluate probe mix mix-report experiment longrange gradients ui serve bench clean
+.PHONY: help setup run test test-browser prepare train evaluate probe mix mix-report keystrokes-report experiment longrange gradients ui serve bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,11 @@ evaluate: setup ## evaluate MODEL (run id, models:/..., checkpoint) on the test 
 probe: setup ## score the probe set with MODEL
 	$(PY) -m pipeline probe --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
 
+keystrokes-report: setup ## keystroke savings of the experiment's LSTM, its mixture and the 4-gram on the whole test split -> reports/experiment.md
+	$(PY) -m pipeline keystrokes --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) --out reports/experiment/keystrokes \
+		--model $(or $(MODEL),$(firstword $(wildcard runs/experiment-lstm-lstm-*/checkpoints/best.ckpt)),models:/marathi-nwp-lstm@champion) $(ARGS)
+	$(PY) -m pipeline report --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml)
+
 experiment: setup ## the comparison grid on the full corpus + reports/experiment.md (BUDGET=minutes, default 120)
 	$(PY) -m pipeline experiment --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) $(if $(BUDGET),--budget-minutes $(BUDGET)) $(ARGS)
 
@@ -48,10 +53,10 @@ longrange: setup ## the controlled long-range task alone (~15 min on 2 free core
 mix: setup ## fit network + 4-gram + cache mixtures on validation for MODEL; evaluate them beside the parts
 	$(PY) -m pipeline mix --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
 
-mix-report: setup ## the mixtures on the experiment's LSTM (MIX_WORDS test words, default 5000) -> reports/experiment.md
+mix-report: setup ## refit and store the experiment LSTM's mixtures; score them on MIX_WORDS test words (5000) -> reports/experiment.md
 	$(PY) -m pipeline mix --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) --out reports/experiment/mixture \
 		--model $(or $(MODEL),$(firstword $(wildcard runs/experiment-lstm-lstm-*/checkpoints/best.ckpt)),models:/marathi-nwp-lstm@champion) \
-		--set eval.max_words=$(or $(MIX_WORDS),5000) $(ARGS)
+		--set eval.max_words=$(or $(MIX_WORDS),5000) --set eval.keystrokes=false --save $(ARGS)
 	$(PY) -m pipeline report --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml)
 
 gradients: setup ## gradient by distance (init and trained) for MODEL; plot and decay rates

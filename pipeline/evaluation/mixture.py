@@ -199,9 +199,11 @@ def em_weights(probs: np.ndarray, iterations: int = 100) -> np.ndarray:
 MIN_CLASS_WORDS = 50
 
 
-def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]], classes: list[str],
+def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]], classes,
                 context_dependent: bool, iterations: int) -> tuple[MixtureWeights, float]:
-    """Choose (θ, W) and the λ per class on validation rows; probs[θ][W] is (T, len(parts)). Returns the weights
+    """Choose (θ, W) and the λ per class on validation rows; probs[θ][W] is (T, len(parts)); classes[θ][W] (or one
+    list for all) holds each row's (matched order, cache history) or class name: the history is capped at W, so the
+    classes depend on W. Returns the weights
     and the mean validation log-likelihood per word they reach. A class seen fewer than MIN_CLASS_WORDS times keeps
     the pooled λ ("all"): a handful of words would fit weights of 1 and 0 that no test text supports."""
     best: tuple[float, MixtureWeights] | None = None
@@ -209,7 +211,8 @@ def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]
         for window, p in by_window.items():
             w = MixtureWeights(parts, theta=theta, window=window, context_dependent=context_dependent,
                                history_edges=HISTORY_EDGES)
-            cls = np.array([w.context_class(*c) if isinstance(c, tuple) else c for c in classes])
+            rows = classes[theta][window] if isinstance(classes, dict) else classes
+            cls = np.array([w.context_class(*c) if isinstance(c, tuple) else c for c in rows])
             w.weights["all"] = em_weights(p, iterations).round(6).tolist()  # also the fallback of an unseen class
             for c in sorted(set(cls)):
                 if (cls == c).sum() >= MIN_CLASS_WORDS:
@@ -473,21 +476,22 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
     kn_p = {(d, j): kn_probs(lm, context_tail(cut[d], j), [cut[d][j]], True)[0] for d, ts in enumerate(want) for j in ts} \
         if "kn" in parts else {}
     probs: dict[float, dict[int, np.ndarray]] = {}
-    classes: list[tuple[int, bool]] = []
+    classes: dict[float, dict[int, list[tuple[int, int]]]] = {}
     for theta in thetas:
-        probs[theta] = {}
+        probs[theta], classes[theta] = {}, {}
         for window in windows:
             feats = probe.features(cut, want, first["vectors"], True, theta, window)
-            rows, classes = [], []
+            rows, classes[theta][window] = [], []
             for (d, j), f in feats.items():
                 word = cut[d][j]
                 kn = kn_p[(d, j)] if "kn" in parts else 0.0
                 part = {"net": math.exp(first["logp"][(d, j)]), "kn": kn, "cache": f["cache"].get(word, 0.0)}
                 rows.append([part[p] for p in parts])
-                classes.append((f["order"], f["history"]))
+                classes[theta][window].append((f["order"], f["history"]))
             probs[theta][window] = np.asarray(rows)
     weights, ll = fit_weights(parts, probs, classes, context_dependent, mc.em_iterations)
-    return weights, {"validation_words": len(classes), "validation_word_ppl": math.exp(-ll), **info}
+    return weights, {"validation_words": len(classes[thetas[0]][windows[0]]), "validation_word_ppl": math.exp(-ll),
+                     **info}
 
 
 # ---------------------------------------------------------------------------------------------------- the command
@@ -496,16 +500,20 @@ MIXES = {"net + cache": ("net", "cache"), "net + 4-gram": ("net", "kn"), "net + 
 SERVED = "net + 4-gram + cache"  # the mix a model carries and its server suggests from
 
 
+def saveable(ref: str) -> None:
+    if Path(ref).suffix != ".ckpt" or not Path(ref).is_file():
+        raise MixtureError(f"--save stores the mixture beside a local checkpoint (runs/<run>/checkpoints/*.ckpt); "
+                           f"{ref} is not one: pass the checkpoint's path, or retrain with `make run`, which "
+                           "registers every model with its mixture")
+
+
 def save_served(ref: str, cfg, lm: KneserNey, weights: MixtureWeights, about: dict) -> Path:
     """Store `weights` as the mixture of the checkpoint `ref` (runs/<run>/mixture/, where `serve`, `evaluate` and
     `keystrokes` find it). A registered or exported model's files are not rewritten: `make run` registers a new
     version with its mixture instead."""
     from pipeline.evaluation.evaluate import load_model
 
-    if Path(ref).suffix != ".ckpt" or not Path(ref).is_file():
-        raise MixtureError(f"--save stores the mixture beside a local checkpoint (runs/<run>/checkpoints/*.ckpt); "
-                           f"{ref} is not one: pass the checkpoint's path, or retrain with `make run`, which "
-                           "registers every model with its mixture")
+    saveable(ref)
     bundle, _ = load_model(ref, cfg)
     return save_mixture(mixture_dir(bundle), lm, weights, cfg.mixture.candidates, about)
 
@@ -545,6 +553,8 @@ def cli(args, cfg) -> int:
     torch.set_grad_enabled(False)
     net = build_scorers(cfg, [args.model], False)[0]
     lm = build_baseline(cfg)
+    if getattr(args, "save", False):
+        saveable(args.model)  # before the fit, not after it
     weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg)
     if getattr(args, "save", False):
         saved = save_served(args.model, cfg, lm, weights[SERVED], report[SERVED])

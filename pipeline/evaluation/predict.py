@@ -89,7 +89,12 @@ def typed_word(text: str, mode: str = "auto") -> tuple[list[str], str]:
     if mode not in ("auto", "next", "complete"):
         raise ValueError(f"mode must be \"auto\", \"next\" or \"complete\", got {mode!r}")
     tokens = clean_text(text).split()
-    ends_in_word = bool(text) and (_word_char(text[-1]) and text[-1] not in ".,")
+    # the raw text's last whitespace-separated chunk, cleaned, must end in the same word: cleaning drops URLs, e-mails
+    # and @mentions, and "नमस्कार @rah" must not complete नमस्कार
+    raw_tail = text.split()[-1] if text.split() else ""
+    tail = clean_text(raw_tail).split()
+    ends_in_word = bool(text) and (_word_char(text[-1]) and text[-1] not in ".,") and bool(tail) and bool(tokens) \
+        and tail[-1] == tokens[-1]
     completing = mode == "complete" or (mode == "auto" and ends_in_word)
     if completing and tokens and is_word(tokens[-1]):
         return tokens[:-1], tokens[-1]

@@ -252,7 +252,8 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
     row = _found_json(client, cfg, {CELL_HASH_TAG: h, DONE_TAG: "1"}, "experiment/row.json")
     if row is not None:
         log(f"    reusing evaluated run {row['run_id']} ({name}, config {h})")
-        return row | {"reused": True, "keystrokes": cell_keystrokes(cfg, name, rec, client, docs, log)}
+        return row | {"reused": True, "keystrokes": cell_keystrokes(cfg, name, rec, client, docs, log)
+                      if cfg.eval.keystrokes else None}
     with tempfile.TemporaryDirectory() as tmp:
         bundle = load_checkpoint(_checkpoint_of(client, rec, Path(tmp)))
     curves = bundle_gradient_curves(bundle, prepared, cfg.experiment.gradient_windows, cfg.data.bptt, cfg.train.seed)
@@ -276,7 +277,8 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
     if cfg.experiment.log_models:
         tracking.log_pyfunc(bundle, run_id)
     tracking.set_tags(client, run_id, {CELL_HASH_TAG: h, DONE_TAG: "1"})
-    return row | {"keystrokes": cell_keystrokes(cfg, name, rec, client, docs, log, bundle)}
+    return row | {"keystrokes": cell_keystrokes(cfg, name, rec, client, docs, log, bundle)
+                  if cfg.eval.keystrokes else None}
 
 
 def keystroke_eval(cfg: Config):
@@ -436,7 +438,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
             ks = keystroke_eval(cfg)  # the piece's name says its sample: a parent is not hashed on it
             baseline_keys = _parent_piece(
                 client, parent_id, f"baseline_keystrokes_{ks.max_words or 'all'}_w{ks.keystroke_slots}",
-                assets / "baseline_keystrokes", make_baseline_keystrokes)
+                assets / "baseline_keystrokes", make_baseline_keystrokes) if cfg.eval.keystrokes else None
             timings["baseline"] = time.perf_counter() - t0
 
         _say("long-range task", log)

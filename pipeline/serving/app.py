@@ -33,9 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.checkpoints import CheckpointError, ModelBundle
 from pipeline.config import Config, ServeConfig
 from pipeline.evaluation.mixture import Mixture
-from pipeline.evaluation.predict import typed_word
 from pipeline.serving.explain import Explainer
-from pipeline.serving.mixed import ServedPredictor, load_for, predictor_for
+from pipeline.serving.mixed import ServedPredictor, TypedTextError, check_typed, load_for, predictor_for
 from pipeline.serving.statecache import StateCache
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -277,17 +276,10 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
             return JSONResponse({"error": f"{served.name} carries no fitted mixture; ask for \"mix\": \"net\", or "
                                           "fit one (`make mix`, or `make run` which registers it)", "field": "mix"},
                                 status_code=422)
-        for i, text in enumerate(texts):
-            name = field.format(i=i)
-            try:
-                _, prefix = typed_word(text, mode)
-            except ValueError as e:
-                return JSONResponse({"error": f"{name}: {e}", "field": "mode"}, status_code=422)
-            if len(prefix) > serve_cfg.max_word_chars:
-                return JSONResponse({"error": f"{name} ends in a word of {len(prefix)} characters, longer than any "
-                                              f"word completed (serve.max_word_chars={serve_cfg.max_word_chars}); "
-                                              "end the text with a space to ask for the next word",
-                                     "field": name}, status_code=422)
+        try:
+            check_typed(texts, mode, serve_cfg.max_word_chars, field)
+        except TypedTextError as e:
+            return JSONResponse({"error": str(e), "field": e.field}, status_code=422)
         return served.predict(texts, k, mix, mode), served.label(mix)
 
     @app.post("/predict")
@@ -344,29 +336,17 @@ def is_loopback(host: str) -> bool:
 def predict_cli(args, cfg: Config) -> int:
     """`python -m pipeline predict [--model REF] [-k 5] [--mix net] [--mode next] TEXT ...`: what /predict answers,
     without a server: the next words after each text, or completions of the word it ends in."""
-    from pipeline.evaluation.predict import typed_word
-
     if not 1 <= args.k <= 20:
         print(f"error: -k is {args.k}; ask for 1 to 20 words", file=sys.stderr)
         return 2
     texts = args.text or [line.rstrip("\n") for line in sys.stdin]
-    for i, t in enumerate(texts):
-        if not t.strip():
-            print(f"error: text {i + 1} holds no text (only whitespace, or nothing); give what has been typed so far",
-                  file=sys.stderr)
-            return 2
-        try:
-            prefix = typed_word(t, args.mode)[1]
-        except ValueError as e:
-            print(f"error: text {i + 1}: {e}", file=sys.stderr)
-            return 2
-        if len(prefix) > cfg.serve.max_word_chars:
-            print(f"error: text {i + 1} ends in a word of {len(prefix)} characters, longer than any word completed "
-                  f"(serve.max_word_chars={cfg.serve.max_word_chars}); end it with a space for the next word",
-                  file=sys.stderr)
-            return 2
+    try:
+        check_typed(texts, args.mode, cfg.serve.max_word_chars, "text {i}")
+    except TypedTextError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     bundle, info = resolve_model(args.model, cfg)
-    mixture = load_for(bundle)
+    mixture = load_for(bundle) if args.mix != "net" else None
     if args.mix == "mixture" and mixture is None:
         print(f"error: {model_label(info)} carries no fitted mixture; use --mix net, or fit one with `make mix`",
               file=sys.stderr)

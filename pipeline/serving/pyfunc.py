@@ -50,6 +50,11 @@ class NextWordModel(mlflow.pyfunc.PythonModel):
             texts = model_input.astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
+        from pipeline.config import ServeConfig
+        from pipeline.serving.mixed import check_typed
+
+        limit = int((self.bundle.config.get("serve") or {}).get("max_word_chars", ServeConfig.max_word_chars))
+        check_typed(texts, mode, limit, "input row {i}")  # a ValueError naming the row (or params.mode)
         rows = self.served.predict(texts, k, mix, mode) if texts else []
         return pd.DataFrame({"text": texts, "words": [[w["word"] for w in r["words"]] for r in rows],
                              "probs": [[w["prob"] for w in r["words"]] for r in rows],

@@ -137,3 +137,7 @@ def test_typed_word_readings():
     assert typed_word("महारा\u0937\u094d") == ([], "महाराष्")  # NFC, ends in a virama: still a prefix
     with pytest.raises(ValueError, match="ends in a word"):
         typed_word("आज .", "complete")
+    # cleaning drops a trailing URL, e-mail or @mention: the word before it is finished, not being typed
+    assert typed_word("नमस्कार @rah") == (["नमस्कार"], "")
+    assert typed_word("पहा www.example.com") == (["पहा"], "")
+    assert typed_word("शहर,मह") == (["शहर", ","], "मह")
