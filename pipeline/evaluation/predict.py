@@ -162,6 +162,7 @@ class WordPredictor:
         self._word_cache: dict[tuple[int, ...], str | None] = {}
         self.spelled = piece_bytes(tokenizer)
         self.prefix_pieces = PrefixPieces(self.spelled)
+        self._masks: dict[tuple, Tensor] = {}
         # piece id -> its column among the continuation columns (-1: not a continuation piece)
         self._inner_pos = torch.full((tokenizer.vocab_size,), -1, dtype=torch.long, device=self.device)
         self._inner_pos[self._inner_ids] = torch.arange(len(self._inner_ids), device=self.device)
@@ -237,15 +238,27 @@ class WordPredictor:
 
     def _allowed(self, rests: list[bytes], columns: int, pos: Tensor | None = None) -> Tensor:
         """(len(rests), columns) bool: the pieces each row may take next with `rests[r]` of its prefix unspelled
-        (all when nothing is left); `pos` maps piece ids to columns (-1: not a column)."""
-        mask = torch.ones(len(rests), columns, dtype=torch.bool, device=self.device)
-        for r, rest in enumerate(rests):
+        (all when nothing is left); `pos` maps piece ids to columns (-1: not a column). One mask per distinct rest
+        (a row's beams mostly share theirs), memoised."""
+        distinct = list(dict.fromkeys(rests))
+        masks = torch.stack([self._mask(r, columns, pos) for r in distinct])
+        index = {r: i for i, r in enumerate(distinct)}
+        return masks.index_select(0, torch.tensor([index[r] for r in rests], device=self.device))
+
+    def _mask(self, rest: bytes, columns: int, pos: Tensor | None) -> Tensor:
+        key = (rest, columns, pos is None)
+        got = self._masks.get(key)
+        if got is None:
+            got = torch.ones(columns, dtype=torch.bool, device=self.device)
             if rest:
                 ids = torch.tensor(self.prefix_pieces(rest), dtype=torch.long, device=self.device)
                 cols = ids if pos is None else pos[ids]
-                mask[r] = False
-                mask[r, cols[cols >= 0]] = True
-        return mask
+                got[:] = False
+                got[cols[cols >= 0]] = True
+            if len(self._masks) > 4096:  # bounded: ~8 kB each
+                self._masks.clear()
+            self._masks[key] = got
+        return got
 
     def _search(self, state: State, next_lp: Tensor, k: int, width: int, want: list[bytes]
                 ) -> tuple[list[list[tuple[str, float]]], list[bool]]:
