@@ -219,9 +219,9 @@ class ExperimentConfig:
     # part of a model's evaluation (~5 min each on 2 cores); the others get the tables by kind without them.
     curve_models: tuple[str, ...] | None = None
     # Keystroke savings of every grid model on one seeded sample of this many test words (null: every word; off with
-    # eval.keystrokes=false); the typist replays a word up to its length in searches: 10,000 words take 2-4 minutes
+    # eval.keystrokes=false); the typist replays a word up to its length in searches: 5,000 words take 2-3 minutes
     # per model on 2 cores, beyond eval_minutes_per_model
-    keystroke_words: int | None = 10000
+    keystroke_words: int | None = 5000
     log_models: bool = True  # log each trained model as a pyfunc (so `--model RUN_ID` works); no registration
     report_dir: str = "reports"  # writes <report_dir>/experiment.md and <report_dir>/experiment/*.png
 
