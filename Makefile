@@ -39,9 +39,10 @@ evaluate: setup ## evaluate MODEL (run id, models:/..., checkpoint) on the test 
 probe: setup ## score the probe set with MODEL
 	$(PY) -m pipeline probe --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)
 
-keystrokes-report: setup ## keystroke savings of the experiment's LSTM, its mixture and the 4-gram on the whole test split -> reports/experiment.md
+keystrokes-report: setup ## keystroke savings of the experiment's LSTM, its mixture and the 4-gram (KS_WORDS test words, default all) -> reports/experiment.md
 	$(PY) -m pipeline keystrokes --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) --out reports/experiment/keystrokes \
-		--model $(or $(MODEL),$(firstword $(wildcard runs/experiment-lstm-lstm-*/checkpoints/best.ckpt)),models:/marathi-nwp-lstm@champion) $(ARGS)
+		--model $(or $(MODEL),$(firstword $(wildcard runs/experiment-lstm-lstm-*/checkpoints/best.ckpt)),models:/marathi-nwp-lstm@champion) \
+		$(if $(KS_WORDS),--set eval.max_words=$(KS_WORDS)) $(ARGS)
 	$(PY) -m pipeline report --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml)
 
 experiment: setup ## the comparison grid on the full corpus + reports/experiment.md (BUDGET=minutes, default 120)
