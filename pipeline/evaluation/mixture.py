@@ -581,7 +581,8 @@ def cli(args, cfg) -> int:
     lm = build_baseline(cfg)
     if getattr(args, "save", False):
         saveable(args.model)  # before the fit, not after it
-    weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg, served_only=getattr(args, "served_only", False))
+    weights, report = fit_all(net, lm, documents(cfg, "validation"), cfg,
+                              served_only=getattr(args, "served_only", False))
     if getattr(args, "save", False):
         saved = save_served(args.model, cfg, lm, weights[SERVED], report[SERVED])
         print(f"stored the {SERVED} mix as the model's mixture: {saved} (what `serve`, `evaluate` and "
