@@ -38,6 +38,9 @@ def run_tags(cfg: Config, prepared) -> dict[str, str]:
             "python": platform.python_version()}
 
 
+RESUME_CHANGES_TAG = "marathi_nwp.params_changed_on_resume"
+
+
 class RunLogger(MLFlowLogger):
     """Lightning's MLFlowLogger plus one call for a metric at many steps (one store write for all of them)."""
 
@@ -72,6 +75,23 @@ class ResumedMLFlowLogger(RunLogger):
         if not self._truncated:
             self._truncated = True
             drop_metrics_from(self.experiment, self.run_id, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params) -> None:
+        """A resumed run keeps the params it started with: MLflow refuses to change one, and a setting outside the
+        run's identity (its hash covers data, tokenizer, model and train) may have changed since, e.g. an evaluation
+        key. New keys are logged; changed ones are named in a tag instead of failing the resume."""
+        from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
+        from mlflow.entities import Param
+
+        flat = {k: str(v)[:250] for k, v in _flatten_dict(_convert_params(params)).items()}
+        have = self.experiment.get_run(self.run_id).data.params
+        new = [Param(k, v) for k, v in flat.items() if k not in have]
+        for i in range(0, len(new), 100):
+            self.experiment.log_batch(self.run_id, params=new[i:i + 100])
+        changed = sorted(k for k, v in flat.items() if k in have and have[k] != v)
+        if changed:
+            self.experiment.set_tag(self.run_id, RESUME_CHANGES_TAG, ", ".join(changed)[:5000])
 
 
 def make_logger(cfg: Config, client: MlflowClient, prepared, run_dir: Path, extra_tags: dict[str, str] | None = None):

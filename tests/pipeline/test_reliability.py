@@ -77,6 +77,23 @@ def test_resumed_logger_drops_points_logged_after_the_checkpoint(tmp_path):
     assert [m.step for m in client.get_metric_history(run_id, "lr")] == [0, 1, 2]
 
 
+def test_a_resumed_run_keeps_its_params_and_names_the_ones_that_changed(tmp_path):
+    """A setting outside the run's identity (e.g. an evaluation key) may change between a run and its resume: MLflow
+    refuses to change a param, so the resume keeps the old value, logs new keys and tags the changed ones."""
+    from pipeline.training.logger import RESUME_CHANGES_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    client.log_param(run_id, "config/eval/k", "5")
+    client.log_param(run_id, "config/train/lr", "0.003")
+    logger = ResumedMLFlowLogger(experiment_name="x", tracking_uri=uri, run_id=run_id)
+    logger.log_hyperparams({"config": {"eval": {"k": 10, "keystroke_slots": 3}, "train": {"lr": 0.003}}})
+    run = client.get_run(run_id).data
+    assert run.params["config/eval/k"] == "5" and run.params["config/eval/keystroke_slots"] == "3"
+    assert run.tags[RESUME_CHANGES_TAG] == "config/eval/k"
+
+
 def test_last_checkpoint_kept_as_previous_atomically(tmp_path):
     io_ = AtomicCheckpointIO()
     io_.save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
