@@ -176,6 +176,7 @@ class MixtureConfig:
     windows: tuple[int, ...] = (100, 500, 2000)          # cache length W in words, chosen on validation
     # the cache leaves out the last s words (what was just typed), s chosen on validation for the best (θ, W)
     cache_skips: tuple[int, ...] = (0, 1, 2, 3)
+    rank_words: int = 2000        # validation words (a seeded sample) the skip is chosen on, by the bar's top 3
     fit_words: int = 20000        # validation words (seeded, word-weighted sample) the weights are fitted on
     em_iterations: int = 100
 
@@ -310,7 +311,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "experiment.longrange_seeds": (1, None), "experiment.longrange_steps": (1, None),
     "experiment.longrange_eval_every": (1, None), "experiment.longrange_lr": (0.0, None),
     "experiment.longrange_workers": (1, None),
-    "mixture.candidates": (1, 1000), "mixture.fit_words": (1, None), "mixture.em_iterations": (1, None),
+    "mixture.candidates": (1, 1000), "mixture.fit_words": (1, None), "mixture.em_iterations": (1, None), "mixture.rank_words": (1, None),
 }
 
 

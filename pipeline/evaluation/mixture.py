@@ -506,15 +506,50 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
         for window in windows:
             measure(theta, window, 0)
     weights, ll = fit_weights(parts, probs, classes, context_dependent, mc.em_iterations)
-    if "cache" in parts and any(mc.cache_skips):  # the skip for the best (θ, W) only: a third grid axis would triple
-        for skip in mc.cache_skips:                 # the fit for a parameter that hardly interacts with them
-            if skip:
-                measure(weights.theta, weights.window, skip)
-        best = {weights.theta: {k: v for k, v in probs[weights.theta].items() if k[0] == weights.window}}
-        weights, ll = fit_weights(parts, best, {weights.theta: classes[weights.theta]}, context_dependent,
-                                  mc.em_iterations)
     n = len(next(iter(next(iter(classes.values())).values())))
-    return weights, {"validation_words": n, "validation_word_ppl": math.exp(-ll), **info}
+    about: dict[str, Any] = {"validation_words": n, "validation_word_ppl": math.exp(-ll), **info}
+    if "cache" in parts and any(mc.cache_skips):
+        weights, ll, about["skips"] = choose_skip(net, lm, parts, docs, mc, ec, context_dependent, weights, measure,
+                                                  probs, classes)
+        about["validation_word_ppl"] = math.exp(-ll)
+    return weights, about
+
+
+def choose_skip(net, lm, parts, docs, mc, ec, context_dependent, best: MixtureWeights, measure, probs, classes):
+    """The cache's skip for the best (θ, W) (a third grid axis would triple the fit for a parameter that hardly
+    interacts with them). Likelihood does not see echo — a cache that gives the last word high mass costs little
+    log-likelihood on the 99 % of words that do not repeat it and gains much on the 1 % that do — but the bar does:
+    each skip's λ are fitted by EM, then the skip whose mixture puts the next word in its top 3 most often on
+    mixture.rank_words validation words (a seeded sample) is kept; ties go to the higher likelihood."""
+    from pipeline.evaluation.evaluate import sampled_targets
+
+    for skip in mc.cache_skips:
+        if (best.window, skip) not in probs[best.theta]:
+            measure(best.theta, best.window, skip)
+    tokens, targets, chosen, _ = sampled_targets(docs, dataclasses.replace(ec, max_words=mc.rank_words))
+    keep = [d for d, c in enumerate(chosen) if c]
+    want = [[targets[d][i] for i in chosen[d]] for d in keep]
+    cut = [tokens[d][:w[-1] + 1] for d, w in zip(keep, want)]
+    report, candidates = {}, []
+    for skip in mc.cache_skips:
+        key = (best.window, skip)
+        w, ll = fit_weights(parts, {best.theta: {key: probs[best.theta][key]}}, {best.theta: classes[best.theta]},
+                            context_dependent, mc.em_iterations)
+        top = MixtureScorer(net, lm, w, mc.candidates).evaluate_docs(cut, want, 3, lambda n: None)["top"]
+        hits = echo = 0
+        for d, ts in enumerate(want):
+            positions = [j for j, t in enumerate(cut[d]) if is_word(t)]
+            index = {j: i for i, j in enumerate(positions)}
+            for j in ts:
+                bar, i = top[(d, j)][:3], index[j]
+                hits += cut[d][j] in bar
+                echo += sum(x in {cut[d][p] for p in positions[max(0, i - 3):i]} for x in bar)  # what was just typed
+        total = sum(map(len, want))
+        report[str(skip)] = {"validation_word_ppl": math.exp(-ll), "top3": hits / total,
+                             "echo_rate": echo / (3 * total), "rank_words": total}
+        candidates.append((hits, ll, w))
+    hits, ll, w = max(candidates, key=lambda c: (c[0], c[1]))
+    return w, ll, report
 
 
 # ---------------------------------------------------------------------------------------------------- the command

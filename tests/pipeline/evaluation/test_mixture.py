@@ -185,9 +185,13 @@ def test_the_fit_chooses_a_skip_on_validation(net, tiny_config):
     from pipeline.corpus.prepare import documents
 
     lm = KneserNey(3).fit(synthetic_docs(60, 1))
-    mc = MixtureConfig(thetas=(0.3,), windows=(50,), fit_words=200, cache_skips=(0, 2))
+    mc = MixtureConfig(thetas=(0.3,), windows=(50,), fit_words=200, cache_skips=(0, 2), rank_words=60)
     w, info = fit(net, lm, ("net", "kn", "cache"), documents(tiny_config, "validation"), mc, tiny_config.eval)
     assert w.skip in (0, 2) and w.window == 50 and info["validation_words"] == 200
+    # chosen by the bar: the skip whose top 3 holds the next word most often on the ranking sample
+    skips = info["skips"]
+    assert set(skips) == {"0", "2"} and all(v["rank_words"] == 60 and 0 <= v["echo_rate"] <= 1 for v in skips.values())
+    assert skips[str(w.skip)]["top3"] == max(v["top3"] for v in skips.values())
     assert load_roundtrip(w).skip == w.skip
 
 
