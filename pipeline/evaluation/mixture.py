@@ -520,7 +520,8 @@ def choose_skip(net, lm, parts, docs, mc, ec, context_dependent, best: MixtureWe
     interacts with them). Likelihood does not see echo — a cache that gives the last word high mass costs little
     log-likelihood on the 99 % of words that do not repeat it and gains much on the 1 % that do — but the bar does:
     each skip's λ are fitted by EM, then the skip whose mixture puts the next word in its top 3 most often on
-    mixture.rank_words validation words (a seeded sample) is kept; ties go to the higher likelihood."""
+    mixture.rank_words validation words (a seeded sample) is kept; ties go to the lower echo rate (a bar that repeats
+    what was just typed is not better for it), then to the higher likelihood."""
     from pipeline.evaluation.evaluate import sampled_targets
 
     for skip in mc.cache_skips:
@@ -547,8 +548,8 @@ def choose_skip(net, lm, parts, docs, mc, ec, context_dependent, best: MixtureWe
         total = sum(map(len, want))
         report[str(skip)] = {"validation_word_ppl": math.exp(-ll), "top3": hits / total,
                              "echo_rate": echo / (3 * total), "rank_words": total}
-        candidates.append((hits, ll, w))
-    hits, ll, w = max(candidates, key=lambda c: (c[0], c[1]))
+        candidates.append((hits, -echo, ll, w))
+    *_, ll, w = max(candidates, key=lambda c: c[:3])
     return w, ll, report
 
 
