@@ -18,6 +18,13 @@ import time
 def run(cfg) -> dict:
     import torch
 
+    with torch.no_grad():
+        return _run(cfg)
+
+
+def _run(cfg) -> dict:
+    import torch
+
     from bench.mixture_speed import _model
     from pipeline.checkpoints import load_local
     from pipeline.corpus.prepare import documents
@@ -25,7 +32,6 @@ def run(cfg) -> dict:
     from pipeline.evaluation.mixture import mixture_of
     from pipeline.evaluation.predict import WordPredictor, cat_states, select_state
 
-    torch.set_grad_enabled(False)
     rows_wanted = int(os.environ.get("BENCH_ROWS", "1000"))
     model = _model(cfg)
     bundle = load_local(model)

@@ -40,13 +40,19 @@ def _model(cfg) -> Path:
 def run(cfg) -> dict:
     import torch
 
+    with torch.no_grad():
+        return _run(cfg)
+
+
+def _run(cfg) -> dict:
+    import torch
+
     from pipeline.checkpoints import load_local
     from pipeline.corpus.prepare import documents
     from pipeline.evaluation.evaluate import NeuralScorer, _score, sampled_targets
     from pipeline.evaluation.keystrokes import run_scorer
     from pipeline.evaluation.mixture import MixtureScorer, mixture_of
 
-    torch.set_grad_enabled(False)
     words = os.environ.get("BENCH_WORDS", "10000")
     ec = dataclasses.replace(cfg.eval, max_words=None if words == "all" else int(words))
     model = _model(cfg)

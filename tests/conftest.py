@@ -29,6 +29,14 @@ def sample_texts(split: str, n: int) -> list[str]:
         return [json.loads(line)["text"] for _, line in zip(range(n), f)]
 
 
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """Commands turn autograd off for the process (evaluation); a test that runs one must not leave it off."""
+    mode = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(mode)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """400 / 60 / 60 documents of the embedded corpus."""
