@@ -585,7 +585,11 @@ def fit_all(net, lm: KneserNey, validation: list[str], cfg, log=print, served_on
     for name, parts in MIXES.items() if not served_only else [(SERVED, MIXES[SERVED])]:
         weights[name], info = fit(net, lm, parts, validation, cfg.mixture, cfg.eval)
         report[name] = {"validation_word_ppl": info["validation_word_ppl"], "theta": weights[name].theta,
-                        "window": weights[name].window, "skip": weights[name].skip, "weights": weights[name].weights}
+                        "window": weights[name].window, "skip": weights[name].skip, "weights": weights[name].weights,
+                        **({"skips": info["skips"]} if "skips" in info else {})}
+        for skip, v in info.get("skips", {}).items():
+            log(f"    skip {skip}: top-3 {100 * v['top3']:.2f} %, echo {100 * v['echo_rate']:.2f} % of the bar, "
+                f"validation word ppl {v['validation_word_ppl']:.1f} ({v['rank_words']:,} ranking words)")
         log(f"fitted {name}: validation word ppl {info['validation_word_ppl']:.1f} on {info['validation_words']:,} "
             f"words; θ={weights[name].theta}, W={weights[name].window}, skip={weights[name].skip}")
     if served_only:
