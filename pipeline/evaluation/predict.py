@@ -227,9 +227,9 @@ class WordPredictor:
             for i, row, ok in zip(todo.tolist(), found, exact):
                 out[i] = row
             again = [j for j, ok in enumerate(exact) if not ok]
-            if not again or not prove:
+            if not again:
                 break
-            if width >= self.max_beam_width:
+            if not prove or width >= self.max_beam_width:
                 self.search_stats["not_exact"] += len(again)
                 break
             self.search_stats["widened"] += len(again)
