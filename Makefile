@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-browser prepare train evaluate probe mix mix-report keystrokes-report experiment longrange gradients ui serve bench clean
+.PHONY: help setup run test test-slow test-all test-browser prepare train evaluate probe mix mix-report keystrokes-report experiment longrange gradients ui serve bench bench-report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -20,7 +20,16 @@ setup: $(STAMP) ## create .venv and install the project (quick when nothing chan
 run: setup ## the main job: prepare, train RNN + LSTM, evaluate, register, print the table
 	$(PY) -m pipeline run --config $(CONFIG) $(ARGS)
 
-test: setup ## the import contracts (lint-imports), then the test suite (all but the browser test)
+# The quick loop is `make test`; the tests marked slow (training runs, kills, subprocesses, MLflow jobs) run under
+# `make test-slow`, and CI runs both, then the browser test.
+test: setup ## the import contracts (lint-imports), then the fast tests (~4 min on 2 cores; not slow, not browser)
+	.venv/bin/lint-imports --no-cache
+	$(PY) -m pytest -q -m "not slow and not browser" $(ARGS)
+
+test-slow: setup ## the tests marked slow only (training runs, kills, MLflow jobs; CI runs them after make test)
+	$(PY) -m pytest -q -m "slow and not browser" $(ARGS)
+
+test-all: setup ## the import contracts, then every test but the browser one (make test + make test-slow)
 	.venv/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -m "not browser" $(ARGS)
 
@@ -69,8 +78,12 @@ ui: setup ## the MLflow UI on http://127.0.0.1:5000 over the project's store
 serve: setup ## serve the champion model on http://127.0.0.1:8000 (MODEL=... to choose)
 	$(PY) -m pipeline serve --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
-bench: setup ## benchmarks on the full corpus (configs/full.yaml); results appended to bench/results.json
+bench: setup ## benchmarks on the full corpus (configs/full.yaml); results appended to bench/results.json, then docs/benchmarks.md
 	$(PY) -m pipeline bench --config $(or $(BENCH_CONFIG),configs/full.yaml) $(ARGS)
+	$(PY) -m pipeline.bench_report
+
+bench-report: setup ## regenerate docs/benchmarks.md from bench/results.json
+	$(PY) -m pipeline.bench_report
 
 stress: setup ## kill/resume x5 with MLflow history + 60 s of /predict at concurrency 32 -> bench/stress.json
 	$(PY) bench/stress.py

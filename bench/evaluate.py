@@ -20,13 +20,8 @@ import time
 import torch
 
 from pipeline.corpus.prepare import document_sources, documents, prepare
-from pipeline.evaluation.evaluate import (
-    NeuralScorer,
-    _score,
-    context_curves,
-    load_model,
-    model_name,
-)
+from pipeline.evaluation import NeuralScorer, context_curves, load_model, model_name
+from pipeline.evaluation.loop import _score
 from pipeline.evaluation.text_kinds import scored_words
 
 GOAL_S = 300
@@ -54,15 +49,15 @@ def run(cfg) -> dict:
     docs = documents(cfg, "test")
     with torch.no_grad():
         t0 = time.perf_counter()
-        tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, ec.k, "bench")
+        tokens, targets, chosen, keep, top, _, info = _score(scorer, docs, ec, ec.k, "bench")
         seconds = time.perf_counter() - t0
         search = dict(scorer.pred.search_stats)  # the main pass's searches (the curve adds its own)
-        full = [res["top"][(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]]
+        full = [top[(r, targets[d][i])] for r, d in enumerate(keep) for i in chosen[d]]
         words = scored_words(tokens, targets, chosen, document_sources(cfg, "test"), ec)
         t1 = time.perf_counter()
         curves = context_curves(scorer, tokens, targets, words, full, ec)
         curve_s = time.perf_counter() - t1
-    hits = sum(bool(res["top"][(r, targets[d][i])]) and res["top"][(r, targets[d][i])][0] == tokens[d][targets[d][i]]
+    hits = sum(bool(top[(r, targets[d][i])]) and top[(r, targets[d][i])][0] == tokens[d][targets[d][i]]
                for r, d in enumerate(keep) for i in chosen[d])
     rate = info["words"] / seconds
     projected = info["words_available"] / rate

@@ -28,8 +28,7 @@ def _run(cfg) -> dict:
     from bench.mixture_speed import _model
     from pipeline.checkpoints import load_local
     from pipeline.corpus.prepare import documents
-    from pipeline.evaluation.evaluate import NeuralScorer, sampled_targets
-    from pipeline.evaluation.mixture import mixture_of
+    from pipeline.evaluation import NeuralScorer, mixture_of, sampled_documents, sampled_targets
     from pipeline.evaluation.predict import WordPredictor, cat_states, select_state
 
     rows_wanted = int(os.environ.get("BENCH_ROWS", "1000"))
@@ -40,12 +39,11 @@ def _run(cfg) -> dict:
     ec = dataclasses.replace(cfg.eval, max_words=rows_wanted)
     docs = documents(cfg, "test")
     tokens, targets, chosen, _ = sampled_targets(docs, ec)
-    keep = [d for d, c in enumerate(chosen) if c]
-    want = [[targets[d][i] for i in chosen[d]] for d in keep]
-    cut = [tokens[d][:w[-1] + 1] for d, w in zip(keep, want)]
+    _, cut, want = sampled_documents(tokens, targets, chosen)
     states, lps = [], []
-    NeuralScorer(bundle, ec, "net").evaluate_docs(cut, want, 0, lambda n: None, need_lp=False,
-                                                  on_batch=lambda keys, s, lp, v: (states.append(s), lps.append(lp)))
+    for batch in NeuralScorer(bundle, ec, "net").read(cut, want, logp=False):
+        states.append(batch.state)
+        lps.append(batch.next_lp)
     state, lp = cat_states(states), torch.cat(lps)
     n = lp.size(0)
 

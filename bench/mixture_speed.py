@@ -49,9 +49,9 @@ def _run(cfg) -> dict:
 
     from pipeline.checkpoints import load_local
     from pipeline.corpus.prepare import documents
-    from pipeline.evaluation.evaluate import NeuralScorer, _score, sampled_targets
-    from pipeline.evaluation.keystrokes import run_scorer
-    from pipeline.evaluation.mixture import MixtureScorer, mixture_of
+    from pipeline.evaluation import NeuralScorer, sampled_targets
+    from pipeline.evaluation.loop import _score
+    from pipeline.evaluation import MixtureScorer, mixture_of, run_scorer
 
     words = os.environ.get("BENCH_WORDS", "10000")
     ec = dataclasses.replace(cfg.eval, max_words=None if words == "all" else int(words))

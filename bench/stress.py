@@ -271,10 +271,10 @@ def run(cfg=None, kills: int = 5, seconds: float = 60, concurrency: int = 32) ->
 
 
 def tiny_overrides(work: Path) -> list[str]:
-    """The test suite's tiny config (tests/conftest.py), on a slice of the embedded corpus written under `work`."""
+    """The test suite's tiny config (tests/support.py), on a slice of the embedded corpus written under `work`."""
     sys.path.insert(0, str(ROOT))
-    from tests.conftest import sample_texts, write_jsonl
-    from tests.conftest import tiny_overrides as base
+    from tests.support import sample_texts, write_jsonl
+    from tests.support import tiny_overrides as base
 
     corpus = work / "corpus"
     for split, n in (("train", 400), ("validation", 60), ("test", 60)):

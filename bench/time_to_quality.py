@@ -27,12 +27,8 @@ from pipeline.config import Config, build_config
 from pipeline.corpus.prepare import document_sources, documents, prepare
 from pipeline.corpus.tokenizer import Tokenizer
 from pipeline.evaluation.bootstrap import clustered_cell
-from pipeline.evaluation.evaluate import (
-    NeuralScorer,
-    NgramScorer,
-    _score,
-    build_baseline,
-)
+from pipeline.evaluation import NeuralScorer, NgramScorer, build_baseline
+from pipeline.evaluation.loop import _score
 from pipeline.evaluation.text_kinds import scored_words
 
 VARIANTS = {  # name -> (cell, config overrides)
@@ -61,9 +57,9 @@ def top1(scorer, docs: list[str], ec, sources: list[str] | None = None) -> dict:
     """Top-1 on the words with a letter of the seeded, word-weighted sample of eval.max_words words
     (pipeline/evaluation/sampling.py), overall and where more than 256 words of context exist (the long documents,
     where the 4-gram has no memory), each with its document-clustered 95 % interval."""
-    tokens, targets, chosen, keep, res, info = _score(scorer, docs, ec, 1, "ttq")
+    tokens, targets, chosen, keep, top, _, info = _score(scorer, docs, ec, 1, "ttq")
     words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
-    hits = np.array([res["top"][(r, targets[d][i])][:1] == [tokens[d][targets[d][i]]]
+    hits = np.array([top[(r, targets[d][i])][:1] == [tokens[d][targets[d][i]]]
                      for r, d in enumerate(keep) for i in chosen[d]], dtype=bool)
     out = {}
     for key, mask in (("", ~words.numeral), ("_pos257", ~words.numeral & (words.position == "257+"))):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 torch.set_grad_enabled(False); torch.set_num_threads(2)
 from pipeline.config import load_config
 from pipeline.corpus.prepare import documents, document_sources
-from pipeline.evaluation.evaluate import sampled_targets, NeuralScorer
+from pipeline.evaluation import NeuralScorer, sampled_targets
 from pipeline.evaluation.text_kinds import scored_words, curve_positions, hit_array
 from pipeline.evaluation.predict import select_state
 from pipeline.evaluation.bootstrap import clustered_cell

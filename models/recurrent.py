@@ -34,13 +34,16 @@ class RecurrentLM(nn.Module):
     def __init__(self, vocab_size: int, cell: str, embedding_dim: int, hidden_dim: int, num_layers: int,
                  dropout: float, tie_weights: bool, init: str = "default", residual: bool = False,
                  output: str = "softmax", cutoffs: tuple[int, ...] = (), init_scale: float = 1.0,
-                 gate_bias: float | None = None):
+                 gate_bias: float | None = None, chrono_t_max: float | None = None):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell={cell!r} is not one of {CELLS}")
         if gate_bias is not None and cell not in GATED:
             raise ValueError(f"gate_bias={gate_bias} sets the LSTM forget gate or the GRU update gate; cell={cell!r} "
                              "has neither: use cell='lstm' or 'gru', or gate_bias=None")
+        if chrono_t_max is not None and (cell not in GATED or gate_bias is not None or chrono_t_max <= 2):
+            raise ValueError(f"chrono_t_max={chrono_t_max} (chrono init) needs cell='lstm' or 'gru' (got {cell!r}), "
+                             f"no gate_bias (got {gate_bias}) and T_max > 2 (the biases are log U(1, T_max − 1))")
         if init == "identity" and cell not in ("rnn_relu", "rnn_tanh"):
             raise ValueError("init='identity' (IRNN) is defined for the plain RNN cells; use cell='rnn_relu'")
         if output == "adaptive" and tie_weights:
@@ -72,6 +75,8 @@ class RecurrentLM(nn.Module):
         self.init_weights(init, init_scale)
         if gate_bias is not None:
             self.set_gate_bias(gate_bias)
+        if chrono_t_max is not None:
+            self.set_chrono_bias(chrono_t_max)
 
     def _layer(self, inp: int, hid: int) -> nn.Module:
         if self.cell == "lstm":
@@ -92,13 +97,13 @@ class RecurrentLM(nn.Module):
                     w_hh.copy_(torch.eye(self.hidden_dim))
                     b_hh.zero_()
                     b_ih.zero_()
-                elif init == "scaled":  # orthogonal blocks times init_scale: > 1 explodes, < 1 vanishes
-                    for g in range(gates):
+                elif init in ("scaled", "orthogonal"):  # orthogonal blocks (times init_scale: > 1 explodes, < 1
+                    for g in range(gates):                # vanishes); "orthogonal": norm-preserving, scale 1
                         block = w_hh[g * self.hidden_dim:(g + 1) * self.hidden_dim]
                         nn.init.orthogonal_(block)
-                        block.mul_(scale)
+                        block.mul_(scale if init == "scaled" else 1.0)
                 elif init != "default":
-                    raise ValueError(f"init={init!r} is not 'default', 'identity' or 'scaled'")
+                    raise ValueError(f"init={init!r} is not 'default', 'identity', 'orthogonal' or 'scaled'")
 
     def set_gate_bias(self, value: float) -> None:
         """The keep gate's total bias (b_ih + b_hh) = `value` in every layer: the LSTM forget gate, the GRU update
@@ -108,6 +113,20 @@ class RecurrentLM(nn.Module):
             for layer in self.layers:
                 layer.bias_ih_l0[block] = value
                 layer.bias_hh_l0[block] = 0.0
+
+    def set_chrono_bias(self, t_max: float) -> None:
+        """Chrono initialisation (Tallec & Ollivier 2018): per unit, the keep gate's total bias b ~ log U(1, T_max − 1),
+        so the units' initial memory timescales 1/(1 − σ(b)) ≈ e^b spread over [1, T_max); the LSTM's input gate
+        gets −b (what is kept is not overwritten). Draws from torch's global generator (seed it first)."""
+        hd, keep = self.hidden_dim, GATED[self.cell]
+        with torch.no_grad():
+            for layer in self.layers:
+                b = torch.log(torch.empty(hd).uniform_(1.0, t_max - 1.0))
+                layer.bias_ih_l0[keep * hd:(keep + 1) * hd] = b
+                layer.bias_hh_l0[keep * hd:(keep + 1) * hd] = 0.0
+                if self.cell == "lstm":  # rows i (block 0): the input gate
+                    layer.bias_ih_l0[:hd] = -b
+                    layer.bias_hh_l0[:hd] = 0.0
 
     def rank_order(self) -> Tensor:
         """(V,) the piece id at each frequency rank: the inverse of `rank`."""

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("prepare", cmd_prepare, "clean the corpus, train/load the tokenizer, encode all splits")
     add("train", cmd_train, "train (or resume) the configured model").add_argument(
         "--fresh", action="store_true", help="ignore an existing last.ckpt and start over")
-    p = add("evaluate", _lazy("pipeline.evaluation.evaluate:cli"), "next-word accuracy, word perplexity, distance tables")
+    p = add("evaluate", _lazy("pipeline.evaluation.commands:evaluate_cli"), "next-word accuracy, word perplexity, distance tables")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
     p.add_argument("--baseline", action="store_true", help="add the Kneser-Ney n-gram row")
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixture (default): also score each model's registered mixture, what its server suggests "
                         "from; net: the network alone")
     p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
-    p = add("keystrokes", _lazy("pipeline.evaluation.keystrokes:cli"),
+    p = add("keystrokes", _lazy("pipeline.evaluation.commands:keystrokes_cli"),
             "keystroke savings of a W-slot suggestion bar: the network, its mixture and the n-gram")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--data", help="replay this corpus file instead of the config's split")
@@ -157,27 +157,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="the Kneser-Ney n-gram row (default: on)")
     p.add_argument("--out", default=None, help="directory for keystrokes.json and keystrokes.csv")
-    p = add("probe", _lazy("pipeline.evaluation.evaluate:probe_cli"), "score a probe file (JSON Lines) with one or more models")
+    p = add("probe", _lazy("pipeline.evaluation.commands:probe_cli"), "score a probe file (JSON Lines) with one or more models")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--probes", default=None, help="probe file (default: eval.probes)")
     p.add_argument("--generate", action="store_true", help="(re)write the project's own probe set first")
     p.add_argument("--count", action="store_true",
                    help="count in the train split how often each construction of the probes occurs")
     p.add_argument("--data", default=None, help="with --count: count this corpus file instead of the train split")
-    p = add("baseline", _lazy("pipeline.evaluation.evaluate:baseline_cli"),
+    p = add("baseline", _lazy("pipeline.evaluation.commands:baseline_cli"),
             "build and evaluate the Kneser-Ney word n-gram")
     p.add_argument("--data", help="evaluate this corpus file instead of the config's split")
     p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
-    p = add("mix", _lazy("pipeline.evaluation.mixture:cli"),
-            "fit the network + 4-gram + cache mixtures on validation and evaluate them beside the parts")
+    p = add("mix", _lazy("pipeline.evaluation.commands:mix_cli"),
+            "fit the network + n-gram + cache mixtures on validation and evaluate them beside the parts")
     p.add_argument("--model", required=True, help=model_help)
     p.add_argument("--data", help="evaluate on this corpus file instead of the config's split (fitting stays on "
                                   "the validation split)")
     p.add_argument("--save", action="store_true",
-                   help="store the net + 4-gram + cache mix as the checkpoint's own mixture (runs/<run>/mixture/), "
+                   help="store the net + n-gram + cache mix as the checkpoint's own mixture (runs/<run>/mixture/), "
                         "the one serve, evaluate and keystrokes use")
     p.add_argument("--served-only", action="store_true",
-                   help="fit and evaluate only that mix (network + 4-gram + cache), not the comparison mixes")
+                   help="fit and evaluate only that mix (network + n-gram + cache), not the comparison mixes")
     p.add_argument("--out", default=None, help="directory for the tables, plots and mixture_weights.json")
     p = add("report", _lazy("pipeline.experiments.report:cli"),
             "regenerate an experiment report from its summary.json (and <report>/mixture/results.json when there)")

@@ -1,7 +1,9 @@
 """YAML -> typed, frozen config. The only place a config file is read or checked.
 
-Every user mistake (unknown key, wrong type, value out of range) is a `ConfigError` naming the file, the key and
-what is allowed; nothing downstream re-validates.
+Every section is a frozen pydantic dataclass whose fields carry their type and range, so a section is checked
+whenever one is built: on load, on `--set key=value`, and on `dataclasses.replace(...)` / `Config.replace(...)`.
+Every mistake (unknown key, wrong type, value out of range, settings that contradict each other) is a
+`ConfigError` naming the file (or the --set), the key, the value and what is allowed; nothing downstream re-checks.
 """
 from __future__ import annotations
 
@@ -10,228 +12,355 @@ import dataclasses
 import hashlib
 import json
 import os
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
 import yaml
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from pipeline.config_check import Bool, ConfigError, Float, Int, Str, explain, section
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the key and the fix."""
-
-
-@dataclass(frozen=True)
+@section("data")
 class DataConfig:
     # `hub` names a Hugging Face dataset (needs internet); otherwise train/validation/test are local files or globs,
     # relative to the project root unless absolute. Without validation/test files, train is split by a seeded hash.
-    hub: str | None = None
-    hub_config: str | None = None
-    train: str = "data/corpus/train.jsonl"
-    validation: str | None = "data/corpus/validation.jsonl"
-    test: str | None = "data/corpus/test.jsonl"
+    hub: Str | None = None
+    hub_config: Str | None = None
+    train: Str | None = "data/corpus/train.jsonl"
+    validation: Str | None = "data/corpus/validation.jsonl"
+    test: Str | None = "data/corpus/test.jsonl"
     format: Literal["auto", "json", "text", "csv", "parquet"] = "auto"
-    text_field: str = "text"
+    text_field: Str = "text"
     text_unit: Literal["line", "paragraph"] = "line"  # plain text: one document per line or per blank-line block
-    split_fractions: tuple[float, float] = (0.05, 0.05)  # validation, test shares when splitting by hash
-    split_seed: int = 1234
-    min_devanagari: float = 0.5
-    min_words: int = 2
-    max_documents: int | None = None  # per split, for quick runs
-    streaming: bool = False
-    num_proc: int = 1
-    cache_dir: str = "data/cache"
-    batch_size: int = 32
-    eval_batch_size: int = 16
-    bptt: int = 64
-    variable_bptt: bool = False
+    split_fractions: tuple[Float, Float] = (0.05, 0.05)  # validation, test shares when splitting by hash
+    split_seed: Int = 1234
+    min_devanagari: Float = Field(0.5, ge=0.0, le=1.0)
+    min_words: Int = Field(2, ge=1)
+    max_documents: Int | None = Field(None, ge=1)  # per split, for quick runs
+    streaming: Bool = False
+    num_proc: Int = Field(1, ge=1)
+    cache_dir: Str = "data/cache"
+    batch_size: Int = Field(32, ge=1)
+    eval_batch_size: Int = Field(16, ge=1)
+    bptt: Int = Field(64, ge=2)
+    variable_bptt: Bool = False
+
+    @model_validator(mode="after")
+    def _rules(self) -> DataConfig:
+        if sum(self.split_fractions) >= 1.0 or min(self.split_fractions) < 0:
+            raise ConfigError(f"data.split_fractions {list(self.split_fractions)} must be >= 0 and sum to less than 1")
+        if self.hub is None and not self.train:
+            raise ConfigError("set data.train (a file or glob) or data.hub (a dataset name)")
+        return self
 
 
-@dataclass(frozen=True)
+@section("tokenizer")
 class TokenizerConfig:
     model_type: Literal["unigram", "bpe"] = "unigram"
-    vocab_size: int = 8000
-    input_sentence_size: int = 2_000_000
-    seed: int = 1234
+    vocab_size: Int = Field(8000, ge=16, le=1_000_000)
+    input_sentence_size: Int = Field(2_000_000, ge=1)
+    seed: Int = 1234
 
 
-@dataclass(frozen=True)
+@section("model")
 class ModelConfig:
     cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru"] = "lstm"
-    embedding_dim: int = 256
-    hidden_dim: int = 256
-    num_layers: int = 2
-    dropout: float = 0.2
-    tie_weights: bool = True
+    embedding_dim: Int = Field(256, ge=1)
+    hidden_dim: Int = Field(256, ge=1)
+    num_layers: Int = Field(2, ge=1)
+    dropout: Float = Field(0.2, ge=0.0, le=0.99)
+    tie_weights: Bool = True
     init: Literal["default", "identity", "scaled"] = "default"
-    init_scale: float = 1.0  # for init=scaled: recurrent weights = init_scale * orthogonal
-    gate_bias: float | None = None  # lstm / gru: initial bias of the forget / update gate; null: torch's default
-    residual: bool = False
+    init_scale: Float = Field(1.0, ge=0.0)  # for init=scaled: recurrent weights = init_scale * orthogonal
+    gate_bias: Float | None = None  # lstm / gru: initial bias of the forget / update gate; null: torch's default
+    residual: Bool = False
     output: Literal["softmax", "adaptive"] = "softmax"
-    cutoffs: tuple[int, ...] = ()
+    cutoffs: tuple[Int, ...] = ()  # adaptive: increasing, below tokenizer.vocab_size (checked by Config)
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelConfig:
+        if self.gate_bias is not None and self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"model.gate_bias={self.gate_bias} sets the LSTM forget gate or the GRU update gate; "
+                              f"model.cell '{self.cell}' has neither: use lstm or gru, or gate_bias: null")
+        if self.init == "identity" and self.cell not in ("rnn_relu", "rnn_tanh"):
+            raise ConfigError(f"model.init='identity' (IRNN) needs model.cell 'rnn_relu' (or 'rnn_tanh'), "
+                              f"got '{self.cell}'")
+        if self.output == "adaptive" and (not self.cutoffs or list(self.cutoffs) != sorted(set(self.cutoffs))):
+            raise ConfigError(f"model.output='adaptive' needs model.cutoffs, increasing and below "
+                              f"tokenizer.vocab_size, e.g. [1000, 3000]; got {list(self.cutoffs)}")
+        return self
 
 
-@dataclass(frozen=True)
+# Lightning Trainer arguments `train.trainer` may set: where and how to train (hardware, precision, distribution,
+# profiling). They are passed on unchanged and win over the pipeline's accelerator="cpu", devices=1. Named here,
+# not read from Lightning, because the server loads configs without it; tests/pipeline/test_config.py checks that
+# each is a parameter of `Trainer.__init__`.
+TRAINER_KEYS = ("accelerator", "strategy", "devices", "num_nodes", "precision", "sync_batchnorm",
+                "accumulate_grad_batches", "benchmark", "deterministic", "inference_mode", "detect_anomaly",
+                "profiler", "enable_progress_bar")
+# The other Trainer arguments are the pipeline's (pipeline/training/train.py make_trainer): set from these keys,
+# or fixed because the run needs them (its logger, callbacks and checkpoints, run directory, data sampler).
+_TRAINER_OWNED = {"max_epochs": "train.max_epochs", "max_steps": "train.max_steps",
+                  "max_time": "train.max_time_minutes", "gradient_clip_val": "train.gradient_clip_val",
+                  "gradient_clip_algorithm": "train.gradient_clip_algorithm",
+                  "val_check_interval": "train.val_check_interval", "limit_val_batches": "train.limit_val_batches",
+                  "log_every_n_steps": "train.log_every_n_steps", "default_root_dir": "train.runs_dir"}
+
+
+@section("train")
 class TrainConfig:
-    seed: int = 1234
+    seed: Int = 1234
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0
+    lr: Float = Field(3e-3, ge=0.0)
+    weight_decay: Float = Field(0.0, ge=0.0)
+    momentum: Float = Field(0.0, ge=0.0, le=1.0)
     schedule: Literal["constant", "cosine", "plateau"] = "constant"
-    warmup_steps: int = 0
-    max_epochs: int = 3
-    max_steps: int = -1
-    max_time_minutes: float | None = None
-    gradient_clip_val: float | None = 0.25
+    warmup_steps: Int = Field(0, ge=0)
+    max_epochs: Int = Field(3, ge=1)
+    max_steps: Int = -1
+    max_time_minutes: Float | None = Field(None, ge=0.0)
+    gradient_clip_val: Float | None = Field(0.25, ge=0.0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
-    checkpoint_every_n_steps: int = 200
-    early_stopping_patience: int = 3
-    val_check_interval: float | int = 1.0
-    limit_val_batches: float | int = 1.0
-    log_every_n_steps: int = 10
-    allow_divergence: bool = False
-    num_threads: int | None = None
-    runs_dir: str = "runs"
-    trainer: dict[str, Any] = field(default_factory=dict)  # passed to lightning.Trainer unchanged
+    checkpoint_every_n_steps: Int = Field(200, ge=1)
+    early_stopping_patience: Int = Field(3, ge=0)
+    # up to 1: a fraction of an epoch (of the validation split); above: a whole number of windows (batches)
+    val_check_interval: Float | Int = Field(1.0, ge=0.0)
+    limit_val_batches: Float | Int = Field(1.0, ge=0.0)
+    log_every_n_steps: Int = Field(10, ge=1)
+    allow_divergence: Bool = False
+    num_threads: Int | None = Field(None, ge=1)
+    runs_dir: Str = "runs"
+    trainer: dict[Str, Any] = field(default_factory=dict)  # passed to lightning.Trainer unchanged (TRAINER_KEYS)
+
+    @field_validator("val_check_interval", "limit_val_batches", mode="before")
+    @classmethod
+    def _file_numbers_are_floats(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number from a file or --set has always been read as a float: 1000 as 1000.0 (Lightning counts a whole
+        float above 1 as batches), 1 as 1.0 (the whole epoch). Run hashes depend on it. In code an int 1 is one
+        batch, as in Lightning."""
+        from_file = info.context and info.context.get("from_file")
+        return float(value) if from_file and type(value) is int else value
+
+    @model_validator(mode="after")
+    def _rules(self) -> TrainConfig:
+        for key in ("val_check_interval", "limit_val_batches"):
+            value = getattr(self, key)
+            if value > 1 and value % 1:
+                raise ConfigError(f"train.{key}={value}: above 1 it counts windows and must be whole; "
+                                  "a fraction of an epoch is at most 1 (e.g. 0.5)")
+        for key, value in self.trainer.items():
+            if key in _TRAINER_OWNED:
+                raise ConfigError(f"train.trainer.{key}={value!r}: the pipeline sets the Trainer's {key} from "
+                                  f"{_TRAINER_OWNED[key]}; set that instead")
+            if key not in TRAINER_KEYS:
+                raise ConfigError(f"train.trainer.{key}={value!r} is not a Trainer argument the pipeline passes on; "
+                                  f"allowed: {', '.join(TRAINER_KEYS)} (the others are set by the pipeline)")
+        return self
 
 
-@dataclass(frozen=True)
+@section("eval")
 class EvalConfig:
     split: Literal["validation", "test"] = "test"
-    k: int = 5
-    beam_width: int = 8
-    max_beam_width: int = 128  # a row the width-8 search cannot prove exact is searched again, 4x wider, up to this
-    max_word_pieces: int = 12
+    k: Int = Field(5, ge=1, le=100)
+    beam_width: Int = Field(8, ge=1, le=1000)
+    # a row the width-8 search cannot prove exact is searched again, 4x wider, up to this
+    max_beam_width: Int = Field(128, ge=1, le=10000)
+    max_word_pieces: Int = Field(12, ge=1, le=64)
     # Which words are scored: null = every word of the split; else a seeded sample of this many words, stratified by
     # document length so that long documents keep their share (pipeline/evaluation/sampling.py). Never "the first N documents".
-    max_words: int | None = None
-    sample_seed: int = 1234
-    context_lengths: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    max_words: Int | None = Field(None, ge=1)
+    sample_seed: Int = 1234
+    context_lengths: tuple[Int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     # Context-length curve per text kind on every scored position with at least this many words before it; the curve
     # reads c = each context_length up to that many words. A kind left out gets no curve; {} draws none.
-    context_curves: dict[str, int] = field(default_factory=lambda: {"verse": 256, "prose": 64, "all": 256})
+    context_curves: dict[Str, Int] = field(default_factory=lambda: {"verse": 256, "prose": 64, "all": 256})
     # Text kinds (pipeline/evaluation/text_kinds.py): a document's `source_field` value is matched against each
     # kind's glob patterns in order, the first match wins; a document without one is of kind "all".
-    source_field: str | None = "source"
-    kinds: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+    source_field: Str | None = "source"
+    kinds: dict[Str, tuple[Str, ...]] = field(default_factory=lambda: {
         "prose": ("mahasquad-wiki-paragraphs",), "verse": ("wikisource-*",), "short": ("*",)})
     # Intervals on natural text: a document-clustered bootstrap (pipeline/evaluation/bootstrap.py); a document is cut
     # into blocks of this many words, each block a cluster (0: whole documents).
-    cluster_block_words: int = 256
-    bootstrap_replicates: int = 1000
-    bootstrap_seed: int = 1234
-    paired_reference: str = "rnn_tanh"  # every other model's paired difference is taken against this one, if scored
-    long_document_words: int = 512
-    probes: str | None = "data/probes/probes.jsonl"
-    ngram_order: int = 4
-    batch_size: int = 64
+    cluster_block_words: Int = Field(256, ge=0)
+    bootstrap_replicates: Int = Field(1000, ge=100)
+    bootstrap_seed: Int = 1234
+    paired_reference: Str = "rnn_tanh"  # every other model's paired difference is taken against this one, if scored
+    probes: Str | None = "data/probes/probes.jsonl"
+    ngram_order: Int = Field(4, ge=1, le=10)
+    batch_size: Int = Field(64, ge=1)
     # Keystroke savings (pipeline/evaluation/keystrokes.py): a typist with a bar of this many suggestions replays the
     # scored words; off, evaluation skips it (it costs about as much as the top-k pass)
-    keystrokes: bool = True
-    keystroke_slots: int = 3
+    keystrokes: Bool = True
+    keystroke_slots: Int = Field(3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _rules(self) -> EvalConfig:
+        for kind, patterns in self.kinds.items():
+            if not patterns:
+                raise ConfigError(f"eval.kinds.{kind} must be a non-empty list of source patterns (globs), "
+                                  "e.g. kinds: {verse: ['wikisource-*'], short: ['*']}")
+        for kind, words in self.context_curves.items():
+            if words < 1:
+                raise ConfigError(f"eval.context_curves.{kind} = {words!r} must be a whole number of words >= 1 "
+                                  "(the context a position needs to be on that kind's curve), e.g. {verse: 256}")
+        return self
 
 
-@dataclass(frozen=True)
+@section("tracking")
 class TrackingConfig:
-    experiment: str | None = None  # default: the config file's name
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
-    artifact_location: str = "mlartifacts"
-    register: bool = True
+    experiment: Str | None = None  # default: the config file's name
+    tracking_uri: Str | None = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    artifact_location: Str = "mlartifacts"
+    register: Bool = True
 
 
-@dataclass(frozen=True)
+@section("serve")
 class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    model: str = "models:/marathi-nwp-lstm@champion"
-    max_text_chars: int = 10_000
-    max_batch: int = 64
-    max_request_chars: int = 50_000   # all texts of one request together
-    max_context_pieces: int = 512     # a longer text is read from its last word that fits (no bos: mid-document)
-    max_word_chars: int = 40          # a typed prefix longer than this is refused (422): no word completes it
-    cache_entries: int = 256
-    cache_megabytes: float = 64.0
+    host: Str = "127.0.0.1"
+    port: Int = Field(8000, ge=0, le=65535)
+    model: Str = "models:/marathi-nwp-lstm@champion"
+    max_text_chars: Int = Field(10_000, ge=1)
+    max_k: Int = Field(20, ge=1, le=1000)            # the most words one request may ask for (k)
+    max_batch: Int = Field(64, ge=1)
+    max_request_chars: Int = Field(50_000, ge=1)   # all texts of one request together
+    # a longer text is read from its last word that fits (no bos: mid-document)
+    max_context_pieces: Int = Field(512, ge=1)
+    # a typed prefix longer than this is refused (422): no word completes it
+    max_word_chars: Int = Field(40, ge=1, le=1000)
+    cache_entries: Int = Field(256, ge=0)
+    cache_megabytes: Float = Field(64.0, ge=0.0)
     # POST /explain and the page's side-by-side panel: these networks, alone, with the reach of their top suggestion
-    explain: tuple[str, ...] = ("models:/marathi-nwp-rnn_tanh@champion", "models:/marathi-nwp-lstm@champion")
+    explain: tuple[Str, ...] = ("models:/marathi-nwp-rnn_tanh@champion", "models:/marathi-nwp-lstm@champion")
     # "looks back N words": the farthest word with at least this share of the largest influence; the page shades on a
     # log scale from it (influence spans decades: a tanh RNN's falls ~10^-8 over 37 words)
-    explain_threshold: float = 0.001
+    explain_threshold: Float = Field(0.001, ge=1e-12, le=1.0)
 
 
 GRID_MODELS = ("rnn_tanh", "rnn_tanh_noclip", "irnn", "rnn_tanh_residual", "gru", "lstm")
-LONGRANGE_CELLS = ("rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "lstm_f1", "lstm_f3",
-                   "lstm_f3_fullvocab")
+# every cell of pipeline/experiments/longrange_train.py (a test keeps them equal); the default grid leaves out the
+# residual stack (not a start of the plain cell) and holds the 2 × 2 ablation's three non-protocol rows
+LONGRANGE_CELLS = ("rnn_tanh", "rnn_tanh_orth", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "gru_chrono",
+                   "lstm_f1", "lstm_f3", "lstm_chrono", "lstm_f3_vocabloss", "lstm_f3_smallemb", "lstm_f3_fullvocab")
+LONGRANGE_GRID = tuple(c for c in LONGRANGE_CELLS if c != "rnn_tanh_residual")
 
 
-@dataclass(frozen=True)
+@section("mixture")
 class MixtureConfig:
     """The network mixed with the n-gram and a neural cache (pipeline/evaluation/mixture.py), fitted on validation."""
-    candidates: int = 20          # K: each part's top K words are re-scored under the mixture
-    thetas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)   # cache sharpness θ, chosen on validation
-    windows: tuple[int, ...] = (100, 500, 2000)          # cache length W in words, chosen on validation
+    candidates: Int = Field(20, ge=1, le=1000)  # K: each part's top K words are re-scored under the mixture
+    thetas: tuple[Float, ...] = (0.03, 0.1, 0.3, 1.0)   # cache sharpness θ, chosen on validation
+    windows: tuple[Int, ...] = (100, 500, 2000)          # cache length W in words, chosen on validation
     # the cache leaves out the last s words (what was just typed), s chosen on validation for the best (θ, W)
-    cache_skips: tuple[int, ...] = (0, 1, 2, 3)
-    rank_words: int = 2000        # validation words (a seeded sample) the skip is chosen on, by the bar's top 3
-    fit_words: int = 20000        # validation words (seeded, word-weighted sample) the weights are fitted on
-    em_iterations: int = 100
+    cache_skips: tuple[Int, ...] = (0, 1, 2, 3)
+    rank_words: Int = Field(2000, ge=1)   # validation words (a seeded sample) the skip is chosen on, by the bar's top 3
+    fit_words: Int = Field(20000, ge=1)   # validation words (seeded, word-weighted sample) the weights are fitted on
+    em_iterations: Int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _rules(self) -> MixtureConfig:
+        if not self.thetas or min(self.thetas) < 0 or not self.windows or min(self.windows) < 1:
+            raise ConfigError(f"mixture.thetas {list(self.thetas)} must be non-empty and >= 0, mixture.windows "
+                              f"{list(self.windows)} non-empty and >= 1 (words), e.g. thetas: [0.1, 0.3], windows: [500]")
+        if not self.cache_skips or min(self.cache_skips) < 0 or max(self.cache_skips) >= min(self.windows):
+            raise ConfigError(f"mixture.cache_skips {list(self.cache_skips)} must be non-empty, >= 0 and below "
+                              f"every window ({min(self.windows)}), e.g. [0, 1, 2, 3]")
+        return self
 
 
-@dataclass(frozen=True)
+@section("experiment")
 class ExperimentConfig:
     # The comparison grid (`python -m pipeline experiment`, pipeline/experiments/grid.py). Every model gets the parameter
     # count of `model` (its cell, hidden_dim × scale, num_layers) by choosing its own hidden size.
     models: tuple[Literal["rnn_tanh", "rnn_tanh_noclip", "irnn", "rnn_tanh_residual", "gru", "lstm"], ...] = GRID_MODELS
-    residual_layers: int = 3  # layers of the residual rnn_tanh stack (skip connections around layers 2…)
-    baseline: bool = True  # the eval.ngram_order Kneser-Ney row
-    parameter_tolerance: float = 0.10  # relative; an unreachable match is an error
-    scale: float | None = None  # hidden/embedding multiplier; null: 1 on CPU, gpu_scale when the Trainer uses a GPU
-    gpu_scale: float = 4.0
+    residual_layers: Int = Field(3, ge=2)  # layers of the residual rnn_tanh stack (skip connections around layers 2…)
+    baseline: Bool = True  # the eval.ngram_order Kneser-Ney row
+    parameter_tolerance: Float = Field(0.10, ge=0.0, le=1.0)  # relative; an unreachable match is an error
+    # hidden/embedding multiplier; null: 1 on CPU, gpu_scale when the Trainer uses a GPU
+    scale: Float | None = Field(None, ge=0.01)
+    gpu_scale: Float = Field(4.0, ge=0.01)
     # The budget: whole grid in budget_minutes. Fixed reserves first, then shares of the rest; training gets what is
     # left, the same train.max_time_minutes for every model.
-    budget_minutes: float = 120.0
-    overhead_minutes: float = 6.0  # prepare, baseline build + evaluation, report
-    eval_minutes_per_model: float = 3.0  # test-split evaluation, probes, gradient curves, model logging (estimate)
-    longrange_minutes: float = 15.0  # fixed reserve for the long-range task (measured: 29.8 CPU min in 2 processes)
-    exploding_share: float = 0.04
-    exploding_steps: int = 400  # per run (unclipped, clipped); also bounded by its time share
-    exploding_init_scale: float = 1.5
-    exploding_lr: float = 5.0
-    exploding_clip: float = 0.25  # the clipped demo run: bounds each SGD step to lr x clip
-    gradient_windows: int = 64
-    # The long-range task (pipeline/experiments/longrange.py, `python -m pipeline longrange`): one fresh model per (cell, d,
-    # seed) trained at that d only, at most longrange_steps steps, stopped once solved; lstm_f3_fullvocab is the
-    # ablation (the old protocol: full-vocabulary loss, ±0.1 embeddings).
-    longrange_cells: tuple[Literal["rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "lstm_f1",
-                                   "lstm_f3", "lstm_f3_fullvocab"], ...] = LONGRANGE_CELLS
-    longrange_distances: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
-    longrange_seeds: int = 3
-    longrange_steps: int = 1500
-    longrange_eval_every: int = 50
-    longrange_hidden: int = 64
-    longrange_embedding: int = 32
-    longrange_batch: int = 32
-    longrange_lr: float = 0.002
-    longrange_n_test: int = 500  # test items per (cell, d, seed); validation the same number, another stream
-    longrange_workers: int = 2  # processes, one torch thread each
+    budget_minutes: Float = Field(120.0, ge=0.01)
+    overhead_minutes: Float = Field(6.0, ge=0.0)  # prepare, baseline build + evaluation, report
+    # test-split evaluation, probes, gradient curves, model logging (estimate)
+    eval_minutes_per_model: Float = Field(3.0, ge=0.0)
+    # fixed reserve for the long-range task (measured: 29.8 CPU min in 2 processes)
+    longrange_minutes: Float = Field(15.0, ge=0.0)
+    exploding_share: Float = Field(0.04, ge=0.0, le=0.9)
+    exploding_steps: Int = Field(400, ge=1)  # per run (unclipped, clipped); also bounded by its time share
+    exploding_init_scale: Float = Field(1.5, ge=0.0)
+    exploding_lr: Float = Field(5.0, ge=0.0)
+    exploding_clip: Float = Field(0.25, ge=0.0)  # the clipped demo run: bounds each SGD step to lr x clip
+    gradient_windows: Int = Field(64, ge=1)
+    # The long-range task (pipeline/experiments/longrange*.py, `python -m pipeline longrange`): one fresh model per
+    # (cell, d, seed) trained at that d only, at most longrange_steps steps, stopped once solved; a cell climbs the
+    # distances in order and stops after a d no seed solves. Each cell's learning rate: the best of longrange_lrs in
+    # a sweep at longrange_sweep_d (longrange_sweep_seeds seeds apart from the grid's, ≤ longrange_sweep_steps steps).
+    # lstm_f3_vocabloss / _smallemb / _fullvocab: the 2 × 2 ablation of the old protocol (full-vocabulary loss,
+    # ±0.1 embeddings) around lstm_f3, at longrange_ablation_distances only.
+    longrange_cells: tuple[Literal["rnn_tanh", "rnn_tanh_orth", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3",
+                                   "gru_chrono", "lstm_f1", "lstm_f3", "lstm_chrono", "lstm_f3_vocabloss",
+                                   "lstm_f3_smallemb", "lstm_f3_fullvocab"], ...] = LONGRANGE_GRID
+    longrange_distances: tuple[Int, ...] = (5, 10, 20, 50, 100, 200, 400)
+    longrange_seeds: Int = Field(5, ge=1)
+    longrange_steps: Int = Field(4000, ge=1)
+    longrange_eval_every: Int = Field(50, ge=1)
+    longrange_hidden: Int = Field(64, ge=1)
+    longrange_embedding: Int = Field(32, ge=1)
+    longrange_batch: Int = Field(32, ge=1)
+    # chrono init (Tallec & Ollivier 2018) of the *_chrono cells: keep-gate biases log U(1, T_max − 1)
+    longrange_t_max: Float = Field(400.0, gt=2.0)
+    longrange_lrs: tuple[Float, ...] = (0.001, 0.002, 0.005)
+    longrange_sweep_d: Int = Field(20, ge=2)
+    longrange_sweep_seeds: Int = Field(2, ge=1)
+    longrange_sweep_steps: Int = Field(1000, ge=1)
+    longrange_ablation_distances: tuple[Int, ...] = (10, 50)
+    # test items per (cell, d, seed); validation the same number, another stream
+    longrange_n_test: Int = Field(500, ge=4)
+    longrange_workers: Int = Field(2, ge=1)  # processes, one torch thread each
+    # the jobs' CPU time in all (sweep included); a (cell, d) whose worst case does not fit is "not run"
+    longrange_cpu_minutes: Float = Field(60.0, gt=0.0)
+    longrange_wall_minutes: Float | None = Field(None, gt=0.0)  # also stop an invocation after this long
     # Which grid models get the context-length curves (null: all): on the full test split they are the costliest
     # part of a model's evaluation (~5 min each on 2 cores); the others get the tables by kind without them.
-    curve_models: tuple[str, ...] | None = None
+    curve_models: tuple[Str, ...] | None = None
     # Keystroke savings of every grid model on one seeded sample of this many test words (null: every word; off with
     # eval.keystrokes=false); the typist replays a word up to its length in searches: 5,000 words take 2-3 minutes
     # per model on 2 cores, beyond eval_minutes_per_model
-    keystroke_words: int | None = 5000
-    log_models: bool = True  # log each trained model as a pyfunc (so `--model RUN_ID` works); no registration
-    report_dir: str = "reports"  # writes <report_dir>/experiment.md and <report_dir>/experiment/*.png
+    keystroke_words: Int | None = 5000
+    log_models: Bool = True  # log each trained model as a pyfunc (so `--model RUN_ID` works); no registration
+    report_dir: Str = "reports"  # writes <report_dir>/experiment.md and <report_dir>/experiment/*.png
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExperimentConfig:
+        if not self.models or len(set(self.models)) != len(self.models):
+            raise ConfigError(f"experiment.models {list(self.models)} must name at least one model, each once "
+                              f"(allowed: {', '.join(GRID_MODELS)})")
+        if self.curve_models is not None and not set(self.curve_models) <= set(self.models):
+            raise ConfigError(f"experiment.curve_models {list(self.curve_models)} must name models of "
+                              f"experiment.models {list(self.models)} (or be null for all)")
+        if not self.longrange_cells or len(set(self.longrange_cells)) != len(self.longrange_cells):
+            raise ConfigError(f"experiment.longrange_cells {list(self.longrange_cells)} must name at least one "
+                              f"cell, each once (allowed: {', '.join(LONGRANGE_CELLS)})")
+        if not self.longrange_distances or min(self.longrange_distances) < 2 \
+                or min(self.longrange_ablation_distances, default=2) < 2:
+            raise ConfigError(f"experiment.longrange_distances {list(self.longrange_distances)} must be "
+                              "non-empty and each >= 2 (cue, query word, verb), and so must each of "
+                              f"experiment.longrange_ablation_distances {list(self.longrange_ablation_distances)}")
+        if not self.longrange_lrs or min(self.longrange_lrs) <= 0:
+            raise ConfigError(f"experiment.longrange_lrs {list(self.longrange_lrs)} must name at least one learning "
+                              "rate > 0 for the per-cell sweep, e.g. [0.001, 0.002, 0.005]")
+        return self
 
 
-@dataclass(frozen=True)
+@section("")
 class Config:
-    name: str = "default"
+    name: Str = "default"
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -241,6 +370,14 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+
+    @model_validator(mode="after")
+    def _rules(self) -> Config:
+        m, vocab = self.model, self.tokenizer.vocab_size
+        if m.output == "adaptive" and m.cutoffs[-1] >= vocab:
+            raise ConfigError(f"model.output='adaptive' needs model.cutoffs, increasing and below "
+                              f"tokenizer.vocab_size={vocab}, e.g. [1000, 3000]; got {list(m.cutoffs)}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -280,48 +417,7 @@ class Config:
         return dataclasses.replace(self, **sections)
 
 
-# ---------------------------------------------------------------------------------------------- parsing and checks
-
-_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "data.batch_size": (1, None), "data.eval_batch_size": (1, None), "data.bptt": (2, None),
-    "data.min_devanagari": (0.0, 1.0), "data.min_words": (1, None), "data.num_proc": (1, None),
-    "data.max_documents": (1, None),
-    "tokenizer.vocab_size": (16, 1_000_000), "tokenizer.input_sentence_size": (1, None),
-    "model.embedding_dim": (1, None), "model.hidden_dim": (1, None), "model.num_layers": (1, None),
-    "model.dropout": (0.0, 0.99), "model.init_scale": (0.0, None),
-    "train.lr": (0.0, None), "train.weight_decay": (0.0, None), "train.momentum": (0.0, 1.0),
-    "train.max_epochs": (1, None), "train.checkpoint_every_n_steps": (1, None), "train.warmup_steps": (0, None),
-    "train.early_stopping_patience": (0, None), "train.log_every_n_steps": (1, None), "train.num_threads": (1, None),
-    "train.gradient_clip_val": (0.0, None), "train.max_time_minutes": (0.0, None),
-    "eval.k": (1, 100), "eval.beam_width": (1, 1000), "eval.max_beam_width": (1, 10000), "eval.max_word_pieces": (1, 64), "eval.ngram_order": (1, 10), "eval.keystroke_slots": (1, 10),
-    "eval.batch_size": (1, None), "eval.long_document_words": (1, None), "eval.max_words": (1, None),
-    "eval.cluster_block_words": (0, None),
-    "eval.bootstrap_replicates": (100, None),
-    "serve.port": (0, 65535), "serve.max_text_chars": (1, None), "serve.max_batch": (1, None), "serve.max_request_chars": (1, None),
-    "serve.max_context_pieces": (1, None), "serve.max_word_chars": (1, 1000),
-    "serve.cache_entries": (0, None), "serve.cache_megabytes": (0.0, None), "serve.explain_threshold": (1e-12, 1.0),
-    "experiment.residual_layers": (2, None), "experiment.parameter_tolerance": (0.0, 1.0),
-    "experiment.scale": (0.01, None), "experiment.gpu_scale": (0.01, None), "experiment.budget_minutes": (0.01, None),
-    "experiment.overhead_minutes": (0.0, None), "experiment.eval_minutes_per_model": (0.0, None),
-    "experiment.longrange_minutes": (0.0, None), "experiment.exploding_share": (0.0, 0.9),
-    "experiment.exploding_steps": (1, None), "experiment.exploding_init_scale": (0.0, None),
-    "experiment.exploding_lr": (0.0, None), "experiment.exploding_clip": (0.0, None), "experiment.gradient_windows": (1, None),
-    "experiment.longrange_hidden": (1, None), "experiment.longrange_embedding": (1, None),
-    "experiment.longrange_batch": (1, None), "experiment.longrange_n_test": (4, None),
-    "experiment.longrange_seeds": (1, None), "experiment.longrange_steps": (1, None),
-    "experiment.longrange_eval_every": (1, None), "experiment.longrange_lr": (0.0, None),
-    "experiment.longrange_workers": (1, None),
-    "mixture.candidates": (1, 1000), "mixture.fit_words": (1, None), "mixture.em_iterations": (1, None), "mixture.rank_words": (1, None),
-}
-
-
-_RENAMED = {"experiment.longrange_share": "use experiment.longrange_minutes (a fixed reserve: the long-range task "
-                                         "has a fixed step budget, experiment.longrange_steps)",
-            "eval.context_positions": "the context-length curve now scores every eligible position: set "
-                                      "eval.context_curves (text kind -> words of context needed), {} for none",
-            "eval.max_documents": "use eval.max_words (a seeded sample of that many words, long documents keeping "
-                                  "their share; null scores every word) instead of the first N documents"}
-
+# ---------------------------------------------------------------------------------------------- parsing
 
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
@@ -329,149 +425,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if origin in (tuple, list):
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"{where}: got {value!r} ({type(value).__name__}); expected {_describe(tp)}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise bad
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise bad
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        (item, *rest) = typing.get_args(tp)
-        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if tp is Any:
-        return value
-    raise bad
-
-
-def _build(cls: type, raw: Any, where: str, source: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: section '{where}' must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    for key in unknown:
-        if f"{where}.{key}" in _RENAMED:
-            raise ConfigError(f"{source}: key '{where}.{key}' was replaced: {_RENAMED[f'{where}.{key}']}")
-    if unknown:
-        raise ConfigError(f"{source}: unknown key '{where}.{unknown[0]}' (allowed in '{where}': "
-                          f"{', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in raw.items():
-        key = f"{where}.{name}"
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key, source)
-            continue
-        kwargs[name] = _coerce(value, tp, f"{source}: key '{key}'")
-        lo, hi = _RANGES.get(key, (None, None))
-        v = kwargs[name]
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                span = f"[{lo}, {hi if hi is not None else '∞'}]"
-                raise ConfigError(f"{source}: key '{key}' = {v} is out of range; allowed {span}")
-    return cls(**kwargs)
-
-
-def _check(cfg: Config, source: str) -> None:
-    m = cfg.model
-    if m.gate_bias is not None and m.cell not in ("lstm", "gru"):
-        raise ConfigError(f"{source}: model.gate_bias={m.gate_bias} sets the LSTM forget gate or the GRU update gate; "
-                          f"model.cell '{m.cell}' has neither: use lstm or gru, or gate_bias: null")
-    if m.init == "identity" and m.cell not in ("rnn_relu", "rnn_tanh"):
-        raise ConfigError(f"{source}: model.init='identity' (IRNN) needs model.cell 'rnn_relu' (or 'rnn_tanh'), "
-                          f"got '{m.cell}'")
-    if m.output == "adaptive":
-        if not m.cutoffs or list(m.cutoffs) != sorted(set(m.cutoffs)) or m.cutoffs[-1] >= cfg.tokenizer.vocab_size:
-            raise ConfigError(f"{source}: model.output='adaptive' needs model.cutoffs, increasing and below "
-                              f"tokenizer.vocab_size={cfg.tokenizer.vocab_size}, e.g. [1000, 3000]")
-    if sum(cfg.data.split_fractions) >= 1.0 or min(cfg.data.split_fractions) < 0:
-        raise ConfigError(f"{source}: data.split_fractions {list(cfg.data.split_fractions)} must be >= 0 "
-                          "and sum to less than 1")
-    e = cfg.experiment
-    if not e.models or len(set(e.models)) != len(e.models):
-        raise ConfigError(f"{source}: experiment.models {list(e.models)} must name at least one model, each once "
-                          f"(allowed: {', '.join(GRID_MODELS)})")
-    if e.curve_models is not None and not set(e.curve_models) <= set(e.models):
-        raise ConfigError(f"{source}: experiment.curve_models {list(e.curve_models)} must name models of "
-                          f"experiment.models {list(e.models)} (or be null for all)")
-    if not e.longrange_cells or len(set(e.longrange_cells)) != len(e.longrange_cells):
-        raise ConfigError(f"{source}: experiment.longrange_cells {list(e.longrange_cells)} must name at least one "
-                          f"cell, each once (allowed: {', '.join(LONGRANGE_CELLS)})")
-    if not e.longrange_distances or min(e.longrange_distances) < 2:
-        raise ConfigError(f"{source}: experiment.longrange_distances {list(e.longrange_distances)} must be "
-                          "non-empty and each >= 2 (cue, query word, verb)")
-    if cfg.data.hub is None and not cfg.data.train:
-        raise ConfigError(f"{source}: set data.train (a file or glob) or data.hub (a dataset name)")
-    ev = cfg.eval
-    for kind, patterns in ev.kinds.items():
-        if not isinstance(patterns, (list, tuple)) or not patterns or not all(isinstance(p, str) for p in patterns):
-            raise ConfigError(f"{source}: eval.kinds.{kind} must be a non-empty list of source patterns (globs), "
-                              "e.g. kinds: {verse: ['wikisource-*'], short: ['*']}")
-    for kind, words in ev.context_curves.items():
-        if isinstance(words, bool) or not isinstance(words, int) or words < 1:
-            raise ConfigError(f"{source}: eval.context_curves.{kind} = {words!r} must be a whole number of words >= 1 "
-                              "(the context a position needs to be on that kind's curve), e.g. {verse: 256}")
-    mx = cfg.mixture
-    if not mx.thetas or min(mx.thetas) < 0 or not mx.windows or min(mx.windows) < 1:
-        raise ConfigError(f"{source}: mixture.thetas {list(mx.thetas)} must be non-empty and >= 0, mixture.windows "
-                          f"{list(mx.windows)} non-empty and >= 1 (words), e.g. thetas: [0.1, 0.3], windows: [500]")
-    if not mx.cache_skips or min(mx.cache_skips) < 0 or max(mx.cache_skips) >= min(mx.windows):
-        raise ConfigError(f"{source}: mixture.cache_skips {list(mx.cache_skips)} must be non-empty, >= 0 and below "
-                          f"every window ({min(mx.windows)}), e.g. [0, 1, 2, 3]")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -500,9 +453,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return build_config(raw, overrides, source)
 
 
+_CONFIG = pydantic.TypeAdapter(Config)
+
+
 def build_config(raw: dict[str, Any], overrides: list[str] = (), source: str = "defaults") -> Config:
     """A validated Config from a plain mapping (a YAML file's content, or `Config.to_dict()`) and overrides."""
-    raw = copy.deepcopy(raw)
+    raw = {k: {} if v is None and k != "name" else v for k, v in copy.deepcopy(raw).items()}  # `model:` = defaults
+    applied: list[tuple[str, str]] = []  # (dotted key, the --set text)
     for text in overrides:
         keys, value = parse_override(text)
         node = raw
@@ -511,19 +468,23 @@ def build_config(raw: dict[str, Any], overrides: list[str] = (), source: str = "
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text}: '{k}' is not a section")
         node[keys[-1]] = value
-    if not isinstance(raw.get("name", "default"), str):
-        raise ConfigError(f"{source}: key 'name' must be a string")
-    sections = {f.name: f.type for f in dataclasses.fields(Config)}
-    unknown = sorted(set(raw) - set(sections))
-    if unknown:
-        raise ConfigError(f"{source}: unknown section '{unknown[0]}' (allowed: {', '.join(sections)})")
-    hints = typing.get_type_hints(Config)
-    kwargs = {"name": raw.get("name", "default")}
-    for name in sections:
-        if name != "name" and name in raw:
-            kwargs[name] = _build(hints[name], raw[name], name, source)
-    cfg = Config(**kwargs)
-    _check(cfg, source)
+        applied.append((".".join(keys), text))
+
+    def origin(key: str, cross_field: bool) -> str:
+        """The --set that gave the key its value, else the file; for a rule between keys, the file and any --set
+        under the section (or config) the rule belongs to."""
+        sets = [text for k, text in applied
+                if not key or k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.")]
+        if not sets:
+            return source
+        if cross_field:
+            return f"{source} with " + ", ".join(f"--set {t}" for t in sets)
+        return f"--set {sets[-1]} (over {source})"
+
+    try:
+        cfg = _CONFIG.validate_python(raw, context={"from_file": True})
+    except pydantic.ValidationError as e:
+        raise ConfigError(explain(e, Config, origin)) from None
     return _with_resolved_paths(cfg)
 
 

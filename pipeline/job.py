@@ -14,7 +14,6 @@ def _say(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
 
-MIX = "net + 4-gram + cache"  # the mix `make run` fits and registers with every network (the served default)
 
 
 def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[str]], lm, baseline=None,
@@ -24,14 +23,8 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
     headline figures."""
     from pipeline import tracking
     from pipeline.checkpoints import load_checkpoint
-    from pipeline.evaluation.evaluate import (
-        NeuralScorer,
-        add_kind_tables,
-        evaluate,
-        word_perplexity,
-        write_outputs,
-    )
-    from pipeline.evaluation.mixture import MIXES, MixtureScorer, fit, save_mixture
+    from pipeline.evaluation import NeuralScorer, add_kind_tables, evaluate, word_perplexity, write_outputs
+    from pipeline.evaluation import SERVED, MixtureScorer, fit, save_mixture
     from pipeline.training.logger import make_logger
     from pipeline.training.train import run_dir_for, train
 
@@ -46,7 +39,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         out_dir = run_dir / "evaluation"
         net = NeuralScorer(bundle, cfg.eval, cfg.model.cell)
         val_ppl, _ = word_perplexity(net, documents["validation"], cfg.eval)
-        weights, fitted = fit(net, lm, MIXES[MIX], documents["validation"], cfg.mixture, cfg.eval)
+        weights, fitted = fit(net, lm, SERVED, documents["validation"], cfg.mixture, cfg.eval)
         mix_name = f"{cfg.model.cell} + {lm.order}-gram + cache"
         mixture_dir = save_mixture(run_dir / "mixture", lm, weights, cfg.mixture.candidates, fitted)
         print(f"    mixture fitted on {fitted['validation_words']:,} validation words: word ppl "
@@ -88,7 +81,7 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
 def tables_of_rows(rows: list[dict[str, Any]], test_docs: list[str], sources: list[str], cfg: Config) -> dict[str, Any]:
     """The tables by text kind over every row's test hits (the same words for all): document-clustered intervals
     and paired differences from eval.paired_reference."""
-    from pipeline.evaluation.evaluate import add_kind_tables
+    from pipeline.evaluation import add_kind_tables
 
     results = {"k": cfg.eval.k, "split": "test",
                "models": {r["cell"]: {"hits": r["hits"], "keystrokes": r.get("keystrokes")} for r in rows}}
@@ -99,7 +92,7 @@ def tables_of_rows(rows: list[dict[str, Any]], test_docs: list[str], sources: li
 def distance_lines(results: dict[str, Any]) -> str:
     """Top-1 by distance on the test split's prose and on all text, for the networks and the n-gram, with each
     one's paired difference from the reference: the point of the pipeline, or its absence, on the main job."""
-    from pipeline.evaluation.evaluate import kind_lines
+    from pipeline.evaluation import kind_lines
 
     names = [n for n in results["models"] if " + " not in n]  # the mixtures are in the table above
     lines = []
@@ -115,8 +108,7 @@ def ec_slots(rows: list[dict[str, Any]]) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
-    from pipeline.evaluation.evaluate import acc_text, pooled_kind
-    from pipeline.evaluation.keystrokes import ksr_text
+    from pipeline.evaluation import acc_text, ksr_text, pooled_kind
 
     k = results["k"]
     pooled = results["kinds"][pooled_kind(results)]
@@ -144,8 +136,7 @@ def format_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
 def cli(args, cfg: Config) -> int:
     from pipeline import tracking
     from pipeline.corpus.prepare import document_sources, documents, prepare
-    from pipeline.evaluation.evaluate import NgramScorer, build_baseline
-    from pipeline.evaluation.probes import load_probes
+    from pipeline.evaluation import NgramScorer, build_baseline, load_probes
 
     t0 = time.perf_counter()
     client = tracking.open_store(cfg)  # fail before any training time is spent
@@ -176,7 +167,7 @@ def cli(args, cfg: Config) -> int:
     print(format_table(rows, results))
     print(distance_lines(results))
     if results.get("keystrokes"):
-        from pipeline.evaluation.keystrokes import keystroke_lines
+        from pipeline.evaluation import keystroke_lines
 
         print("\n" + "\n".join(keystroke_lines(results["keystrokes"])))
     summary = Path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"

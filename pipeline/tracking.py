@@ -137,7 +137,7 @@ def log_corpus_inputs(client: MlflowClient, run_id: str, cfg: Config, prepared) 
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     from pipeline.corpus.prepare import sha256_file
 
@@ -152,8 +152,10 @@ def log_corpus_inputs(client: MlflowClient, run_id: str, cfg: Config, prepared) 
             source = HuggingFaceDatasetSource(path=cfg.data.hub, config_name=cfg.data.hub_config, split=split) \
                 if cfg.data.hub else resolve_dataset_source(path)
         name = f"{cfg.data.hub}:{split}" if cfg.data.hub else Path(path).name
-        dataset = MetaDataset(source, name=name, digest=sha256_file(stream)[:16])
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", split)]))
+        # the run input MLflow builds from a dataset, made from its public to_dict()
+        d = MetaDataset(source, name=name, digest=sha256_file(stream)[:16]).to_dict()
+        entity = Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"], source=d["source"])
+        inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", split)]))
     if inputs:
         client.log_inputs(run_id, datasets=inputs)
 

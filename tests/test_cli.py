@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import PROJECT_ROOT
-from tests.conftest import sample_texts
+from tests.support import sample_texts
 
 GOOD = [json.dumps({"text": t}, ensure_ascii=False) for t in sample_texts("train", 40)]
 

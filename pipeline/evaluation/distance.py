@@ -13,6 +13,7 @@ from collections.abc import Sequence
 DISTANCE_BUCKETS = ("1-4", "5-16", "17-64", "65-256", "257+", "first")
 POSITION_BUCKETS = ("0", "1-4", "5-16", "17-64", "65-256", "257+")  # words of context before the target
 _EDGES = ((1, 4), (5, 16), (17, 64), (65, 256))
+ECHO_WINDOW = 3  # "what was just typed": a suggestion that repeats one of the last three words is an echo
 
 
 def bucket(d: int | None) -> str:

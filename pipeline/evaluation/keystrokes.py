@@ -23,18 +23,14 @@ last 3 words, beside how often the text itself repeats one of its last 3 words.
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import EvalConfig
-from pipeline.evaluation.bootstrap import cell_seed, interval, replicates
-from pipeline.evaluation.text_kinds import ALL, ScoredWords
-
-ECHO_WINDOW = 3  # "what was just typed": the last three words
+from pipeline.evaluation.distance import ECHO_WINDOW
+from pipeline.evaluation.sampling import sampled_documents
+from pipeline.evaluation.scorer import Key, Scorer
 
 
 def simulate(words: list[str], suggest: Callable[[list[int], list[str]], list[list[str]]], slots: int
@@ -58,16 +54,28 @@ def simulate(words: list[str], suggest: Callable[[list[int], list[str]], list[li
     return typed, first
 
 
-def run_scorer(scorer, tokens: list[list[str]], targets: list[list[int]], chosen: list[list[int]], slots: int
-               ) -> dict[str, Any]:
+def type_documents(scorer: Scorer, docs: list[list[str]], targets: list[list[int]], slots: int,
+                   progress: Callable[[int], object] = lambda n: None, bos: bool = True
+                   ) -> dict[Key, tuple[int, list[str]]]:
+    """The typist at every target, the bar filled by the scorer's own ranking under each typed prefix: per target,
+    the characters typed before the bar offered the word (-1: never) and the bar before the first character."""
+    out = {}
+    for batch in scorer.read(docs, targets, bos, logp=False):
+        words = [docs[d][j] for d, j in batch.keys]
+        typed, first = simulate(words, lambda rows, prefixes: batch.words(slots, prefixes, rows), slots)
+        out.update(zip(batch.keys, zip(typed, first)))
+        progress(len(batch.keys))
+    return out
+
+
+def run_scorer(scorer: Scorer, tokens: list[list[str]], targets: list[list[int]], chosen: list[list[int]],
+               slots: int) -> dict[str, Any]:
     """One scorer's typist on the scored words (sampled_targets' output), in their order: per word the characters
     typed before the tap (-1: never), its length, the bar's echoes and whether the text itself repeats."""
-    keep = [d for d, c in enumerate(chosen) if c]
-    want = [[targets[d][i] for i in chosen[d]] for d in keep]
-    cut = [tokens[d][:w[-1] + 1] for d, w in zip(keep, want)]
+    keep, cut, want = sampled_documents(tokens, targets, chosen)
     n = sum(map(len, want))
     with tqdm(total=n, unit="word", desc=f"keystrokes {scorer.name}", unit_scale=True, leave=False) as bar:
-        res = scorer.keystrokes(cut, want, slots, bar.update)
+        res = type_documents(scorer, cut, want, slots, bar.update)
         elapsed = bar.format_dict.get("elapsed") or 0.0
     typed, length, echo, repeat = [], [], [], []
     for r, d in enumerate(keep):
@@ -81,155 +89,3 @@ def run_scorer(scorer, tokens: list[list[str]], targets: list[list[int]], chosen
             repeat.append(ws[i] in recent)
     return {"slots": slots, "typed": typed, "length": length, "echo": echo, "repeat": repeat,
             "words_per_s": n / elapsed if elapsed > 0 else None}
-
-
-def keystroke_tables(words: ScoredWords, runs: dict[str, dict[str, Any]], ec: EvalConfig,
-                     reference: str | None = None) -> dict[str, Any]:
-    """Per text kind (and pooled "all" when there are several): n, documents, keystrokes without the bar, and per
-    model KSR with its clustered 95 % interval, its paired difference from `reference`, the share of words tapped
-    after 0, 1 and 2 characters and never offered, and the echo rate beside the text's own repeat rate."""
-    if not runs:
-        return {}
-    first = next(iter(runs.values()))
-    length = np.asarray(first["length"], dtype=np.float64)
-    without = length + 1
-    kinds = words.kinds()
-    masks = {k: words.kind == k for k in kinds}
-    if len(kinds) > 1:
-        masks[ALL] = np.ones(len(words), bool)
-    out: dict[str, Any] = {}
-    for kind, mask in masks.items():
-        if not mask.any():
-            continue
-        saved = {}
-        for name, r in runs.items():
-            t = np.asarray(r["typed"], dtype=np.float64)
-            saved[name] = (without - np.where(t >= 0, t + 1, without))[mask]
-        clusters = words.cluster[mask]
-        reps = replicates(clusters, saved, ec.bootstrap_replicates, cell_seed(ec.bootstrap_seed, f"ksr:{kind}"),
-                          weights=without[mask])
-        total = float(without[mask].sum())
-        repeat = float(np.mean(np.asarray(first["repeat"], dtype=bool)[mask]))
-        cell: dict[str, Any] = {"n": int(mask.sum()), "documents": int(len(np.unique(words.doc[mask]))),
-                                "clusters": int(len(np.unique(clusters))), "keystrokes_without": int(total),
-                                "text_repeat_rate": repeat, "reference": reference, "models": {}, "paired": {}}
-        for name, r in runs.items():
-            t = np.asarray(r["typed"])[mask]
-            lo, hi = interval(reps[name])
-            echo = np.asarray(r["echo"], dtype=np.float64)[mask]
-            cell["models"][name] = {
-                "ksr": float(saved[name].sum() / total), "low": lo, "high": hi,
-                "tapped_after": {str(c): float(np.mean(t == c)) for c in (0, 1, 2)},
-                "never_offered": float(np.mean(t < 0)),
-                "echo_rate": float(echo.sum() / (r["slots"] * len(echo)))}
-            if reference in runs and name != reference:
-                lo, hi = interval(reps[name] - reps[reference])
-                cell["paired"][name] = {"diff": cell["models"][name]["ksr"] - float(saved[reference].sum() / total),
-                                        "low": lo, "high": hi}
-        out[kind] = cell
-    return out
-
-
-def keystroke_metrics(tables: dict[str, Any], name: str, split: str) -> dict[str, float]:
-    """MLflow names: test/ksr (pooled), test/prose/ksr, test/prose/ksr_tapped_after_0, test/prose/echo_rate,
-    test/prose/text_repeat_rate."""
-    m: dict[str, float] = {}
-    pooled = ALL if ALL in tables else next(iter(tables), None)
-    for kind, c in tables.items():
-        v = c["models"].get(name)
-        if v is None:
-            continue
-        bases = ([f"{split}/"] if kind == pooled else []) + ([f"{split}/{kind}/"] if kind != ALL else [])
-        for base in bases:
-            m[f"{base}ksr"] = v["ksr"]
-            m[f"{base}echo_rate"] = v["echo_rate"]
-            m[f"{base}text_repeat_rate"] = c["text_repeat_rate"]
-            for chars, share in v["tapped_after"].items():
-                m[f"{base}ksr_tapped_after_{chars}"] = share
-            if name in c["paired"]:
-                m[f"{base}ksr_minus_{c['reference']}"] = c["paired"][name]["diff"]
-    return m
-
-
-def ksr_text(v: dict[str, Any] | None) -> str:
-    return "—" if v is None else f"{100 * v['ksr']:.1f} [{100 * v['low']:.1f}, {100 * v['high']:.1f}]"
-
-
-def keystroke_lines(tables: dict[str, Any], names: list[str] | None = None, width: int = 28) -> list[str]:
-    """The keystroke savings tables as text, one block per kind."""
-    lines = []
-    for kind, c in tables.items():
-        names_here = names or list(c["models"])
-        lines += [f"keystroke savings, {kind}: {c['n']:,} words in {c['documents']:,} documents "
-                  f"({c['keystrokes_without']:,} keystrokes without the bar); KSR % [95 % document-clustered "
-                  f"bootstrap]; echo: the bar's words that repeat one of the last {ECHO_WINDOW} words (the text "
-                  f"itself repeats one {100 * c['text_repeat_rate']:.1f} % of the time)",
-                  f"  {'model':<{width}}{'KSR %':>22}{'tapped after 0/1/2 chars %':>30}{'never %':>9}{'echo %':>8}"]
-        for name in names_here:
-            v = c["models"].get(name)
-            if v is None:
-                continue
-            after = "/".join(f"{100 * v['tapped_after'][k]:.0f}" for k in ("0", "1", "2"))
-            lines.append(f"  {name:<{width}}{ksr_text(v):>22}{after:>30}{100 * v['never_offered']:>9.1f}"
-                         f"{100 * v['echo_rate']:>8.1f}")
-        for name, p in c["paired"].items():
-            if name in names_here:
-                diff = f"{100 * p['diff']:+.1f} [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
-                lines.append(f"  {name + ' − ' + c['reference']:<{width}}{diff:>22}")
-    return lines
-
-
-def keystroke_rows(tables: dict[str, Any], reference: str | None) -> list[list]:
-    """keystrokes.csv: one row per kind and model."""
-    rows: list[list] = [["kind", "n", "documents", "model", "ksr", "low95", "high95", f"minus_{reference}",
-                         "diff_low95", "diff_high95", "tapped_after_0", "tapped_after_1", "tapped_after_2",
-                         "never_offered", "echo_rate", "text_repeat_rate"]]
-    for kind, c in tables.items():
-        for name, v in c["models"].items():
-            p = c["paired"].get(name, {})
-            rows.append([kind, c["n"], c["documents"], name, v["ksr"], v["low"], v["high"], p.get("diff"),
-                         p.get("low"), p.get("high"), *(v["tapped_after"][x] for x in ("0", "1", "2")),
-                         v["never_offered"], v["echo_rate"], c["text_repeat_rate"]])
-    return rows
-
-
-def cli(args, cfg) -> int:
-    """`python -m pipeline keystrokes --model REF [--data FILE] [--slots 3] [--mix net] [--no-baseline]`: the
-    typist on the config's split (eval.split, eval.max_words) or FILE, for each model, its registered mixture and
-    the n-gram; tables by kind, keystrokes.json/csv, metrics to each model's MLflow run."""
-    import csv
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    from pipeline.evaluation.evaluate import build_scorers, eval_documents, log_to_runs, sample_line, sampled_targets
-    from pipeline.evaluation.text_kinds import scored_words
-
-    slots = cfg.eval.keystroke_slots if args.slots is None else args.slots
-    if not 1 <= slots <= 10:
-        print(f"error: --slots is {slots}; a suggestion bar holds 1 to 10 words (phones show 3)", file=sys.stderr)
-        return 2
-    if not args.model and not args.baseline:
-        print("error: nothing to replay: give --model REF (repeatable), or leave the n-gram on", file=sys.stderr)
-        return 2
-    ec = dataclasses.replace(cfg.eval, keystroke_slots=slots)
-    scorers = build_scorers(cfg, args.model, args.baseline, args.mix)
-    docs, sources, split = eval_documents(cfg, args.data)
-    tokens, targets, chosen, info = sampled_targets(docs, ec)
-    words = scored_words(tokens, targets, chosen, sources, ec)
-    runs = {s.name: run_scorer(s, tokens, targets, chosen, slots) for s in scorers}
-    tables = keystroke_tables(words, runs, ec, scorers[0].name)
-    print(sample_line(info))
-    print("\n".join(keystroke_lines(tables)))
-    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "eval" / f"{cfg.name}-keystrokes-{split}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "keystrokes.json").write_text(json.dumps({"split": split, "slots": slots, "sample": info,
-                                                     "tables": tables, "words_per_s": {
-                                                         n: r["words_per_s"] for n, r in runs.items()}},
-                                                    indent=1, ensure_ascii=False))
-    with open(out / "keystrokes.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(keystroke_rows(tables, scorers[0].name))
-    print(f"wrote keystrokes.json and keystrokes.csv to {out}")
-    results = {"models": {n: {"metrics": keystroke_metrics(tables, n, split)} for n in runs}}
-    log_to_runs(cfg, scorers, results, out)
-    return 0

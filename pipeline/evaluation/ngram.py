@@ -1,8 +1,10 @@
 """Interpolated modified Kneser-Ney word n-gram (Chen & Goodman 1998): the count baseline of DESIGN §7.
 
 Trained on the cleaned train split's whitespace tokens (punctuation included, as the neural models see it); every
-document is `<s>…<s> tokens </s>` with order-1 `<s>`. Everything is numpy over integer keys, no Python loop per
-n-gram:
+document is `<s> tokens </s>` with one `<s>`, and an n-gram never reaches back past it: the first word of a document
+is predicted from `<s>` alone (a bigram), the second from `<s> w1`, and so on. That is how the ARPA format's readers
+(KenLM, SRILM) read a sentence, so the ARPA file written below means exactly what this class computes. Everything
+is numpy over integer keys, no Python loop per n-gram:
 
     context key of order n   ck = w[t-1] | w[t-2] << B | … | w[t-n+1] << B(n-2)      (nearest word in the low bits)
     dropping the oldest word ck & (2^(B(n-2)) - 1)  ->  the context of order n-1
@@ -11,8 +13,10 @@ n-gram:
     P_n(w | h) = max(a(hw) - D_n(a), 0) / Σ_v a(hv)  +  γ_n(h) · P_{n-1}(w | h')      (γ = discounted mass)
     P_1(w)     = max(a(w) - D_1(a), 0) / Σ_v a(v)    +  γ_1 / |V|                       (V includes <unk> and </s>)
 
-`a` is the raw count at the highest order and for n-grams that start with `<s>`, else the continuation count
-N1+(• hw). An unseen context backs off with γ = 1, so every distribution sums to 1 over V and <unk> keeps a mass.
+`a` is the raw count at the highest order and for n-grams that start with `<s>` (nothing precedes them), else the
+continuation count N1+(• hw). An unseen context backs off with γ = 1, so every distribution sums to 1 over V and
+<unk> keeps a mass; a context shorter than order-1 words (a document's start, after its `<s>`) has no key at the
+orders it cannot fill, so it reads as unseen there, exactly as the ARPA back-off does.
 """
 from __future__ import annotations
 
@@ -81,25 +85,30 @@ class KneserNey:
         if self.bits * (self.order - 1) > 62:
             raise ValueError(f"vocabulary of {v} words is too large for a {self.order}-gram with 64-bit keys; "
                              "lower eval.ngram_order")
-        pad = [BOS] * (self.order - 1)
-        stream = np.fromiter((i for d in token_docs for i in pad + [self.index[t] for t in d] + [EOS]), np.int64)
+        stream = np.fromiter((i for d in token_docs for i in [BOS] + [self.index[t] for t in d] + [EOS]), np.int64)
         targets = np.flatnonzero(stream != BOS)
+        # how many tokens before each target are its document's (its <s> included): the longest context it has
+        starts = np.flatnonzero(stream == BOS)
+        reach = targets - starts[np.searchsorted(starts, targets, side="right") - 1]
         w = stream[targets]
         cks = {1: np.zeros(len(targets), np.int64)}
         for n in range(2, self.order + 1):
-            cks[n] = cks[n - 1] | (stream[targets - (n - 1)] << (self.bits * (n - 2)))
+            cks[n] = cks[n - 1] | (stream[np.maximum(targets - (n - 1), 0)] << (self.bits * (n - 2)))
         self.tables = {}
         upper = None  # the unique (ck, w) table of order n+1
         for n in range(self.order, 0, -1):
-            uck, uw, raw = _unique_pairs(cks[n], w)
+            inside = reach >= n - 1  # the order-n n-grams: those whose context stays inside the document
+            uck, uw, raw = _unique_pairs(cks[n][inside], w[inside])
             a = raw.astype(np.float64)
             if upper is not None:  # continuation counts N1+(• h w) from the order-(n+1) table
                 _, _, cont = _unique_pairs(upper[0] & ((1 << (self.bits * (n - 1))) - 1), upper[1])
-                if n == 1:
-                    a = cont.astype(np.float64)
-                else:
-                    first = (uck >> (self.bits * (n - 2))) & ((1 << self.bits) - 1)
-                    a = np.where(first == BOS, raw, cont).astype(np.float64)
+                # every n-gram but those starting with <s> has a word before it inside its document, so the
+                # extensions' suffixes are exactly the other n-grams, in the same sorted order
+                first = (uck >> (self.bits * (n - 2))) & ((1 << self.bits) - 1) if n > 1 else np.full(len(uck), -1)
+                extended = first != BOS
+                if extended.sum() != len(cont):
+                    raise RuntimeError(f"order {n}: {len(cont)} continuation counts for {extended.sum()} n-grams")
+                a[extended] = cont
             upper = (uck, uw)
             self.tables[n] = self._table(uck, uw, a, _discounts(a))
         self.p1 = np.full(v, self.tables[1]["gamma"][0] / (v - 1))  # uniform share over V (all but <s>)
@@ -128,11 +137,13 @@ class KneserNey:
         return [self.index.get(t, UNK) for t in tokens]
 
     def _context_keys(self, contexts: Sequence[Sequence[str]], bos: bool = True) -> np.ndarray:
-        """(N, order) context keys per order (column n-1 for order n): the last order-1 tokens, <s>-padded at a
-        document's start. A truncated context (bos=False) is padded with <unk> instead: no training context holds
-        <unk>, so those orders are unseen and the estimate backs off to what the context really shows."""
-        m, pad = self.order - 1, BOS if bos else UNK
-        ctx = np.array([([pad] * m + self.ids(c[-m:] if m else []))[-m:] if m else [] for c in contexts],
+        """(N, order) context keys per order (column n-1 for order n): the last order-1 tokens; a context that
+        starts its document (bos) begins with its one <s>. Orders the context is too short to fill are padded with
+        <unk>: no training context holds <unk>, so those orders are unseen and the estimate backs off to what the
+        context really shows (for a truncated context, bos=False, to its words alone)."""
+        m = self.order - 1
+        start = [BOS] if bos else []
+        ctx = np.array([([UNK] * m + start + self.ids(c[-m:]))[-m:] if m else [] for c in contexts],
                        np.int64).reshape(len(contexts), m)
         keys = np.zeros((len(contexts), self.order), np.int64)
         for n in range(2, self.order + 1):
@@ -143,6 +154,8 @@ class KneserNey:
         p = self.p1[w]
         for n in range(2, self.order + 1):
             t = self.tables[n]
+            if not len(t["ctx"]):  # no document is long enough for this order: every context backs off (γ = 1)
+                continue
             ck = keys[:, n - 1]
             ci = np.minimum(np.searchsorted(t["ctx"], ck), len(t["ctx"]) - 1)
             found = t["ctx"][ci] == ck
@@ -158,12 +171,14 @@ class KneserNey:
         return np.log(self._prob(self._context_keys(contexts, bos), w))
 
     def matched_order(self, contexts: Sequence[Sequence[str]], bos: bool = True) -> np.ndarray:
-        """(N,) how many context words the estimate rests on: the longest context (0 … order-1 words) seen in
-        training; 0 when even the last word was never seen as a context."""
+        """(N,) how many context words the estimate rests on: the longest context (0 … order-1 words, a document's
+        <s> counting as one) seen in training; 0 when even the last word was never seen as a context."""
         keys = self._context_keys(contexts, bos)
         out = np.zeros(len(contexts), np.int64)
         for n in range(2, self.order + 1):
             t = self.tables[n]
+            if not len(t["ctx"]):
+                continue
             ci = np.minimum(np.searchsorted(t["ctx"], keys[:, n - 1]), len(t["ctx"]) - 1)
             out = np.where(t["ctx"][ci] == keys[:, n - 1], n - 1, out)
         return out
@@ -224,8 +239,9 @@ class KneserNey:
 # ------------------------------------------------------------------------------------------------------- ARPA files
 # The model in the field's standard text format, so it can travel with a registered model without pickle:
 # each seen n-gram hw carries log10 P(w | h) (the full interpolated probability) and each context h the log10 of its
-# back-off weight γ(h), on h's own entry (an entry added with log10 p = -99 when h never ends a counted n-gram, e.g.
-# <s> <s>). Reading it back gives the same probabilities: P = P*(hw) when hw is listed, else γ(h)·P(w | h').
+# back-off weight γ(h), on h's own entry (`<s>` is listed with log10 p = -99: it is never predicted). Reading it back
+# gives the same probabilities: P = P*(hw) when hw is listed, else γ(h)·P(w | h'). A document starts with one `<s>`,
+# as in the format's readers (KenLM, SRILM): a loaded file scores every word as KneserNey.log_prob does.
 
 def _digits(ck: int, n: int, bits: int) -> list[int]:
     """The n-1 context ids of an order-n key, oldest first."""

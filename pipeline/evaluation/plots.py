@@ -20,15 +20,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _bars(y, lo, hi) -> list[np.ndarray]:
+    """errorbar's yerr for an interval [lo, hi] around y, clipped at the point: an interval computed apart from its
+    point (a bootstrap, a Wilson bound) can lie a rounding error on the wrong side of it, and matplotlib refuses a
+    negative bar length ("'yerr' must not contain negative values"). Every errorbar here goes through this."""
+    y, lo, hi = (np.asarray(v, dtype=float) for v in (y, lo, hi))
+    return [np.maximum(0.0, y - lo), np.maximum(0.0, hi - y)]
+
+
 def _with_interval(ax, xs, cells: list[dict], name: str, **kw) -> None:
     """A model's accuracy points with their clustered 95 % bars (pipeline/evaluation/text_kinds.py cells); cells under
-    MIN_N targets have no accuracy and are left out, as in the tables. Bars are clipped at the point: a rounding
-    error must not make a negative bar length."""
+    MIN_N targets have no accuracy and are left out, as in the tables."""
     pts = [(x, c["models"][name]["acc"], c["models"][name]["low"], c["models"][name]["high"])
            for x, c in zip(xs, cells) if name in c["models"]]
     if pts:
         x, y, lo, hi = map(np.array, zip(*pts))
-        ax.errorbar(x, y, yerr=[np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)], marker="o", capsize=3, **kw)
+        ax.errorbar(x, y, yerr=_bars(y, lo, hi), marker="o", capsize=3, **kw)
 
 
 def _panels(n: int, width: float = 4.6):
@@ -93,7 +100,7 @@ def probe_plot(results: dict[str, Any], path: Path) -> Path | None:
             ys = [table[d].get("balanced", table[d]["accuracy"]) for d in ds]
             lo = [table[d].get("balanced_low", table[d]["low"]) for d in ds]
             hi = [table[d].get("balanced_high", table[d]["high"]) for d in ds]
-            line = ax.errorbar(xs, ys, yerr=[np.subtract(ys, lo), np.subtract(hi, ys)], marker="o", capsize=3,
+            line = ax.errorbar(xs, ys, yerr=_bars(ys, lo, hi), marker="o", capsize=3,
                                label=name)
             if all(table[d].get("margin") is not None for d in ds):
                 mx.plot(xs, [table[d]["margin"] for d in ds], marker="o", color=line[0].get_color())

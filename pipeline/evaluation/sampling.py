@@ -18,6 +18,10 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Sequence
+from typing import Any
+
+from pipeline.config import EvalConfig
+from pipeline.corpus.cleaning import is_word
 
 LENGTH_EDGES = (16, 64, 256, 1024)  # stratum upper bounds (words); the last stratum is everything longer
 CHUNK_WORDS = 256
@@ -59,3 +63,44 @@ def word_sample(doc_words: Sequence[int], max_words: int | None, seed: int,
             chosen[d].extend(range(a, e))
             owed -= e - a
     return [sorted(c) for c in chosen]
+
+
+def targets_of(tokens: Sequence[str]) -> list[int]:
+    """The indices of a document's word tokens (punctuation is context, never a target)."""
+    return [j for j, t in enumerate(tokens) if is_word(t)]
+
+
+def sampled_targets(docs: list[str], ec: EvalConfig, max_words: int | None | str = "eval"
+                    ) -> tuple[list[list[str]], list[list[int]], list[list[int]], dict[str, Any]]:
+    """Tokens and word targets of every document, and which of its words are scored (indices into its targets):
+    all of them, or the seeded sample of `word_sample` when the budget (eval.max_words unless `max_words` is
+    given) is set."""
+    budget = ec.max_words if max_words == "eval" else max_words
+    tokens = [d.split() for d in docs]
+    targets = [targets_of(t) for t in tokens]
+    chosen = word_sample([len(t) for t in targets], budget, ec.sample_seed)
+    available = sum(map(len, targets))
+    scored = sum(map(len, chosen))
+    info = {"words_available": available, "documents_available": len(docs), "words": scored,
+            "documents": sum(1 for c in chosen if c), "max_words": budget,
+            "seed": ec.sample_seed if scored < available else None}
+    return tokens, targets, chosen, info
+
+
+def sampled_documents(tokens: list[list[str]], targets: list[list[int]], chosen: list[list[int]]
+                      ) -> tuple[list[int], list[list[str]], list[list[int]]]:
+    """What a scorer reads for a sample: the documents with a sampled word (`keep`), each cut after its last sampled
+    word (so a word deep in a long document keeps all of its context), and the sampled targets of each."""
+    keep = [d for d, c in enumerate(chosen) if c]
+    want = [[targets[d][i] for i in chosen[d]] for d in keep]
+    cut = [tokens[d][:w[-1] + 1] for d, w in zip(keep, want)]
+    return keep, cut, want
+
+
+def sample_line(info: dict[str, Any]) -> str:
+    """What was scored, in words: every figure's denominator."""
+    if info["words"] < info["words_available"]:
+        return (f"scored {info['words']:,} of {info['words_available']:,} words ({info['documents']:,} of "
+                f"{info['documents_available']:,} documents): seeded sample (eval.sample_seed={info['seed']}), "
+                "stratified by document length")
+    return f"scored every word: {info['words']:,} words in {info['documents_available']:,} documents"

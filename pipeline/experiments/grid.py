@@ -237,7 +237,7 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
     its row.json. A row of the same weights and evaluation (CELL_HASH_TAG, with EVAL_VERSION) is reused."""
     from pipeline import tracking
     from pipeline.checkpoints import load_checkpoint
-    from pipeline.evaluation.evaluate import NeuralScorer, evaluate, write_outputs
+    from pipeline.evaluation import NeuralScorer, evaluate, write_outputs
     from pipeline.experiments.gradients import gradient_metrics
     from pipeline.training.train import run_dir_for
 
@@ -292,8 +292,7 @@ def cell_keystrokes(cfg: Config, name: str, rec: dict[str, Any], client, docs: l
     experiment/keystrokes.json; a run of the same weights and settings (KEYSTROKES_HASH_TAG) is reused."""
     from pipeline import tracking
     from pipeline.checkpoints import load_checkpoint
-    from pipeline.evaluation.evaluate import NeuralScorer, sampled_targets
-    from pipeline.evaluation.keystrokes import run_scorer
+    from pipeline.evaluation import NeuralScorer, run_scorer, sampled_targets
 
     ks = keystroke_eval(cfg)
     h = f"{cfg.replace(eval=ks).hash('data', 'tokenizer', 'model', 'train', 'eval')}-k{KEYSTROKE_VERSION}"
@@ -319,8 +318,7 @@ def cell_keystrokes(cfg: Config, name: str, rec: dict[str, Any], client, docs: l
 def keystroke_summary(cfg: Config, docs: list[str], sources: list[str], runs: dict[str, Any]) -> dict[str, Any]:
     """The keystroke tables of every grid model and the baseline on their shared sample (experiment.keystroke_words),
     by kind, paired with eval.paired_reference."""
-    from pipeline.evaluation.evaluate import sampled_targets
-    from pipeline.evaluation.keystrokes import keystroke_tables
+    from pipeline.evaluation import keystroke_tables, sampled_targets
     from pipeline.evaluation.text_kinds import scored_words
 
     ks = keystroke_eval(cfg)
@@ -360,8 +358,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
     gets the same minutes."""
     from pipeline import tracking
     from pipeline.corpus.prepare import document_sources, documents, prepare
-    from pipeline.evaluation.evaluate import NgramScorer, build_baseline, evaluate
-    from pipeline.evaluation.probes import load_probes
+    from pipeline.evaluation import NgramScorer, build_baseline, evaluate, load_probes
     from pipeline.experiments.gradients import exploding_demo
     from pipeline.tracking import git_commit, machine
 
@@ -426,8 +423,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
                     "name": scorer.name}
 
             def make_baseline_keystrokes(dest: Path) -> dict[str, Any]:
-                from pipeline.evaluation.evaluate import sampled_targets
-                from pipeline.evaluation.keystrokes import run_scorer
+                from pipeline.evaluation import run_scorer, sampled_targets
 
                 ks = keystroke_eval(cfg)
                 tokens, targets, chosen, _ = sampled_targets(docs, ks)
@@ -463,8 +459,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         exploding = _parent_piece(client, parent_id, "exploding", assets / "exploding", make_exploding)
         timings["exploding"] = time.perf_counter() - t0
 
-        from pipeline.evaluation.evaluate import add_kind_tables, kind_metrics, write_outputs
-        from pipeline.evaluation.keystrokes import keystroke_metrics
+        from pipeline.evaluation import add_kind_tables, keystroke_metrics, kind_metrics, write_outputs
         from pipeline.experiments.gradients import plot_gradient_by_distance
 
         done = [r for r in rows if "test" in r]
@@ -532,7 +527,7 @@ def cli(args, cfg: Config) -> int:
 def gradients_cli(args, cfg: Config) -> int:
     """g(d) at init and trained for each --model; one plot; decay rates printed (and JSON beside the plot)."""
     from pipeline.corpus.prepare import prepare
-    from pipeline.evaluation.evaluate import load_model, model_name
+    from pipeline.evaluation import load_model, model_name
     from pipeline.experiments.gradients import plot_gradient_by_distance
 
     if not args.model:

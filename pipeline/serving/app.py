@@ -1,10 +1,11 @@
 """The HTTP API and the live-suggestion page (DESIGN §10): `python -m pipeline serve [--model REF] [--host] [--port]`.
 
-    POST /predict        {"text": str, "k": 1..20 = 5, "mix": "mixture"|"net", "mode": "auto"|"next"|"complete"}
+    POST /predict        {"text": str, "k": 1..serve.max_k (20) = 5, "mix": "mixture"|"net",
+                          "mode": "auto"|"next"|"complete"}
                          -> {"words": [{"word", "prob"}, ...], "completing": str | null, "model": str}
     POST /predict/batch  {"texts": [str, ...], "k": ..., "mix": ..., "mode": ...}
                          -> {"results": [[{"word", "prob"}, ...], ...], "completing": [str | null, ...], "model": str}
-    POST /explain        {"text": str, "k": 1..20 = 5} -> {"models": [{"model", "cell", "words", "top", "context":
+    POST /explain        {"text": str, "k": 1..serve.max_k = 5} -> {"models": [{"model", "cell", "words", "top", "context":
                          [{"word", "distance", "influence"}, ...], "looks_back"}, ...]}  (serve.explain's networks)
     GET  /health         model name, version, run id, cache figures
     GET  /               the page (pipeline/serving/static/index.html, read once at start-up)
@@ -13,8 +14,9 @@ Text that ends in a word character ends in a word being typed: the words returne
 which prefix; "mode": "next" asks for the next word regardless, "complete" completes the last word even after a
 space). Suggestions come from the model's fitted mixture (network + n-gram + neural cache, pipeline/serving/mixed.py) when
 it carries one, and "model" says so ("marathi-nwp-lstm/3 + 4-gram + cache"); "mix": "net" asks for the network alone.
-Bad requests get a 4xx whose JSON `{"error": ..., "field": ...}` names the field; input never reaches the filesystem
-and never produces a 5xx. Model calls run one at a time under a lock (see `IncrementalPredictor`).
+Bad requests get a 4xx whose JSON `{"error": ..., "field": ...}` names the field: the body's shape is pydantic's, k, mode
+and each text go through request_check.check_request, the check the pyfunc and `predict` run too. Input never
+reaches the filesystem and never produces a 5xx. Model calls run one at a time under a lock (see `IncrementalPredictor`).
 """
 # No `from __future__ import annotations`: FastAPI must see the request models, which are local to create_app.
 import ipaddress
@@ -27,14 +29,15 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.checkpoints import CheckpointError, ModelBundle
 from pipeline.config import Config, ServeConfig
 from pipeline.evaluation.mixture import Mixture
 from pipeline.serving.explain import Explainer
-from pipeline.serving.mixed import ServedPredictor, TypedTextError, check_typed, load_for, predictor_for
+from pipeline.serving.mixed import ServedPredictor, load_for, predictor_for
+from pipeline.serving.request_check import MODES, RequestError, check_k, check_request, check_text
 from pipeline.serving.statecache import StateCache
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -104,42 +107,33 @@ def model_label(info: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- the app
 def _request_models(cfg: ServeConfig):
-    def check_text(v: str) -> str:
-        if not v.strip():
-            raise ValueError("holds no text (only whitespace, or nothing); send what has been typed so far")
-        if len(v) > cfg.max_text_chars:
-            raise ValueError(f"is {len(v)} characters; the limit is {cfg.max_text_chars}")
-        return v
+    # k and mode are any JSON here and checked by check_request (one check for every entry point); the schema still
+    # tells a client what they take
+    def k_field():
+        return Field(5, json_schema_extra={"type": "integer", "minimum": 1, "maximum": cfg.max_k})
+
+    def mode_field():
+        return Field("auto", json_schema_extra={"type": "string", "enum": list(MODES)})
 
     class ExplainRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         text: StrictStr
-        k: StrictInt = Field(5, ge=1, le=20)
-
-        @field_validator("text")
-        @classmethod
-        def _text(cls, v: str) -> str:
-            return check_text(v)
+        k: Any = k_field()
 
     class PredictRequest(ExplainRequest):
         mix: Literal["mixture", "net"] | None = None
-        mode: Literal["auto", "next", "complete"] = "auto"
+        mode: Any = mode_field()
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         texts: list[StrictStr] = Field(min_length=1, max_length=cfg.max_batch)
-        k: StrictInt = Field(5, ge=1, le=20)
+        k: Any = k_field()
         mix: Literal["mixture", "net"] | None = None
-        mode: Literal["auto", "next", "complete"] = "auto"
+        mode: Any = mode_field()
 
         @field_validator("texts")
         @classmethod
         def _texts(cls, v: list[str]) -> list[str]:
-            for i, t in enumerate(v):
-                try:
-                    check_text(t)
-                except ValueError as e:
-                    raise ValueError(f"texts[{i}] {e}") from None
             total = sum(map(len, v))
             if total > cfg.max_request_chars:
                 raise ValueError(f"hold {total} characters together; the limit per request is "
@@ -168,18 +162,11 @@ def _describe(err: dict[str, Any], cfg: ServeConfig) -> tuple[int, str, str]:
         return 422, field, f"{field} is not a known field (expected text/texts, k, mix and mode)"
     if field == "body" or kind == "model_type":
         return 422, "body", "body must be a JSON object, e.g. {\"text\": \"...\", \"k\": 5}"
-    if field == "k" or field.startswith("k."):
-        return 422, "k", "k must be an integer from 1 to 20"
     if field == "mix" or field.startswith("mix."):
         return 422, "mix", "mix must be \"mixture\" (the default when the model carries one) or \"net\""
-    if field == "mode" or field.startswith("mode."):
-        return 422, "mode", ("mode must be \"auto\" (the default: complete the word the text ends in, else the next "
-                             "word), \"next\" or \"complete\"")
     if field == "texts" and kind in ("too_long", "too_short"):
         return 422, "texts", f"texts must hold 1 to {cfg.max_batch} strings"
     msg = msg.removeprefix("Value error, ")
-    if kind == "value_error" and msg.startswith("texts["):
-        return 422, msg.split(" ", 1)[0], msg
     return 422, field, f"{field} {msg[0].lower() + msg[1:] if msg else 'is invalid'}"
 
 
@@ -271,15 +258,18 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
         return JSONResponse({"error": message, "field": field}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    def run(texts: list[str], k: int, mix: str | None, mode: str, field: str) -> tuple[list, str] | JSONResponse:
+    def refused(e: RequestError) -> JSONResponse:
+        return JSONResponse({"error": str(e), "field": e.field}, status_code=422)
+
+    def run(texts: list[str], k: Any, mix: str | None, mode: Any, field: str) -> tuple[list, str] | JSONResponse:
+        try:
+            k = check_request(texts, k, mode, serve_cfg, field)
+        except RequestError as e:
+            return refused(e)
         if mix == "mixture" and mixture is None:
             return JSONResponse({"error": f"{served.name} carries no fitted mixture; ask for \"mix\": \"net\", or "
                                           "fit one (`make mix`, or `make run` which registers it)", "field": "mix"},
                                 status_code=422)
-        try:
-            check_typed(texts, mode, serve_cfg.max_word_chars, field)
-        except TypedTextError as e:
-            return JSONResponse({"error": str(e), "field": e.field}, status_code=422)
         return served.predict(texts, k, mix, mode), served.label(mix)
 
     @app.post("/predict")
@@ -299,13 +289,18 @@ def create_app(bundle: ModelBundle, serve_cfg: ServeConfig, model_info: dict[str
 
     @app.post("/explain")
     def explain(req: ExplainRequest) -> Any:
+        try:
+            k = check_k(req.k, serve_cfg.max_k)
+            check_text(req.text, serve_cfg.max_text_chars, "text")
+        except RequestError as e:
+            return refused(e)
         if not explainers:
             return JSONResponse({"error": "no network to explain: none of serve.explain "
                                           f"{list(serve_cfg.explain)} could be loaded; run `make run` (it registers "
                                           "the RNN and LSTM champions) or set serve.explain", "field": "serve.explain"},
                                 status_code=503)
         # the networks side by side at once: each holds its own lock, and torch releases the GIL in its kernels
-        return {"models": list(explain_pool.map(lambda e: e.explain(req.text, req.k), explainers))}
+        return {"models": list(explain_pool.map(lambda e: e.explain(req.text, k), explainers))}
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -336,13 +331,10 @@ def is_loopback(host: str) -> bool:
 def predict_cli(args, cfg: Config) -> int:
     """`python -m pipeline predict [--model REF] [-k 5] [--mix net] [--mode next] TEXT ...`: what /predict answers,
     without a server: the next words after each text, or completions of the word it ends in."""
-    if not 1 <= args.k <= 20:
-        print(f"error: -k is {args.k}; ask for 1 to 20 words", file=sys.stderr)
-        return 2
     texts = args.text or [line.rstrip("\n") for line in sys.stdin]
     try:
-        check_typed(texts, args.mode, cfg.serve.max_word_chars, "text {i}")
-    except TypedTextError as e:
+        k = check_request(texts, args.k, args.mode, cfg.serve, "text {i}")
+    except RequestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bundle, info = resolve_model(args.model, cfg)
@@ -353,7 +345,7 @@ def predict_cli(args, cfg: Config) -> int:
         return 2
     served = predictor_for(bundle, mixture, model_label(info), None, cfg.serve.max_context_pieces)
     mix = args.mix or served.default_mix
-    for text, row in zip(texts, served.predict(texts, args.k, mix, args.mode)):
+    for text, row in zip(texts, served.predict(texts, k, mix, args.mode)):
         what = f"completing «{row['completing']}»" if row["completing"] else "next word"
         words = "  ".join(f"{w['word']} {w['prob']:.3f}" for w in row["words"])
         print(f"{text!r} ({what}, {served.label(mix)}): {words}")

@@ -31,31 +31,6 @@ Mix = Literal["mixture", "net"]
 PART_LABELS = {"kn": "{order}-gram", "cache": "cache"}
 
 
-class TypedTextError(ValueError):
-    """Text that /predict cannot answer; `field` names the request field (text, texts[i], mode)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-def check_typed(texts: list[str], mode: str, max_word_chars: int, field: str = "texts[{i}]") -> None:
-    """What every entry point (HTTP, pyfunc, `predict`) refuses before reading: text of only whitespace, "complete"
-    on text that ends in no word, a word being typed longer than serve.max_word_chars."""
-    for i, text in enumerate(texts):
-        name = field.format(i=i)
-        if not text.strip():
-            raise TypedTextError(name, f"{name} holds no text (only whitespace, or nothing); send what has been typed so far")
-        try:
-            _, prefix = typed_word(text, mode)
-        except ValueError as e:
-            raise TypedTextError("mode", f"{name}: {e}") from None
-        if len(prefix) > max_word_chars:
-            raise TypedTextError(name, f"{name} ends in a word of {len(prefix)} characters, longer than any word "
-                                       f"completed (serve.max_word_chars={max_word_chars}); end the text with a space "
-                                       "to ask for the next word")
-
-
 def load_for(bundle: ModelBundle) -> Mixture | None:
     """The bundle's mixture (see mixture.mixture_dir); None when it carries none."""
     return mixture_of(bundle)

@@ -8,13 +8,15 @@ import mlflow
 from pipeline.checkpoints import load_export
 from pipeline.evaluation.mixture import load_mixture
 from pipeline.serving.mixed import predictor_for
+from pipeline.serving.request_check import RequestError, check_request, limits_of
 
 
 class NextWordModel(mlflow.pyfunc.PythonModel):
     """Input: a list of texts (or a one-column DataFrame). Output: one row per text with the top-k words and their
     probabilities, the prefix they complete ("" for a next word) and which model gave them. Params: `k` (default
-    5); `mix`: "auto" (default: the fitted mixture stored with the model, else the network), "mixture" or "net";
-    `mode`: "auto" (default: text ending in a word character completes that word), "next" or "complete"."""
+    5, 1 to the model's serve.max_k); `mix`: "auto" (default: the fitted mixture stored with the model, else the
+    network), "mixture" or "net"; `mode`: "auto" (default: text ending in a word character completes that word),
+    "next" or "complete". A bad request raises request_check.RequestError (a ValueError) naming the field."""
 
     def load_context(self, context) -> None:
         self.model_dir = context.artifacts["model_dir"]
@@ -36,25 +38,20 @@ class NextWordModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
 
-        k = int((params or {}).get("k", 5))
-        mix = str((params or {}).get("mix", "auto"))
+        params = params or {}
+        mix = params.get("mix", "auto")
         if mix not in ("auto", "mixture", "net"):
-            raise ValueError(f"params.mix is {mix!r}; use \"auto\", \"mixture\" or \"net\"")
+            raise RequestError("mix", f"params.mix is {mix!r}; use \"auto\", \"mixture\" or \"net\"")
         mix = None if mix == "auto" else mix
-        mode = str((params or {}).get("mode", "auto"))
-        if mode not in ("auto", "next", "complete"):
-            raise ValueError(f"params.mode is {mode!r}; use \"auto\", \"next\" or \"complete\"")
         if isinstance(model_input, pd.DataFrame):
             texts = model_input.iloc[:, 0].astype(str).tolist()
         elif isinstance(model_input, pd.Series):
             texts = model_input.astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
-        from pipeline.config import ServeConfig
-        from pipeline.serving.mixed import check_typed
-
-        limit = int((self.bundle.config.get("serve") or {}).get("max_word_chars", ServeConfig.max_word_chars))
-        check_typed(texts, mode, limit, "input row {i}")  # a ValueError naming the row (or params.mode)
+        mode = params.get("mode", "auto")
+        # the check the HTTP API and `predict` run, against the limits the model was saved with
+        k = check_request(texts, params.get("k", 5), mode, limits_of(self.bundle.config), "input row {i}")
         rows = self.served.predict(texts, k, mix, mode) if texts else []
         return pd.DataFrame({"text": texts, "words": [[w["word"] for w in r["words"]] for r in rows],
                              "probs": [[w["prob"] for w in r["words"]] for r in rows],

@@ -42,7 +42,13 @@ RESUME_CHANGES_TAG = "marathi_nwp.params_changed_on_resume"
 
 
 class RunLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger plus one call for a metric at many steps (one store write for all of them)."""
+    """Lightning's MLFlowLogger plus one call for a metric at many steps (one store write for all of them). Every
+    write returns once it is in the store (`synchronous`, whatever MLFLOW_ENABLE_ASYNC_LOGGING says): a checkpoint
+    written after it may not cover points still queued in another thread (see train.StepMetrics)."""
+
+    def __init__(self, *args, synchronous: bool = True, **kwargs):
+        super().__init__(*args, synchronous=synchronous, **kwargs)
+        self._synchronous = synchronous
 
     def _starting_at(self, step: int) -> None:
         """Called with the step of every write, before it is made (see ResumedMLFlowLogger)."""
@@ -60,7 +66,8 @@ class RunLogger(MLFlowLogger):
         self._starting_at(pairs[0][0])
         now = int(time.time() * 1000)
         for i in range(0, len(pairs), 1000):  # MLflow takes at most 1000 metrics per batch
-            self.experiment.log_batch(self.run_id, metrics=[Metric(key, v, now, s) for s, v in pairs[i:i + 1000]])
+            self.experiment.log_batch(self.run_id, metrics=[Metric(key, v, now, s) for s, v in pairs[i:i + 1000]],
+                                      synchronous=self._synchronous)
 
 
 class ResumedMLFlowLogger(RunLogger):

@@ -49,6 +49,9 @@ class LanguageModelModule(pl.LightningModule):
         self._last_loss = math.nan
         self._last_grad_norm = math.nan
         self.grad_norms: list[tuple[int, float]] = []  # (step, pre-clip norm) not yet handed to the logger
+        # this step's metrics for the logger, and the step they belong to: StepMetrics writes them (see there)
+        self.step_metrics: dict[str, torch.Tensor | float] = {}
+        self.metrics_step = 0
         # set here too: Lightning skips on_train_epoch_start when it resumes mid-epoch from a checkpoint
         self._t_start, self._tokens = time.perf_counter(), 0
         self.diverged_at: int | None = None
@@ -62,6 +65,8 @@ class LanguageModelModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch  # (B, T), (B, T)
+        # this batch's metrics, under the step Lightning numbers its points with
+        self.metrics_step, self.step_metrics = self.global_step, {}
         if self.state is None or self._state_batch(self.state) != x.size(0):
             self.state = self.model.init_state(x.size(0), x.device)
         features, state = self.model(x, self.state)
@@ -71,8 +76,14 @@ class LanguageModelModule(pl.LightningModule):
             return self._diverged(loss)
         self._last_loss = loss.detach()
         self._tokens += y.numel()
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self._log_step("train/loss", loss, prog_bar=True)
         return loss
+
+    def _log_step(self, name: str, value: torch.Tensor | float, prog_bar: bool = False) -> None:
+        """A training metric of this step: Lightning shows it (progress bar, callback_metrics); StepMetrics writes it
+        to the logger, before the step's checkpoint."""
+        self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar, logger=False)
+        self.step_metrics[name] = value.detach() if isinstance(value, torch.Tensor) else value
 
     @staticmethod
     def _state_batch(state: State) -> int:
@@ -82,7 +93,7 @@ class LanguageModelModule(pl.LightningModule):
         step = self.global_step
         if self.train_cfg["allow_divergence"]:
             self.diverged_at = step
-            self.log("train/diverged_step", float(step), on_step=True, on_epoch=False)
+            self._log_step("train/diverged_step", float(step))
             self.trainer.should_stop = True
             return None  # Lightning skips the optimizer step
         raise DivergenceError(
@@ -104,13 +115,15 @@ class LanguageModelModule(pl.LightningModule):
         self._steps += 1
         if gradient_clip_val:
             self._clipped += int(norm > gradient_clip_val)
-        self.grad_norms.append((self.global_step, float(norm)))  # every step; GradNormHistory writes them out
-        self.log("train/clipped_share", self._clipped / self._steps, on_step=True, on_epoch=False)
+        self.grad_norms.append((self.global_step, float(norm)))  # every step; StepMetrics writes them out
+        self._log_step("train/clipped_share", self._clipped / self._steps)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def log_throughput(self) -> None:
+        """train/tokens_per_s since the epoch (or the resumed run) started; StepMetrics calls it at the end of each
+        batch, before it writes the step (this module's own on_train_batch_end would run after the checkpoint)."""
         elapsed = time.perf_counter() - self._t_start
         if elapsed > 0:
-            self.log("train/tokens_per_s", self._tokens / elapsed, on_step=True, on_epoch=False, prog_bar=True)
+            self._log_step("train/tokens_per_s", self._tokens / elapsed, prog_bar=True)
 
     # ---------------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -234,28 +247,54 @@ def resume_checkpoint(ckpt_dir: Path, log=print) -> Path | None:
     return None
 
 
-class GradNormHistory(Callback):
-    """`train/grad_norm` at every step, not only every log_every_n_steps: the module records each pre-clip norm and
-    this hands them to the logger in one batch whenever Lightning logs (and at the end). It runs before Lightning's
-    own logging of the step, so after a resume the first point a logger sees is the first step redone."""
+class StepMetrics(Callback):
+    """Writes each training step's metrics to the logger at the end of the step, before the step's checkpoint.
 
-    def _flush(self, trainer, pl_module) -> None:
+    Lightning writes `self.log` values only after every on_train_batch_end hook has run, and ModelCheckpoint saves
+    the periodic checkpoint in its on_train_batch_end (Lightning runs checkpoint callbacks last): a run killed between
+    the two lost that step's points for good, since the resumed run redoes only the steps after the checkpoint
+    (`make stress`: step 62 gone after a kill at 63). So the module logs with logger=False and this callback writes
+    the step (train/loss, train/clipped_share, train/tokens_per_s and Lightning's `epoch`) on the steps Lightning
+    would, synchronously: whatever a checkpoint covers is in the tracking store before the checkpoint file is.
+
+    It also writes `train/grad_norm` at every step, not only every log_every_n_steps: the module records each pre-clip
+    norm and they go out in one batch with the step's metrics, and before any checkpoint. It is the first writer of a
+    step, so after a resume the first point a logger sees is the first step redone."""
+
+    def _write_grad_norms(self, trainer, pl_module) -> None:
         pairs, pl_module.grad_norms = pl_module.grad_norms, []
-        if not pairs or trainer.logger is None:
-            return
-        write = getattr(trainer.logger, "log_metric_steps", None)
-        if write is not None:
-            write("train/grad_norm", pairs)
-        else:
-            for step, value in pairs:
-                trainer.logger.log_metrics({"train/grad_norm": value}, step=step)
+        for logger in trainer.loggers if pairs else ():
+            write = getattr(logger, "log_metric_steps", None)
+            if write is not None:
+                write("train/grad_norm", pairs)
+            else:
+                for step, value in pairs:
+                    logger.log_metrics({"train/grad_norm": value}, step=step)
+
+    def _write(self, trainer, pl_module) -> None:
+        self._write_grad_norms(trainer, pl_module)
+        metrics, pl_module.step_metrics = pl_module.step_metrics, {}
+        if metrics:
+            values = {k: float(v) for k, v in metrics.items()} | {"epoch": trainer.current_epoch}
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=pl_module.metrics_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (trainer.global_step % trainer.log_every_n_steps == 0) or trainer.should_stop:
-            self._flush(trainer, pl_module)
+        pl_module.log_throughput()
+        # Lightning's rule for a step's points: every log_every_n_steps optimizer steps, and the step training stops at
+        stepped = trainer.global_step > pl_module.metrics_step  # not a batch that only accumulates gradients
+        if (stepped and trainer.global_step % trainer.log_every_n_steps == 0) or trainer.should_stop:
+            self._write(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._write_grad_norms(trainer, pl_module)  # every step has one: those the checkpoint covers go first
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._flush(trainer, pl_module)
+        # stopped after this callback's turn (max_time's Timer runs after it, early stopping after validation): the
+        # step it stopped at is written, as Lightning writes the step it stops at
+        if trainer.should_stop:
+            self._write(trainer, pl_module)
+        self._write_grad_norms(trainer, pl_module)
 
 
 class RunSummary(Callback):
@@ -304,7 +343,7 @@ def make_trainer(cfg: Config, run_dir: Path, logger=None, extra_callbacks=()) ->
     ckpt_dir = run_dir / "checkpoints"
     last = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=tc.checkpoint_every_n_steps)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
-    callbacks = [last, best, RunSummary(), GradNormHistory(), *extra_callbacks]
+    callbacks = [last, best, RunSummary(), StepMetrics(), *extra_callbacks]
     if tc.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=tc.early_stopping_patience, check_finite=False,
                                        check_on_train_epoch_end=False))

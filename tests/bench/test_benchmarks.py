@@ -5,10 +5,11 @@ import torch
 from bench import kernels, sweep, time_to_quality
 from pipeline.bench import bare_tokens_per_s
 from pipeline.config import load_config
-from tests.conftest import _overrides_of
+from tests.support import overrides_of
 
 
 @pytest.mark.parametrize("cell,gates", [("rnn_tanh", 1), ("lstm", 4)])
+@pytest.mark.slow
 def test_recurrence_flops_per_token_are_the_hand_count(cell, gates):
     # GFLOP/s ÷ tokens/s = FLOPs per token: 3 × (forward GEMMs) = 3 × Σ_layers 2·G·H·(in + H), by hand for
     # in = 256, H = 512, 2 layers: (768 + 1024) × 1024 × G × 3
@@ -17,7 +18,7 @@ def test_recurrence_flops_per_token_are_the_hand_count(cell, gates):
 
 
 def test_sweep_point_trains_the_configured_model(tiny_config, monkeypatch):
-    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.output=adaptive",
+    cfg = load_config(None, ["name=tiny", *overrides_of(tiny_config), "model.output=adaptive",
                              "model.tie_weights=false", "model.cutoffs=[100, 300]"])
     assert sweep._scaled_cutoffs((100, 300), 1200, 600) == (200, 600)
     seen = []
@@ -51,7 +52,7 @@ def test_time_to_quality_budgets_and_variants(tiny_config):
 
 @pytest.mark.slow
 def test_time_to_quality_curve_on_a_tiny_run(tiny_config, monkeypatch):
-    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "train.max_steps=100000",
+    cfg = load_config(None, ["name=tiny", *overrides_of(tiny_config), "train.max_steps=100000",
                              "train.val_check_interval=10", "train.limit_val_batches=2"])
     monkeypatch.setenv("TTQ_CELLS", "rnn_tanh")
     monkeypatch.setenv("TTQ_MINUTES", "0.05")
@@ -73,13 +74,14 @@ def test_time_to_quality_curve_on_a_tiny_run(tiny_config, monkeypatch):
         assert passed == pytest.approx(first_above, abs=0.06)
 
 
+@pytest.mark.slow
 def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, trained_checkpoint, monkeypatch):
     import dataclasses
 
     from bench import evaluate as bench_evaluate
     from pipeline.checkpoints import load_local
     from pipeline.corpus.prepare import documents
-    from pipeline.evaluation.evaluate import NeuralScorer, evaluate_scorer
+    from pipeline.evaluation.loop import NeuralScorer, evaluate_scorer
 
     cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4)))
     monkeypatch.setenv("BENCH_EVAL_MODEL", str(trained_checkpoint))
@@ -96,6 +98,7 @@ def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, tra
     assert fig["top1"] == pytest.approx(same["top1"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_mixture_speed_times_the_mixture_against_the_network(mixed_checkpoint, tiny_config, monkeypatch):
     from bench import mixture_speed
 

@@ -156,3 +156,43 @@ def test_gate_bias_lands_on_the_keep_gate(cell):
 def test_gate_bias_on_a_cell_without_gates_is_refused():
     with pytest.raises(ValueError, match="gate_bias=1.0 sets the LSTM forget gate or the GRU update gate"):
         make("rnn_tanh", gate_bias=1.0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_chrono_init_draws_keep_biases_in_log_1_to_t_max(cell):
+    # Tallec & Ollivier 2018: b_keep ~ log U(1, T_max − 1) per unit, b_input = −b_keep (LSTM); total bias b_ih + b_hh.
+    H, t_max = 256, 50.0
+    m = make(cell, hidden_dim=H, embedding_dim=8, chrono_t_max=t_max)
+    plain = make(cell, hidden_dim=H, embedding_dim=8)
+    lo, hi = 0.0, float(torch.log(torch.tensor(t_max - 1)))
+    for layer, p in zip(m.layers, plain.layers):
+        total = (layer.bias_ih_l0 + layer.bias_hh_l0).detach()
+        keep = total[H:2 * H]
+        assert lo <= float(keep.min()) and float(keep.max()) <= hi
+        # spread over the range, not one value: exp(b) ~ U(1, T_max − 1), so its quartiles sit near a quarter of it
+        q = torch.quantile(torch.exp(keep), torch.tensor([0.25, 0.75]))
+        assert abs(float(q[0]) - (1 + 0.25 * (t_max - 2))) < 5 and abs(float(q[1]) - (1 + 0.75 * (t_max - 2))) < 5
+        if cell == "lstm":
+            torch.testing.assert_close(total[:H], -keep)
+            rest = slice(2 * H, 4 * H)  # g, o untouched
+        else:
+            rest = torch.cat([torch.arange(H), torch.arange(2 * H, 3 * H)])  # r, n untouched
+        assert torch.equal(layer.bias_ih_l0[rest], p.bias_ih_l0[rest])
+    assert not torch.equal(make(cell, hidden_dim=H, embedding_dim=8, chrono_t_max=t_max, num_layers=1).layers[0]
+                           .bias_ih_l0, make(cell, hidden_dim=H, embedding_dim=8, chrono_t_max=400.0, num_layers=1)
+                           .layers[0].bias_ih_l0)
+    with pytest.raises(ValueError, match="chrono_t_max=50.0 .* needs cell='lstm' or 'gru'"):
+        make("rnn_tanh", chrono_t_max=t_max)
+    with pytest.raises(ValueError, match="no gate_bias"):
+        make(cell, chrono_t_max=t_max, gate_bias=1.0)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm"])
+def test_orthogonal_recurrent_init_is_orthogonal(cell):
+    m = make(cell, init="orthogonal", hidden_dim=16, embedding_dim=8)
+    for layer in m.layers:
+        for g in range(4 if cell == "lstm" else 1):
+            w = layer.weight_hh_l0[g * 16:(g + 1) * 16]
+            torch.testing.assert_close(w @ w.T, torch.eye(16), atol=1e-5, rtol=0)
+    w = make(cell, hidden_dim=16, embedding_dim=8).layers[0].weight_hh_l0[:16]  # the default is not
+    assert (w @ w.T - torch.eye(16)).abs().max() > 0.1

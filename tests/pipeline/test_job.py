@@ -2,7 +2,7 @@
 import numpy as np
 
 from pipeline.config import load_config
-from pipeline.evaluation.evaluate import sampled_targets
+from pipeline.evaluation import sampled_targets
 from pipeline.evaluation.text_kinds import hit_string
 from pipeline.job import distance_lines, format_table, tables_of_rows
 
@@ -32,7 +32,7 @@ def test_make_run_prints_prose_and_all_by_distance_with_the_paired_difference():
 
 
 def test_make_run_prints_keystroke_savings_for_every_row():
-    from pipeline.evaluation.keystrokes import keystroke_lines
+    from pipeline.evaluation import keystroke_lines
 
     docs, sources = ["मी घरी गेलो", "तो घरी आला"] * 10, ["mahasent-tweets"] * 20
     cfg = load_config(None, ["eval.k=1", "eval.bootstrap_replicates=200"])

@@ -23,11 +23,11 @@ from pipeline.config import PROJECT_ROOT, load_config
 from pipeline.corpus.prepare import prepare
 from pipeline.training.logger import ResumedMLFlowLogger, make_logger
 from pipeline.training.train import AtomicCheckpointIO, run_dir_for, train
-from tests.conftest import _overrides_of, tiny_overrides
+from tests.support import overrides_of, tiny_overrides
 
 
 def _cfg(tiny_config, work: Path, *extra: str):
-    return load_config(None, ["name=tiny", *_overrides_of(tiny_config), f"train.runs_dir={work / 'runs'}",
+    return load_config(None, ["name=tiny", *overrides_of(tiny_config), f"train.runs_dir={work / 'runs'}",
                               f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}",
                               f"tracking.artifact_location={work / 'artifacts'}", *extra])
 
@@ -57,6 +57,47 @@ def test_training_survives_repeated_sigkills_with_same_weights_and_mlflow_histor
     assert r["max_abs_metric_diff"] <= 1e-6, r
 
 
+class _Killed(BaseException):
+    """Stands for SIGKILL: raised right after a checkpoint file is in place, nothing the step does after it runs."""
+
+
+STEP_METRICS = ("train/loss", "train/clipped_share", "train/tokens_per_s", "train/grad_norm", "epoch")
+
+
+@pytest.mark.slow
+def test_a_kill_right_after_a_checkpoint_write_loses_no_logged_step(tiny_config, prepared, tmp_path, monkeypatch):
+    """The moment `make stress` caught: the checkpoint at step 10 covers steps 0-9, so all of their metrics must be in
+    the store before the file is (Lightning writes a step's metrics only after on_train_batch_end, where the
+    checkpoint is saved). Resumed from it, the history holds every step once."""
+    cfg = _cfg(tiny_config, tmp_path, "train.max_steps=14", "train.checkpoint_every_n_steps=5")
+    client = tracking.open_store(cfg)
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def save_then_die(self, checkpoint, path, storage_options=None):
+        save(self, checkpoint, path, storage_options)
+        if checkpoint["global_step"] == 10:
+            raise _Killed
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save_then_die)
+    logger = make_logger(cfg, client, prepared, run_dir_for(cfg))
+    with pytest.raises(_Killed):
+        train(cfg, prepared, logger=logger, log=lambda *a: None)
+    covered = torch.load(run_dir_for(cfg) / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert covered == 10
+    for key in STEP_METRICS:
+        steps = {m.step for m in client.get_metric_history(logger.run_id, key)}
+        assert steps >= set(range(covered)), (key, sorted(set(range(covered)) - steps))
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
+    logger = make_logger(cfg, client, prepared, run_dir_for(cfg))
+    assert train(cfg, prepared, logger=logger, log=lambda *a: None).resumed_from is not None
+    for key in STEP_METRICS:
+        steps = sorted(m.step for m in client.get_metric_history(logger.run_id, key))
+        if key == "epoch":  # Lightning logs it again with the validation metrics of a step
+            steps = sorted(set(steps))
+        assert steps == list(range(14)), (key, steps)
+
+
+@pytest.mark.slow
 def test_resumed_logger_drops_points_logged_after_the_checkpoint(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("x")).info.run_id
@@ -77,6 +118,7 @@ def test_resumed_logger_drops_points_logged_after_the_checkpoint(tmp_path):
     assert [m.step for m in client.get_metric_history(run_id, "lr")] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_params_and_names_the_ones_that_changed(tmp_path):
     """A setting outside the run's identity (e.g. an evaluation key) may change between a run and its resume: MLflow
     refuses to change a param, so the resume keeps the old value, logs new keys and tags the changed ones."""

@@ -10,23 +10,23 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import _overrides_of
 
 from pipeline import tracking
 from pipeline.bench import free_port
 from pipeline.config import PROJECT_ROOT, load_config
 from pipeline.corpus.prepare import documents, prepare, sha256_file
+from tests.support import overrides_of
 
 
 def _cfg(tiny_config, store: Path, *extra: str):
-    return load_config(None, ["name=tiny", *_overrides_of(tiny_config),
+    return load_config(None, ["name=tiny", *overrides_of(tiny_config),
                               f"tracking.tracking_uri=sqlite:///{store / 'mlflow.db'}",
                               f"tracking.artifact_location={store / 'artifacts'}", "train.max_steps=12",
                               "train.val_check_interval=6", f"train.runs_dir={store / 'runs'}", *extra])
 
 
 def _run_job(cfg, prepared):
-    from pipeline.evaluation.evaluate import build_baseline
+    from pipeline.evaluation import build_baseline
     from pipeline.job import train_and_register
 
     client = tracking.open_store(cfg)
@@ -149,6 +149,7 @@ def test_unwritable_artifacts_directory_fails_before_training(tmp_path):
         tracking.open_store(cfg)
 
 
+@pytest.mark.slow
 def test_model_references_that_do_not_resolve(tmp_path):
     from pipeline.checkpoints import CheckpointError
 
@@ -171,6 +172,7 @@ def test_bad_uri_fails_with_the_uri_named(tmp_path):
         tracking.open_store(cfg)
 
 
+@pytest.mark.slow
 def test_cli_reports_store_errors_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pipeline", "run", "--set",
                           "tracking.tracking_uri=nosuchscheme://x/y"], cwd=PROJECT_ROOT, capture_output=True,

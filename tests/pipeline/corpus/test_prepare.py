@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import DataConfig, load_config
 from pipeline.corpus.prepare import _split_of, clean_split, load_raw, prepare
-from tests.conftest import tiny_overrides
+from tests.support import tiny_overrides
 
 DOCS = ["मी आज शाळेत गेलो.", "ती घरी परत आली।", "आम्ही बाजारात भाजी आणली", "This is English only text here",
         "पाऊस खूप पडला, नदीला पूर आला.", "राजा आणि राणी राजवाड्यात राहत होते."]

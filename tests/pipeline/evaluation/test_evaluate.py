@@ -9,17 +9,20 @@ import torch
 
 from pipeline.checkpoints import load_local
 from pipeline.config import EvalConfig
-from pipeline.evaluation.evaluate import (
+from pipeline.evaluation import (
     NeuralScorer,
     NgramScorer,
+    Reading,
+    TargetBatch,
     add_kind_tables,
-    cli,
     evaluate_scorer,
     flat_metrics,
     format_tables,
+    read_all,
     sample_line,
     sampled_targets,
 )
+from pipeline.evaluation.commands import evaluate_cli as cli
 from pipeline.evaluation.ngram import KneserNey
 
 CONTEXT = "मी काल संध्याकाळी घरी"
@@ -27,7 +30,6 @@ CONTEXT = "मी काल संध्याकाळी घरी"
 
 @pytest.fixture(scope="module")
 def scorer(trained_checkpoint, tiny_config):
-    torch.set_num_threads(1)
     return NeuralScorer(load_local(trained_checkpoint), tiny_config.eval, "lstm")
 
 
@@ -54,8 +56,8 @@ def test_word_log_prob_is_pieces_plus_boundary(scorer):
         assert got == pytest.approx(expect, abs=1e-4)
         # the batched teacher-forced pass of the evaluator gives the same number
         tokens = (CONTEXT + " " + word).split()
-        res = scorer.evaluate_docs([tokens], [[len(tokens) - 1]], 3, lambda n: None)
-        assert res["logp"][(0, len(tokens) - 1)] == pytest.approx(expect, abs=1e-4)
+        _, logp = read_all(scorer, [tokens], [[len(tokens) - 1]], 3)
+        assert logp[(0, len(tokens) - 1)] == pytest.approx(expect, abs=1e-4)
 
 
 def test_single_word_probabilities_sum_to_at_most_one(scorer):
@@ -76,26 +78,27 @@ def test_single_word_probabilities_sum_to_at_most_one(scorer):
     assert len(vocab) > 500 and 0.0 < total <= 1.0 + 1e-5
 
 
+@pytest.mark.slow
 def test_evaluator_top_words_equal_brute_force(trained_checkpoint, tiny_config):
     """The evaluator's batched, padded, teacher-forced pass + search against an independent computation: a plain
     forward over each context and every word of up to two pieces scored one by one (test_predict.brute_force)."""
-    from test_predict import brute_force
+    from tests.support import brute_force
 
     bundle = load_local(trained_checkpoint)
     scorer = NeuralScorer(bundle, dataclasses.replace(tiny_config.eval, max_word_pieces=2), "lstm")
     docs = ["मी घरी गेलो . मग मी झोपलो", "आज पाऊस पडला , आणि आम्ही घरी बसलो"]
     tokens = [d.split() for d in docs]
     targets = [[j for j, t in enumerate(ts) if t not in (".", ",")] for ts in tokens]
-    res = scorer.evaluate_docs(tokens, targets, 3, lambda n: None)
+    top, _ = read_all(scorer, tokens, targets, 3)
     for d, ts in enumerate(targets):
         for j in ts:
             ids = scorer.pred.context_ids(" ".join(tokens[d][:j]))
-            assert res["top"][(d, j)] == [w for w, _ in brute_force(bundle.model, bundle.tokenizer, ids, 3)]
+            assert top[(d, j)] == [w for w, _ in brute_force(bundle.model, bundle.tokenizer, ids, 3)]
 
 
 def test_topk_accuracy_on_a_known_case():
     lm = KneserNey(4).fit(["मी घरी गेलो", "मी घरी गेलो", "तू शाळेत गेलास"])
-    ec = EvalConfig(k=5, context_lengths=(1,), long_document_words=3, context_curves={"all": 1})
+    ec = EvalConfig(k=5, context_lengths=(1,), context_curves={"all": 1})
     r = evaluate_scorer(NgramScorer(lm), ["मी घरी गेलो", "तू घरी गेलो"], ec)
     # मी✓ घरी✓ गेलो✓ | तू✗(मी) घरी✗(शाळेत) गेलो✓ ; every target is among the 5 most probable of 6 words
     assert r["words"] == 6 and r["top1"] == pytest.approx(4 / 6) and r["top5"] == 1.0
@@ -113,7 +116,7 @@ def test_topk_accuracy_on_a_known_case():
 
 
 def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, tmp_path):
-    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=120, long_document_words=20,
+    cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=120,
                                                        context_lengths=(1, 4)))
     args = SimpleNamespace(model=[str(trained_checkpoint)], data=None, baseline=True, out=str(tmp_path / "ev"))
     assert cli(args, cfg) == 0
@@ -128,7 +131,7 @@ def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, t
         assert "probe/person_agreement_d2" in r["metrics"] and "probe/recall" in r["metrics"]
     # the n-gram's top-1 recounted by hand on the same seeded sample: the evaluator's sampling, keys and metrics redone
     from pipeline.corpus.prepare import documents
-    from pipeline.evaluation.evaluate import build_baseline
+    from pipeline.evaluation import build_baseline
 
     lm = build_baseline(cfg, log=lambda *a: None)
     tokens, targets, chosen, _ = sampled_targets(documents(cfg, "test"), cfg.eval)
@@ -141,14 +144,17 @@ def test_evaluate_cli_writes_tables_and_plots(trained_checkpoint, tiny_config, t
 class RecordingScorer:
     """Predicts the previous word; records what the context curve asks for."""
     name = "echo"
+    search_stats = None
 
     def __init__(self):
         self.calls = []
 
-    def evaluate_docs(self, docs, targets, k, progress):
-        top = {(d, j): [docs[d][j - 1]] if j else [] for d, ts in enumerate(targets) for j in ts}
-        progress(sum(map(len, targets)))
-        return {"top": top, "logp": {key: -1.0 for key in top}}
+    def read(self, docs, targets, bos=True, logp=True):
+        keys = [(d, j) for d, ts in enumerate(targets) for j in ts]
+
+        def rank(k, prefixes, rows):
+            return [[(docs[d][j - 1], 0.0)] if j else [] for d, j in (keys[i] for i in rows or range(len(keys)))]
+        return Reading(iter([TargetBatch(keys, rank)]), {key: -1.0 for key in keys})
 
     def top_words(self, contexts, k, bos=True):
         self.calls.append((contexts, bos))

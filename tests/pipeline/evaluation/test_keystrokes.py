@@ -2,10 +2,9 @@
 bar equal to its own completions."""
 import numpy as np
 import pytest
-import torch
 
 from pipeline.config import EvalConfig
-from pipeline.evaluation.keystrokes import keystroke_metrics, keystroke_tables, simulate
+from pipeline.evaluation import keystroke_metrics, keystroke_tables, simulate, type_documents
 from pipeline.evaluation.text_kinds import ScoredWords
 
 
@@ -79,21 +78,20 @@ def test_tables_are_the_ratio_with_clustered_intervals_and_paired_differences():
 @pytest.fixture(scope="module")
 def net(trained_checkpoint, tiny_config):
     from pipeline.checkpoints import load_local
-    from pipeline.evaluation.evaluate import NeuralScorer
+    from pipeline.evaluation import NeuralScorer
 
-    torch.set_num_threads(1)
     return NeuralScorer(load_local(trained_checkpoint), tiny_config.eval, "lstm")
 
 
 def test_the_networks_bar_is_its_own_completions(net, tiny_corpus):
     """Each bar the typist sees is WordPredictor's exact top W under the typed prefix, after the whole document."""
     from pipeline.corpus.cleaning import clean_text
-    from pipeline.evaluation.evaluate import targets_of
-    from tests.conftest import sample_texts
+    from pipeline.evaluation.sampling import targets_of
+    from tests.support import sample_texts
 
     doc = clean_text(sample_texts("test", 3)[2]).split()[:14]
     ts = targets_of(doc)[-4:]
-    got = net.keystrokes([doc], [ts], 3, lambda n: None)
+    got = type_documents(net, [doc], [ts], 3)
     for j in ts:
         typed, first = got[(0, j)]
         word = doc[j]
@@ -116,7 +114,7 @@ def test_keystrokes_command_replays_the_network_its_mixture_and_the_ngram(mixed_
     import json
     from types import SimpleNamespace
 
-    from pipeline.evaluation.keystrokes import cli
+    from pipeline.evaluation.commands import keystrokes_cli as cli
 
     args = SimpleNamespace(model=[str(mixed_checkpoint)], data=None, slots=3, mix="mixture", baseline=True,
                            out=str(tmp_path / "ks"))
@@ -137,18 +135,19 @@ def test_keystrokes_command_replays_the_network_its_mixture_and_the_ngram(mixed_
 def test_slots_outside_one_to_ten_are_refused(tiny_config, slots, capsys):
     from types import SimpleNamespace
 
-    from pipeline.evaluation.keystrokes import cli
+    from pipeline.evaluation.commands import keystrokes_cli as cli
 
     args = SimpleNamespace(model=[], data=None, slots=slots, mix="net", baseline=True, out=None)
     assert cli(args, tiny_config) == 2
     assert "--slots" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_registered_mixture_beside_the_network(mixed_checkpoint, tiny_config, tmp_path):
     import json
     from types import SimpleNamespace
 
-    from pipeline.evaluation.evaluate import cli
+    from pipeline.evaluation.commands import evaluate_cli as cli
 
     args = SimpleNamespace(model=[str(mixed_checkpoint)], data=None, baseline=False, mix="mixture",
                            out=str(tmp_path / "ev"))

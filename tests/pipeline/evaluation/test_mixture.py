@@ -10,14 +10,9 @@ import torch
 
 from pipeline.checkpoints import load_local
 from pipeline.config import MixtureConfig
-from pipeline.evaluation.evaluate import NeuralScorer, evaluate_scorer
-from pipeline.evaluation.mixture import (
-    MixtureScorer,
-    MixtureWeights,
-    cache_distributions,
-    em_weights,
-    fit,
-)
+from pipeline.evaluation import MIXES, MixtureScorer, MixtureWeights, NeuralScorer, evaluate_scorer, fit, read_all
+from pipeline.evaluation.mixture import cache_distributions
+from pipeline.evaluation.mixture_fit import em_weights
 from pipeline.evaluation.ngram import KneserNey
 
 SYLLABLES = ["का", "मा", "रा", "ली", "नू", "पे", "सो", "ती", "गा", "धू", "बी", "चे", "वा", "हो", "जु", "टा"]
@@ -38,7 +33,6 @@ def synthetic_docs(n_docs: int, seed: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def net(trained_checkpoint, tiny_config):
-    torch.set_num_threads(1)
     ec = dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4), context_curves={"short": 4})
     return NeuralScorer(load_local(trained_checkpoint), ec, "lstm")
 
@@ -75,7 +69,7 @@ def test_mixture_probabilities_sum_to_at_most_one(net):
     ctx = " ".join(doc[:12])
     # every word any part can give mass to: the n-gram's vocabulary, the cache's words, and the network's every
     # word of up to two pieces (the rest of the network's mass lies on longer words, which only lowers the sum)
-    from test_predict import brute_force
+    from tests.support import brute_force
 
     ids = net.pred.context_ids(ctx)
     words = {w for w, _ in brute_force(net.model, net.tok, ids, 10 ** 9)}
@@ -93,6 +87,7 @@ def test_mixture_probabilities_sum_to_at_most_one(net):
     assert total == pytest.approx(0.4 * alone["net"] + 0.4 * kn + 0.2 * alone["cache"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fitted_weights_beat_every_part_alone_on_text_that_needs_both(net, tiny_config):
     lm = KneserNey(3).fit(synthetic_docs(300, 1))
     mc = MixtureConfig(thetas=(0.1, 1.0), windows=(50, 200), fit_words=1500, candidates=10)
@@ -120,7 +115,7 @@ def test_fitted_weights_beat_every_part_alone_on_text_that_needs_both(net, tiny_
 
 
 def test_a_class_with_few_validation_words_keeps_the_pooled_weights():
-    from pipeline.evaluation.mixture import MIN_CLASS_WORDS, fit_weights
+    from pipeline.evaluation.mixture_fit import MIN_CLASS_WORDS, fit_weights
 
     rng = np.random.default_rng(1)
     n = 2000
@@ -138,15 +133,19 @@ def test_only_the_parts_candidates_are_ranked(net):
     mix = MixtureScorer(net, lm, MixtureWeights(("net", "kn", "cache"), {"all": [0.4, 0.4, 0.2]}, 0.5, 50, False),
                         candidates=10)
     doc = synthetic_docs(1, 2)[0].split()[:12] + ["झक्झकाटपुरी"]
-    res = mix.evaluate_docs([doc], [[12]], 1000, lambda n: None)
-    assert "झक्झकाटपुरी" not in res["top"][(0, 12)] and len(res["top"][(0, 12)]) >= 10
-    assert math.isfinite(res["logp"][(0, 12)])
+    top, logp = read_all(mix, [doc], [[12]], 1000)
+    assert "झक्झकाटपुरी" not in top[(0, 12)] and len(top[(0, 12)]) >= 10
+    assert math.isfinite(logp[(0, 12)])
 
 
+@pytest.mark.slow
 def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, tmp_path):
     from types import SimpleNamespace
 
-    from pipeline.evaluation.mixture import MIXES, cli
+    from pipeline.evaluation.commands import mix_cli as cli
+    from pipeline.evaluation.mixture import mix_label
+
+    mixes = {mix_label("net", parts, 4): parts for parts in MIXES}
 
     cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=80, context_lengths=(1,),
                                                        context_curves={"short": 1}, probes=None),
@@ -156,14 +155,14 @@ def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, 
     import json
 
     res = json.loads((tmp_path / "mix" / "results.json").read_text())
-    assert list(res["models"]) == ["lstm-1x32", *MIXES, "4-gram"]
+    assert list(res["models"]) == ["lstm-1x32", *mixes, "4-gram"]
     assert all(r["words"] == 80 for r in res["models"].values())
     # each mix paired with the network on the same words, by kind (the tiny corpus is all "short")
     assert res["paired_reference"] == "lstm-1x32" and set(res["kinds"]["short"]["top1"]["paired"]) == {
-        *MIXES, "4-gram"}
+        *mixes, "4-gram"}
     weights = json.loads((tmp_path / "mix" / "mixture_weights.json").read_text())
     for name, w in weights.items():
-        assert tuple(w["parts"]) == MIXES[name]
+        assert tuple(w["parts"]) == mixes[name]
         assert all(abs(sum(lam) - 1) < 1e-4 for lam in w["weights"].values())
     assert res["mixture_fit"]["net + 4-gram + cache, one fixed λ"]["validation_word_ppl"] > 0
 
@@ -196,7 +195,7 @@ def test_the_fit_chooses_a_skip_on_validation(net, tiny_config):
 
 
 def load_roundtrip(w):
-    from pipeline.evaluation.mixture import MixtureWeights
+    from pipeline.evaluation import MixtureWeights
 
     d = w.to_dict()
     return MixtureWeights(tuple(d["parts"]), d["weights"], d["theta"], d["window"], d["context_dependent"],

@@ -85,6 +85,72 @@ def test_arpa_round_trip_gives_the_same_model(tmp_path):
         assert [w for w, _ in back.top_words([ctx], 5)[0]] == [w for w, _ in lm.top_words([ctx], 5)[0]]
     ctxs = [["मी", "घरी"], ["घरी"], ["कधीच"]]
     assert back.matched_order(ctxs, bos=False).tolist() == lm.matched_order(ctxs, bos=False).tolist()
+    assert back.matched_order([[], *ctxs]).tolist() == lm.matched_order([[], *ctxs]).tolist()
     (tmp_path / "bad.arpa").write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\tx\n\n\\end\\\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not an ARPA file written by write_arpa"):
         read_arpa(tmp_path / "bad.arpa")
+
+
+def _arpa_log10(path):
+    """An ARPA back-off model read from the format's definition alone (not read_arpa): log10 p(w | h) = p(h w) when
+    `h w` is listed, else bo(h) + log10 p(w | h[1:]), bo(h) = 0 when h carries none; a word the file does not list is
+    <unk>. Returns log10 p(word | history) for a history that starts with the document's one <s>, as KenLM and SRILM
+    read a sentence."""
+    prob: dict[tuple[str, ...], float] = {}
+    backoff: dict[tuple[str, ...], float] = {}
+    order = 0
+    for line in open(path, encoding="utf-8"):
+        fields = line.split()
+        if len(fields) == 1 and fields[0].endswith("-grams:"):
+            order = int(fields[0][1:fields[0].index("-")])
+        elif order and fields and not fields[0].startswith("\\"):
+            words = tuple(fields[1:order + 1])
+            prob[words] = float(fields[0])
+            if len(fields) == order + 2:
+                backoff[words] = float(fields[-1])
+
+    def known(w: str) -> str:
+        return w if (w,) in prob else "<unk>"
+
+    def log10p(history: list[str], word: str) -> float:
+        h, w, total = tuple(map(known, history[max(0, len(history) - order + 1):] if order > 1 else [])), known(word), 0.0
+        for start in range(len(h) + 1):
+            if h[start:] + (w,) in prob:
+                return total + prob[h[start:] + (w,)]
+            total += backoff.get(h[start:], 0.0)
+        raise AssertionError(f"{w} has no unigram")
+
+    return log10p, [w for (w, *rest) in prob if not rest]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+def test_the_arpa_file_scores_every_word_as_the_model_does_document_starts_included(tmp_path, order):
+    """KenLM and SRILM start a sentence with one <s>: through the ARPA file's back-off semantics, each word of a
+    document (its first words, where the context is only `<s> w1 ...`, and the later ones) and its </s> get the
+    in-memory model's probability to 1e-6 nats, and the file's distribution after <s> sums to 1."""
+    from pipeline.evaluation.ngram import write_arpa
+
+    lm = KneserNey(order).fit(DOCS)
+    write_arpa(lm, tmp_path / "lm.arpa")
+    log10p, vocab = _arpa_log10(tmp_path / "lm.arpa")
+    held_out = ["मी घरी गेलो .", "घरी मी आलो", "तू", "शाळेत गेलो , आणि तू घरी ये .", "नवीन शब्द घरी गेलो", ", मी"]
+    for doc in DOCS + held_out:
+        tokens = doc.split() + ["</s>"]
+        arpa = [math.log(10) * log10p(["<s>", *tokens[:j]], tokens[j]) for j in range(len(tokens))]
+        model = lm.log_prob([tokens[:j] for j in range(len(tokens))], tokens)
+        np.testing.assert_allclose(model, arpa, rtol=0, atol=1e-6, err_msg=doc)
+    assert sum(10 ** log10p(["<s>"], w) for w in vocab) == pytest.approx(1.0, abs=1e-9)
+    assert sum(10 ** log10p(["<s>", "मी"], w) for w in vocab) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_a_document_start_reads_one_bos():
+    """The first word is predicted from <s> alone and the second from `<s> w1`: no context reaches past a document's
+    one <s> (none holds two), and matched_order counts <s> as the one word of context it is."""
+    from pipeline.evaluation.ngram import BOS, _digits
+
+    lm = KneserNey(4).fit(DOCS)
+    for n in (2, 3, 4):
+        contexts = [_digits(c, n, lm.bits) for c in lm.tables[n]["ctx"].tolist()]
+        assert all(BOS not in ids[1:] for ids in contexts) and any(ids[0] == BOS for ids in contexts)
+    assert lm.matched_order([[], ["मी"], ["मी", "घरी"], ["मी", "घरी", "गेलो"]]).tolist() == [1, 2, 3, 3]
+    assert lm.matched_order([["मी"]], bos=False).tolist() == [1]

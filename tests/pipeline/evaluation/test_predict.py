@@ -1,58 +1,18 @@
 """Whole-word top-k against brute force: every word of up to two pieces enumerated and scored one by one."""
-import math
-
 import pytest
 import torch
 
 from pipeline.checkpoints import load_local
 from pipeline.corpus.cleaning import clean_text, is_word
 from pipeline.evaluation.predict import WordPredictor, select_state
+from tests.support import brute_force
 
 CONTEXTS = ["मी काल संध्याकाळी घरी", "आज पाऊस पडला , आणि", "ते", "सरकारने नवीन"]
 
 
 @pytest.fixture(scope="module")
 def bundle(trained_checkpoint):
-    torch.set_num_threads(1)
     return load_local(trained_checkpoint)
-
-
-def brute_force(model, tok, context_ids: list[int], k: int) -> list[tuple[str, float]]:
-    """Score every sequence start (+ continuation) by plain forward passes; keep those that spell a word cleaning
-    could leave, in the tokenizer's own segmentation; the k best."""
-    pieces = tok.pieces
-    boundary = torch.tensor([p.startswith("\u2581") for p in pieces])
-    boundary[tok.eos_id] = True
-    special = {tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id}
-    starts = [i for i, p in enumerate(pieces) if p.startswith("\u2581") and i not in special]
-    inner = [i for i, p in enumerate(pieces) if not p.startswith("\u2581") and i not in special]
-
-    def spelled(seq):
-        w = tok.decode(list(seq)).strip()
-        ok = w and is_word(w) and clean_text(w) == w and tuple(tok.encode(w)) == tuple(seq)
-        return w if ok else None
-
-    with torch.no_grad():
-        feats, state = model(torch.tensor([context_ids]))
-        lp0 = model.log_probs(feats[:, -1:])[0, 0]  # (V,)
-        s = torch.tensor(starts)
-        f1, st1 = model(s[:, None], select_state(state, torch.zeros(len(s), dtype=torch.long)))
-        lp1 = model.log_probs(f1)[:, 0]  # (S, V): after each start piece
-        scores = {}
-        for a, i in enumerate(starts):
-            w = spelled((i,))
-            if w:
-                scores[w] = float(lp0[i] + torch.logsumexp(lp1[a][boundary], 0))
-        c = torch.tensor(inner)
-        for a, i in enumerate(starts):
-            f2, _ = model(c[:, None], select_state(st1, torch.full((len(c),), a)))
-            lp2 = model.log_probs(f2)[:, 0]  # (C, V): after start i + each continuation
-            end = lp0[i] + lp1[a][c] + torch.logsumexp(lp2.masked_fill(~boundary, -math.inf), 1)
-            for b, j in enumerate(inner):
-                w = spelled((i, j))
-                if w:
-                    scores[w] = float(end[b])
-    return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
 
 
 @pytest.mark.parametrize("context", CONTEXTS)

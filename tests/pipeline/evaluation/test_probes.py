@@ -19,23 +19,20 @@ from pipeline.evaluation.probe_constructions import (
     format_counts,
     gender_marked_words,
 )
+from pipeline.evaluation.commands import probe_cli
+from pipeline.evaluation.intervals import wilson
+from pipeline.evaluation.probe_generation import AGREEMENT_DISTANCES, RECALL_DISTANCES, generate, write_probes
 from pipeline.evaluation.probes import (
-    AGREEMENT_DISTANCES,
-    RECALL_DISTANCES,
     Probe,
     ProbeError,
     ceilings,
-    cli,
     format_summary,
-    generate,
     load_probes,
     margin,
     report_lines,
     summarize,
-    wilson,
-    write_probes,
 )
-from tests.conftest import hand_scored_probes
+from tests.support import hand_scored_probes
 
 GOOD = {"context": "तो जात", "candidates": ["होता", "होती"], "answer": 0, "distance": 2, "kind": "gender_agreement"}
 
@@ -267,9 +264,10 @@ def test_report_lines_say_which_kinds_the_reading_may_use():
     assert report_lines([("lstm", {})])[-2] == "No probe file was scored."
 
 
+@pytest.mark.slow
 def test_committed_probe_set_is_the_generators_output_on_the_embedded_train(tmp_path):
     from pipeline.config import PROJECT_ROOT
-    from pipeline.evaluation.probes import filler_documents
+    from pipeline.evaluation.probe_generation import filler_documents
 
     docs = filler_documents()
     committed = PROJECT_ROOT / "data" / "probes" / "probes.jsonl"
@@ -326,10 +324,13 @@ def test_probe_count_cli_on_a_tiny_corpus_file(tmp_path, capsys):
     assert line[7:] == ["0", "0", "1", "0", "0", "0", "0", "0", "0"]  # d = 4: bucket 3-4
 
 
-def test_probe_command_scores_through_the_scorers_it_is_given(tmp_path, capsys, tiny_config):
+def test_probe_command_scores_through_the_scorer_protocol(tmp_path, capsys, tiny_config, monkeypatch):
+    from pipeline.evaluation import commands
+
     p = _write(tmp_path, [json.dumps(GOOD, ensure_ascii=False)])
-    args = SimpleNamespace(probes=str(p), model=["m"], generate=False, count=False, baseline=False)
-    assert cli(args, tiny_config) == 2  # no scorer factory: pipeline/evaluation/evaluate.py wires the command
-    assert "python -m pipeline probe --model" in capsys.readouterr().err
-    assert cli(args, tiny_config, lambda cfg, refs, baseline: [Always("होता")]) == 0
+    args = SimpleNamespace(probes=str(p), model=[], generate=False, count=False, baseline=False)
+    assert probe_cli(args, tiny_config) == 2  # nothing to do
+    assert "give --model" in capsys.readouterr().err
+    monkeypatch.setattr(commands, "build_scorers", lambda cfg, refs, baseline: ([Always("होता")], {}))
+    assert probe_cli(SimpleNamespace(**{**vars(args), "model": ["m"]}), tiny_config) == 0
     assert "always: 1 probes" in capsys.readouterr().out

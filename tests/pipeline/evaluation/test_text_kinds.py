@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import EvalConfig
-from pipeline.evaluation.evaluate import add_kind_tables, evaluate_scorer, format_tables, sampled_targets
+from pipeline.evaluation import Reading, TargetBatch, add_kind_tables, evaluate_scorer, format_tables, sampled_targets
 from pipeline.evaluation.text_kinds import hit_string, kind_of, kind_tables, scored_words
 
 KINDS = {"prose": ("mahasquad-wiki-paragraphs",), "verse": ("wikisource-*",), "short": ("*",)}
@@ -19,25 +19,27 @@ def test_kind_of_first_matching_pattern():
 class Echo:
     """Predicts the previous word: right exactly where a word repeats its predecessor."""
     name = "echo"
+    search_stats = None
 
-    def evaluate_docs(self, docs, targets, k, progress):
-        top = {(d, j): [docs[d][j - 1]] if j else [] for d, ts in enumerate(targets) for j in ts}
-        progress(sum(map(len, targets)))
-        return {"top": top, "logp": {key: -1.0 for key in top}}
+    def guess(self, doc, j):
+        return [doc[j - 1]] if j else []
+
+    def read(self, docs, targets, bos=True, logp=True):
+        keys = [(d, j) for d, ts in enumerate(targets) for j in ts]
+
+        def rank(k, prefixes, rows):
+            return [[(w, 0.0) for w in self.guess(docs[d], j)] for d, j in (keys[i] for i in rows or range(len(keys)))]
+        return Reading(iter([TargetBatch(keys, rank)]), {key: -1.0 for key in keys})
 
     def top_words(self, contexts, k, bos=True):
-        return [[c[-1]] for c in contexts]
+        return [self.guess(c + ["?"], len(c)) for c in contexts]
 
 
 class Never(Echo):
     name = "never"
 
-    def evaluate_docs(self, docs, targets, k, progress):
-        res = super().evaluate_docs(docs, targets, k, progress)
-        return {"top": {key: ["—"] for key in res["top"]}, "logp": res["logp"]}
-
-    def top_words(self, contexts, k, bos=True):
-        return [["—"] for _ in contexts]
+    def guess(self, doc, j):
+        return ["—"]
 
 
 def _docs():

@@ -4,14 +4,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import _overrides_of
 
 from pipeline.config import ConfigError, load_config
 from pipeline.experiments.grid import match_parameters, plan_budget
+from tests.support import overrides_of
 
 
 def _cfg(tiny_config, store, *extra: str):
-    return load_config(None, ["name=tiny", *_overrides_of(tiny_config),
+    return load_config(None, ["name=tiny", *overrides_of(tiny_config),
                               f"tracking.tracking_uri=sqlite:///{store / 'mlflow.db'}",
                               f"tracking.artifact_location={store / 'artifacts'}", "tracking.experiment=tiny-exp",
                               f"train.runs_dir={store / 'runs'}", "train.max_steps=8", "train.val_check_interval=4",
@@ -29,7 +29,7 @@ def _cfg(tiny_config, store, *extra: str):
 
 
 def test_budget_gives_every_model_the_same_training_time_and_fits_the_budget(tiny_config):
-    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "experiment.budget_minutes=120",
+    cfg = load_config(None, ["name=tiny", *overrides_of(tiny_config), "experiment.budget_minutes=120",
                              "experiment.overhead_minutes=6", "experiment.eval_minutes_per_model=5",
                              "experiment.longrange_minutes=15", "experiment.exploding_share=0.1"])
     # by hand, 6 models: reserves 6 + 6 × 5 + 15 = 51; the rest 69 gives 6.9 to the demo and 62.1 / 6 to each model
@@ -52,7 +52,7 @@ def hand_count(name: str, h: int, layers: int, v: int = 600, e: int = 32) -> int
 def test_grid_parameter_counts_match_within_ten_percent(tiny_config):
     from pipeline.experiments.grid import variant_config
 
-    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
+    cfg = load_config(None, ["name=tiny", *overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
                              "model.num_layers=2"])
     matched = match_parameters(cfg, 600)
     assert set(matched["models"]) == set(cfg.experiment.models)
@@ -72,15 +72,15 @@ def test_bad_experiment_settings_are_config_errors(tiny_config):
                 "experiment.longrange_minutes=-1", "experiment.exploding_share=0.95", "experiment.models=[]",
                 "experiment.curve_models=[foo]"):
         with pytest.raises(ConfigError, match="experiment"):
-            load_config(None, ["name=tiny", *_overrides_of(tiny_config), bad])
+            load_config(None, ["name=tiny", *overrides_of(tiny_config), bad])
 
 
 def test_budget_and_parameter_matching_errors_say_what_to_change(tiny_config):
-    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "experiment.budget_minutes=2",
+    cfg = load_config(None, ["name=tiny", *overrides_of(tiny_config), "experiment.budget_minutes=2",
                              "experiment.overhead_minutes=1", "experiment.eval_minutes_per_model=1"])
     with pytest.raises(ConfigError, match=r"leaves no training time .* give more minutes or lower the reserves"):
         plan_budget(cfg)
-    exact = load_config(None, ["name=tiny", *_overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
+    exact = load_config(None, ["name=tiny", *overrides_of(tiny_config), "model.cell=lstm", "model.hidden_dim=64",
                                "experiment.parameter_tolerance=0.0"])
     with pytest.raises(ConfigError, match=r"cannot match \d+ parameters within 0% .* change model.hidden_dim or "
                                           r"experiment.parameter_tolerance"):

@@ -10,39 +10,32 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import LONGRANGE_CELLS
-from pipeline.experiments.longrange import (
+from pipeline.evaluation.intervals import wilson
+from pipeline.experiments.longrange import LongrangeSettings, report_lines, run_longrange
+from pipeline.experiments.longrange_grid import choose_lr, job_key, summarise
+from pipeline.experiments.longrange_report import fisher_tests, format_table, frontier, slopes, survival
+from pipeline.experiments.longrange_task import (
     ATTRACTORS,
-    CELLS,
     CHANCE,
     CLASSES,
     CUES,
     FORMS,
     NOUNS,
     POOL,
-    PROTOCOL,
     QUERIES,
-    RATIO,
     VOCAB,
     batch,
-    build,
-    diagnose,
     example,
-    format_table,
-    longrange_settings,
-    report_lines,
-    run_longrange,
-    settings_hash,
     stream,
-    summarise,
-    train_job,
-    wilson,
 )
+from pipeline.experiments.longrange_train import CELLS, RATIO, build, diagnose, train_job
 
 
 def _job(cell, d, steps, seed=0, **kw):
     settings = {"steps": steps, "eval_every": kw.pop("eval_every", 50), "batch_size": 32, "embedding_dim": 32,
-                "hidden_dim": kw.pop("hidden_dim", 64), "lr": 2e-3, "clip": 1.0, "n_test": kw.pop("n_test", 200)}
-    return {"cell": cell, "d": d, "seed": seed, "settings": settings, **kw}
+                "hidden_dim": kw.pop("hidden_dim", 64), "clip": 1.0, "n_test": kw.pop("n_test", 200),
+                "t_max": 400.0}
+    return {"cell": cell, "d": d, "seed": seed, "lr": kw.pop("lr", 2e-3), "settings": settings, **kw}
 
 
 def test_generator_is_deterministic():
@@ -111,10 +104,10 @@ def test_a_predictor_that_sees_all_but_the_cue_scores_at_chance(d):
             assert right / len(truth) > 0.99
 
 
+@pytest.mark.slow
 def test_labels_drawn_apart_from_the_cue_score_at_chance():
     # The same training that solves d = 5 (the control) learns nothing when the target's class ignores the cue:
     # then no token before the target carries the class, and the test accuracy must be chance's.
-    torch.set_num_threads(1)
     # Measured: the control solves d = 5 by step 200 (test 1.000); the blind run ends at 0.250 after 1000.
     control = train_job(_job("rnn_tanh", 5, 1000, eval_every=100, n_test=400))
     assert control["success"]
@@ -122,20 +115,6 @@ def test_labels_drawn_apart_from_the_cue_score_at_chance():
     assert blind["steps_run"] == 1000 and not blind["success"]
     low, high = wilson(blind["correct"], blind["n"])
     assert low <= CHANCE <= high, blind["accuracy"]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_an_lstm_learns_a_gap_a_tanh_rnn_does_not(seed):
-    # The recurrence, not the loss: both cells train the 4-way loss from N(0, 1) embeddings at d = 30. Measured
-    # (seeds 0, 1, 2; hidden 64, n_test 500): lstm_f3 solved in 250 / 250 / 150 steps (test 0.978 / 0.972 / 0.966);
-    # rnn_tanh stayed at 0.245 / 0.220 / 0.250 after 600, its cue gradient 1e-6 of the last distractor's. ~4 s a seed.
-    torch.set_num_threads(1)
-    gated = train_job(_job("lstm_f3", 30, 600, seed=seed, eval_every=25, n_test=500))
-    tanh = train_job(_job("rnn_tanh", 30, 600, seed=seed, eval_every=25, n_test=500))
-    assert gated["success"] and gated["steps_run"] <= 400, gated
-    assert not tanh["success"] and tanh["steps_run"] == 600
-    assert wilson(tanh["correct"], tanh["n"])[0] <= CHANCE + 0.05  # not even half-way
-    assert tanh["diagnostics"]["end"][RATIO] < 1e-3 < gated["diagnostics"]["end"][RATIO]
 
 
 def test_the_gradient_ratio_is_the_closed_form_of_a_one_unit_tanh_rnn():
@@ -204,62 +183,124 @@ def test_the_lstm_readout_slope_is_the_closed_form_of_a_bias_only_cell():
     assert got["lstm_readout_slope"] == pytest.approx(1 - math.tanh(c) ** 2, rel=1e-9)
 
 
-def test_the_settings_hash_changes_with_the_protocol(tmp_path):
-    # The protocol-1 result in reports/ was written under hash 3aa58129d8cc49d3: its settings, rebuilt without the
-    # protocol fields, hash to that again, and the protocol-2 settings of the same run to something else.
-    old_cells = ("rnn_tanh", "irnn", "rnn_tanh_residual", "gru_z1", "gru_z3", "lstm_f1", "lstm_f3")
-    new = longrange_settings(old_cells, seed=1234)
-    assert new["protocol"] == PROTOCOL == 2
-    old = {k: v for k, v in new.items() if k not in ("protocol", "diagnostic_items")}
-    old["cells"] = {c: {k: v for k, v in spec.items() if k not in ("loss", "embedding_init")}
-                    for c, spec in new["cells"].items()}
-    assert settings_hash(old) == "3aa58129d8cc49d3" != settings_hash(new)
-    assert settings_hash(new) != settings_hash({**new, "protocol": 1})
-    # a protocol-1 result of the same run in the output folder is not reused
-    kw = dict(distances=(5,), seeds=1, steps=2, eval_every=1, n_test=8)
-    tiny = longrange_settings(["rnn_tanh"], **kw)
-    (tmp_path / "longrange.json").write_text(json.dumps({"settings_hash": settings_hash({**tiny, "protocol": 1})}))
-    said = []
-    r = run_longrange(["rnn_tanh"], tmp_path, workers=1, log=said.append, **kw)
-    assert not any("reusing" in m for m in said) and r["settings"]["protocol"] == 2
 
 
-def test_tiny_run_writes_json_and_png_and_is_reused(tmp_path):
+def _tiny(**kw) -> LongrangeSettings:
+    base = dict(cells=("rnn_tanh", "lstm_f3"), distances=(5,), seeds=1, steps=20, eval_every=10, batch_size=16,
+                embedding_dim=8, hidden_dim=8, n_test=40, lrs=(0.01,), sweep_d=3, sweep_seeds=1, sweep_steps=2,
+                ablation_distances=(), workers=1)
+    return LongrangeSettings(**{**base, **kw})
+
+
+def test_a_cached_job_is_reused_and_a_changed_hash_retrains(tmp_path):
     torch.set_num_threads(1)
-    kw = dict(distances=(5, 10), seeds=2, steps=20, eval_every=10, n_test=40, seed=3)
-    cells = ["rnn_tanh", "irnn", "lstm_f3_fullvocab"]
-    r = run_longrange(cells, tmp_path, workers=2, log=lambda *a: None, **kw)
-    for name, key in zip(cells, ("tanh_state_slope", "relu_zero_share", "lstm_readout_slope")):
-        c = r["cells"][name]
-        assert sorted(c["by_d"]) == ["10", "5"] and c["spec"] == CELLS[name]
-        for b in c["by_d"].values():
-            assert [s["seed"] for s in b["seeds"]] == [3, 4] and b["runs"] == 2
-            assert all(s["n"] == 40 and 0 <= s["accuracy"] <= 1 and s["steps_run"] <= 20 for s in b["seeds"])
-            assert b["low"] <= b["success_rate"] <= b["high"] and 0 <= b["mean_accuracy"] <= 1
-            assert set(b["diagnostics"]) == {key, RATIO}
-            for k, v in b["diagnostics"].items():  # the median over the two seeds
-                for when in ("first", "end"):
-                    assert v[when] == pytest.approx(np.median([s["diagnostics"][when][k] for s in b["seeds"]]))
-            assert all(0 <= s["diagnostics"][w][key] <= 1 and s["diagnostics"][w][RATIO] > 0
-                       for s in b["seeds"] for w in ("first", "end"))
-        assert len(c["gradient"]["trained"]["g"]) == 10  # seed 3 at the longest d
-    saved = json.loads((tmp_path / "longrange.json").read_text(encoding="utf-8"))
-    assert saved["chance"] == CHANCE == 0.25 and saved["settings"]["n_test"] == 40 and saved["settings_hash"]
-    assert saved["settings"]["cells"]["lstm_f3_fullvocab"]["loss"] == "vocab"
-    assert (tmp_path / "longrange.png").stat().st_size > 1000
-    table = format_table(r)
-    assert "lstm_f3_fullvocab*" in table and "d=10" in table and RATIO in table and "old protocol" in table
-    md = report_lines(r, "experiment")
-    assert "![longrange](experiment/longrange/longrange.png)" in md and md[0].startswith("## Long-range")
-    assert any("lstm_f3_fullvocab (*old protocol" in line for line in md)
-    assert any(line.startswith("**What it says.**") for line in md)
-    # a worker process gives what the same job gives here (seeded, one thread)
-    one = train_job(_job("rnn_tanh", 10, 20, seed=4, eval_every=10, n_test=40))
-    assert {k: one[k] for k in ("correct", "steps_run", "diagnostics")} == \
-        {k: r["cells"]["rnn_tanh"]["by_d"]["10"]["seeds"][1][k] for k in ("correct", "steps_run", "diagnostics")}
+    first = run_longrange(tmp_path, _tiny(), log=lambda *a: None)
+    t = first["timing"]
+    assert t["jobs_trained"] == 4 and t["jobs_reused"] == 0  # 2 cells × (1 sweep job + 1 grid job)
+    assert len(list((tmp_path / "jobs").glob("*.json"))) == 4
     said = []
-    again = run_longrange(cells, tmp_path, workers=1, log=said.append, **kw)
-    assert "reusing" in said[0] and again["settings_hash"] == saved["settings_hash"]
+    again = run_longrange(tmp_path, _tiny(cpu_minutes=30.0), log=said.append)  # the budget is not in a job's hash
+    assert again["timing"]["jobs_trained"] == 0 and again["timing"]["jobs_reused"] == 4 and not said[1:] == []
+    assert again["cells"]["lstm_f3"]["by_d"]["5"]["seeds"] == first["cells"]["lstm_f3"]["by_d"]["5"]["seeds"]
+    assert again["timing"]["cpu_seconds"] == t["cpu_seconds"]  # what the results cost, reused or not
+    changed = run_longrange(tmp_path, _tiny(hidden_dim=12), log=lambda *a: None)  # another hash: trained again
+    assert changed["timing"]["jobs_trained"] == 4 and changed["timing"]["jobs_reused"] == 0
+    assert changed["cells"]["lstm_f3"]["parameters"] != first["cells"]["lstm_f3"]["parameters"]
+    # the key covers what decides a job, and only that
+    s = _tiny()
+    k = job_key("lstm_f3", 5, 0, 0.01, 20, s)
+    assert k == job_key("lstm_f3", 5, 0, 0.01, 20, _tiny(cpu_minutes=1.0, workers=2, cells=("lstm_f3",)))
+    assert len({k, job_key("lstm_f3", 5, 1, 0.01, 20, s), job_key("lstm_f3", 5, 0, 0.02, 20, s),
+                job_key("lstm_f3", 10, 0, 0.01, 20, s), job_key("lstm_f3", 5, 0, 0.01, 40, s),
+                job_key("lstm_f1", 5, 0, 0.01, 20, s)}) == 6
+    assert job_key("lstm_chrono", 5, 0, 0.01, 20, s) != job_key("lstm_chrono", 5, 0, 0.01, 20, _tiny(t_max=50.0))
+    assert job_key("lstm_f3", 5, 0, 0.01, 20, s) == job_key("lstm_f3", 5, 0, 0.01, 20, _tiny(t_max=50.0))
+
+
+@pytest.mark.slow
+def test_a_gated_cell_solves_a_gap_the_tanh_rnn_does_not(tmp_path):
+    # The tiny grid: both cells train the 4-way loss at d = 30 from N(0, 1) embeddings, one seed, 400 steps. Measured
+    # (seed 0): lstm_f3 solved by step 250 (test 0.99); rnn_tanh ends at 0.24, its cue gradient ~1e-6 of the last
+    # distractor's; the cell that solved nothing stops climbing (d = 60 beyond its frontier). ~5 s.
+    torch.set_num_threads(1)
+    r = run_longrange(tmp_path, _tiny(distances=(30, 60), steps=400, eval_every=25, hidden_dim=64,
+                                      embedding_dim=32, batch_size=32, n_test=200, lrs=(2e-3,), cpu_minutes=0.3),
+                      log=lambda *a: None)
+    gated, tanh = r["cells"]["lstm_f3"]["by_d"]["30"], r["cells"]["rnn_tanh"]["by_d"]["30"]
+    assert gated["successes"] == 1 and gated["median_steps"] <= 300
+    assert tanh["successes"] == 0 and tanh["seeds"][0]["steps_run"] == 400
+    assert wilson(tanh["seeds"][0]["correct"], 200)[0] <= CHANCE + 0.05  # not even half-way
+    assert tanh["diagnostics"][RATIO]["end"] < 1e-3 < gated["diagnostics"][RATIO]["end"]
+    assert r["cells"]["rnn_tanh"]["by_d"]["60"] == {"status": "beyond"}
+    assert r["frontier"]["lstm_f3"]["largest_d"] == 30 and r["frontier"]["rnn_tanh"]["largest_d"] is None
+
+
+def test_the_budget_marks_what_does_not_fit_not_run_never_failed(tmp_path):
+    # A budget of a few CPU-seconds: the sweep and d = 5 fit, the worst case of d = 400 (200 steps × 400 words ×
+    # the cell's rate) does not; it and everything above it are "not run", with what they would need.
+    r = run_longrange(tmp_path, _tiny(distances=(5, 400, 800), cpu_minutes=0.05, steps=200, eval_every=1000),
+                      log=lambda *a: None)
+    c = r["cells"]["lstm_f3"]["by_d"]
+    assert c["5"]["status"] == "run" and c["5"]["successes"] == 1  # solved (measured), so d = 400 is next
+    assert c["400"]["status"] == "not run" and c["400"]["would_need_cpu_minutes"] > 0.05
+    assert c["800"]["status"] == "not run"
+    row = next(line for line in format_table(r).splitlines() if line.strip().startswith("lstm_f3"))
+    assert row.count("not run") == 2 and "beyond" not in row
+    assert r["timing"]["cpu_seconds"] <= 0.05 * 60
+
+
+def test_chrono_and_orthogonal_cells_are_built_as_named():
+    torch.manual_seed(0)
+    lstm = build(CELLS["lstm_chrono"], 8, 64, t_max=400.0).layers[0]
+    b = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+    assert 0 <= float(b[64:128].min()) and float(b[64:128].max()) <= math.log(399)
+    torch.testing.assert_close(b[:64], -b[64:128])
+    w = build(CELLS["rnn_tanh_orth"], 8, 16).layers[0].weight_hh_l0.detach()
+    torch.testing.assert_close(w @ w.T, torch.eye(16), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="chrono cell needs T_max"):
+        build(CELLS["gru_chrono"], 8, 16)
+
+
+def _fake(cells_by_d: dict[str, dict[str, tuple[int, list[int]]]], seeds=5, steps=4000, ds=(5, 10, 20, 50)):
+    """A result with (successes, steps to success of the solved seeds) per cell and d; absent d: beyond."""
+    cells = {}
+    for name, by in cells_by_d.items():
+        out = {}
+        for d in ds:
+            if str(d) not in by:
+                out[str(d)] = {"status": "beyond"}
+                continue
+            k, hit = by[str(d)]
+            runs = [{"seed": i, "success": i < k, "steps_to_success": hit[i] if i < k else None, "accuracy": 1.0,
+                     "steps_run": hit[i] if i < k else steps} for i in range(seeds)]
+            out[str(d)] = summarise(runs, steps)
+        cells[name] = {"spec": CELLS[name], "role": "grid", "start": "x", "lr": 0.002, "by_d": out}
+    r = {"settings": {"distances": list(ds), "steps": steps, "seeds": seeds}, "cells": cells}
+    r["frontier"] = {n: frontier(c, list(ds), seeds) for n, c in cells.items()}
+    return r
+
+
+def test_frontier_fisher_slopes_and_survival_come_from_the_counts():
+    r = _fake({"rnn_tanh": {"5": (5, [100] * 5), "10": (2, [300, 400])},
+               "lstm_f3": {"5": (5, [100] * 5), "10": (5, [200] * 5), "20": (4, [400] * 4), "50": (0, [])}})
+    assert r["frontier"]["rnn_tanh"]["largest_d"] == 5 and r["frontier"]["rnn_tanh"]["next_d"] == 10
+    assert r["frontier"]["lstm_f3"]["largest_d"] == 20 and r["frontier"]["lstm_f3"]["next"]["successes"] == 0
+    p = fisher_tests(r)["rnn_tanh"]["lstm_f3"]
+    assert p["5"] == pytest.approx(1.0) and p["10"] == pytest.approx(0.1667, abs=1e-4)  # 5/5 vs 2/5
+    assert p["20"] is None and p["50"] is None  # the tanh RNN did not run there: no test
+    sl = slopes(r)["lstm_f3"]
+    assert sl["points"] == [(5, 100), (10, 200), (20, 400)] and sl["slope"] == pytest.approx(1.0)
+    rows = [x for x in survival(r) if x["cell"] == "rnn_tanh" and x["d"] == 10]
+    assert [(x["step"], x["solved"]) for x in rows] == [(0, 0), (300, 1), (400, 2), (4000, 2)]
+    assert all(x["runs"] == 5 for x in rows)
+
+
+def test_the_sweep_picks_most_solved_then_fewest_steps():
+    runs = [{"lr": lr, "stopped": None, "success": ok, "steps_to_success": st if ok else None, "val_accuracy": va}
+            for lr, ok, st, va in ((0.001, True, 900, 0.96), (0.001, True, 700, 0.96), (0.002, True, 300, 0.97),
+                                   (0.002, True, 500, 0.96), (0.005, True, 100, 0.99), (0.005, False, None, 0.5))]
+    lr, table = choose_lr(runs, (0.001, 0.002, 0.005))
+    assert lr == 0.002 and table["0.005"]["successes"] == 1 and table["0.002"]["median_steps"] == 400
 
 
 def test_summary_counts_a_failed_seed_as_never():
@@ -271,20 +312,37 @@ def test_summary_counts_a_failed_seed_as_never():
     assert summarise(runs[1:], 1000)["median_steps"] is None  # half failed: "> budget"
 
 
+def test_the_report_section_comes_from_the_result(tmp_path):
+    r = run_longrange(tmp_path, _tiny(cells=("rnn_tanh", "lstm_f3", "lstm_f3_fullvocab"), ablation_distances=(5,)),
+                      log=lambda *a: None)
+    md = "\n".join(report_lines(r, "experiment"))
+    assert md.startswith("## Long-range") and "![longrange](experiment/longrange/longrange.png)" in md
+    assert "Does gating move the frontier" in md and "Exact Fisher" in md
+    assert "| lstm_f3_fullvocab | full vocabulary" in md
+    assert f"**{r['timing']['cpu_seconds'] / 60:.1f} CPU-minutes**" in md
+    for f in ("longrange.json", "survival.csv", "longrange.png", "survival.png", "steps_vs_d.png"):
+        assert (tmp_path / f).stat().st_size > 100
+    saved = json.loads((tmp_path / "longrange.json").read_text(encoding="utf-8"))
+    assert saved["chance"] == CHANCE == 0.25 and saved["settings"]["n_test"] == 40
+    assert saved["ablation"]["cells"] == ["lstm_f3", "lstm_f3_fullvocab"]
+
+
 def test_the_cells_are_the_configs_cells():
     assert tuple(CELLS) == LONGRANGE_CELLS
 
 
-def test_bad_settings_name_the_value_and_the_fix():
-    with pytest.raises(ValueError, match="unknown long-range cell 'transformer'; choose from rnn_tanh, irnn"):
-        run_longrange(["transformer"], "unused")
+def test_bad_settings_name_the_value_and_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="unknown long-range cell 'transformer'; choose from rnn_tanh"):
+        run_longrange(tmp_path, _tiny(cells=("transformer",)))
     with pytest.raises(ValueError, match=r"long-range cells \[\]: give at least one"):
-        run_longrange([], "unused")
+        run_longrange(tmp_path, _tiny(cells=()))
     with pytest.raises(ValueError, match="long-range steps=0: give at least one training step"):
-        run_longrange(["lstm_f1"], "unused", steps=0)
+        run_longrange(tmp_path, _tiny(steps=0))
     with pytest.raises(ValueError, match="long-range seeds=0: give at least one seed"):
-        run_longrange(["lstm_f1"], "unused", seeds=0)
-    with pytest.raises(ValueError, match=r"long-range distances \[1, 5\]: each d must be >= 2"):
-        run_longrange(["lstm_f1"], "unused", distances=(1, 5))
+        run_longrange(tmp_path, _tiny(seeds=0))
+    with pytest.raises(ValueError, match=r"long-range distances \[1, 5\].*each d must be >= 2"):
+        run_longrange(tmp_path, _tiny(distances=(1, 5)))
+    with pytest.raises(ValueError, match=r"long-range t_max=2.0: chrono init"):
+        run_longrange(tmp_path, _tiny(t_max=2.0))
     with pytest.raises(ValueError, match="distance d=1: the task needs d >= 2"):
         example(np.random.default_rng(0), 1, 0)

@@ -85,7 +85,7 @@ def test_text_ending_in_a_word_gets_its_completions_and_says_so(client, mixed_ch
     assert all(w["word"].startswith(prefix) for w in done["words"])
     assert sum(w["prob"] for w in done["words"]) <= 1 + 1e-9
     # the evaluator's completions on the same text: the server ranks with the same function (mixture.mixed_top)
-    from pipeline.evaluation.evaluate import NeuralScorer
+    from pipeline.evaluation.loop import NeuralScorer
     from pipeline.evaluation.mixture import MixtureScorer
 
     bundle, _ = _load(str(mixed_checkpoint))
@@ -253,6 +253,7 @@ def test_default_model_falls_back_to_newest_local_run(trained_checkpoint, tiny_c
     assert bundle.model is not None and "newest local run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_no_model_anywhere_says_run_make_run(tiny_config, tmp_path):
     from pipeline.config import TrainConfig
 
@@ -296,6 +297,7 @@ def test_cli_warns_on_public_host(monkeypatch, trained_checkpoint, tiny_config, 
     assert seen["host"] == "127.0.0.1" and "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_server_runs_without_lightning(trained_checkpoint):
     """The serve command's whole path (CLI, config, model load, app, one request) in a fresh interpreter loads no
     Lightning: issue 16's contract, checked on sys.modules where import-linter checks the import graph."""

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.checkpoints import load_local
 from pipeline.corpus.cleaning import clean_text, is_word
-from pipeline.evaluation.evaluate import NeuralScorer
+from pipeline.evaluation.loop import NeuralScorer
 from pipeline.evaluation.mixture import (
     ARPA_FILE,
     WEIGHTS_FILE,
@@ -30,7 +30,6 @@ TEXTS = ["सुमित्रा आज सकाळी बाजारात 
 
 @pytest.fixture(scope="module")
 def bundle(mixed_checkpoint):
-    torch.set_num_threads(1)
     return load_local(mixed_checkpoint)
 
 
@@ -172,7 +171,10 @@ def test_a_text_read_from_its_tail_gets_the_cache_the_evaluator_gives_a_truncate
     scorer = MixtureScorer(NeuralScorer(bundle, tiny_config.eval, "lstm"), served.mixture.lm, served.mixture.weights,
                            served.mixture.candidates)
     docs, targets = [tail + ["क"]], [[len(tail)]]
-    vectors = scorer.net.evaluate_docs(docs, targets, 0, lambda n: None, bos=False, vectors=True)["vectors"]
+    reading = scorer.net.read(docs, targets, bos=False, logp=False, vectors=True)
+    for _ in reading:
+        pass
+    vectors = reading.vectors
     want = scorer.features(docs, targets, vectors, bos=False, asked={(0, len(tail)): list(set(tail))})
     assert got["history"] == want[(0, len(tail))]["history"]
     want = {w: p for w, p in want[(0, len(tail))]["cache"].items() if p > 0}

@@ -13,7 +13,7 @@ from pytorch_lightning.utilities.rank_zero import WarningCache
 from pipeline.cli import LIGHTNING_LOGGERS, main, quiet_libraries
 from pipeline.config import load_config
 from pipeline.training.train import make_trainer, train
-from tests.conftest import _overrides_of
+from tests.support import overrides_of
 
 SILENCED = ("💡 Tip", "GPU available", "TPU available", "was configured so 100%",
             "was configured so validation will run at the end", "Restoring states from", "Restored all states",
@@ -59,7 +59,7 @@ def test_train_command_prints_its_own_lines_and_real_warnings_only(tiny_config, 
                                                                     lightning_log):
     config = tmp_path / "tiny.yaml"
     config.write_text("{}\n")
-    overrides = ["name=tiny", *_overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}", "train.max_steps=6"]
+    overrides = ["name=tiny", *overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}", "train.max_steps=6"]
     args = ["train", "--config", str(config), *(a for o in overrides for a in ("--set", o))]
     assert main(args) == 0
     assert main(args) == 0  # the same config again: resumes from last.ckpt (restore notices, non-empty directory)
@@ -96,7 +96,7 @@ def test_only_the_named_warnings_are_silenced_and_only_while_a_command_runs(recw
 
 @pytest.mark.parametrize("vci,lvb", [(1.0, 1.0), (0.5, 3)])
 def test_whole_epoch_limits_go_unannounced_and_keep_their_meaning(tiny_config, tmp_path, lightning_log, vci, lvb):
-    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), f"train.val_check_interval={vci}",
+    cfg = load_config(None, ["name=tiny", *overrides_of(tiny_config), f"train.val_check_interval={vci}",
                              f"train.limit_val_batches={lvb}"])
     trainer = make_trainer(cfg, tmp_path)
     assert trainer.val_check_interval == vci and trainer.limit_val_batches == lvb
@@ -111,7 +111,7 @@ class BlowUp(pl.Callback):
 
 
 def test_a_recorded_divergence_is_not_reported_as_a_lightning_warning(tiny_config, prepared, tmp_path, recwarn):
-    cfg = load_config(None, ["name=tiny", *_overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}",
+    cfg = load_config(None, ["name=tiny", *overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}",
                              "train.max_steps=5", "model.cell=rnn_tanh", "train.allow_divergence=true"])
     with quiet_libraries():
         result = train(cfg, prepared, fresh=True, log=lambda *a: None, extra_callbacks=[BlowUp()])

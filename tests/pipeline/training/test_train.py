@@ -15,11 +15,11 @@ import torch
 from pipeline.config import PROJECT_ROOT, load_config
 from pipeline.corpus.windows import BPTTWindows, batchify
 from pipeline.training.train import AtomicCheckpointIO, DivergenceError, train
-from tests.conftest import _overrides_of
+from tests.support import overrides_of
 
 
 def cfg_with(tiny_config, tmp_path, *overrides):
-    return load_config(None, ["name=tiny", *_overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}",
+    return load_config(None, ["name=tiny", *overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}",
                               *overrides])
 
 
@@ -135,7 +135,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def _train_cmd(tiny_config, runs: Path, *extra: str) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline", "train"]
-    for o in [*_overrides_of(tiny_config), f"train.runs_dir={runs}", "model.cell=lstm", "model.dropout=0.3",
+    for o in [*overrides_of(tiny_config), f"train.runs_dir={runs}", "model.cell=lstm", "model.dropout=0.3",
               "train.checkpoint_every_n_steps=7", "data.variable_bptt=true", *extra]:
         cmd += ["--set", o]
     return cmd
@@ -202,7 +202,7 @@ DDP_SCRIPT = textwrap.dedent("""
 def test_ddp_two_cpu_processes_see_different_contiguous_data(tiny_config, prepared, tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT)
-    overrides = ["name=tiny", *_overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}",
+    overrides = ["name=tiny", *overrides_of(tiny_config), f"train.runs_dir={tmp_path / 'runs'}",
                  "train.max_steps=3", "train.limit_val_batches=2",
                  "train.trainer={accelerator: cpu, devices: 2, strategy: ddp}"]
     r = subprocess.run([sys.executable, str(script), str(tmp_path), json.dumps(overrides)], cwd=PROJECT_ROOT,

@@ -1,0 +1,144 @@
+"""Assembly of an evaluation: models loaded from their references (MLflow run, registry URI, checkpoint, export)
+into scorers, the n-gram baseline, the documents and probes to score, every measurement of every scorer on the same
+words, and where each model's figures are logged (its provenance)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.checkpoints import ModelBundle
+from pipeline.config import Config
+from pipeline.evaluation.loop import evaluate_scorer
+from pipeline.evaluation.keystrokes import run_scorer
+from pipeline.evaluation.mixture import mixture_of
+from pipeline.evaluation.mixture_scorer import MixtureScorer
+from pipeline.evaluation.network_scorer import NeuralScorer
+from pipeline.evaluation.ngram import KneserNey
+from pipeline.evaluation.ngram_scorer import NgramScorer
+from pipeline.evaluation.probes import Probe, ProbeError, load_probes, score_probes, summarize
+from pipeline.evaluation.sampling import sampled_targets
+from pipeline.evaluation.scorer import Scorer
+from pipeline.evaluation.tables import add_kind_tables, flat_metrics
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a scorer's figures are logged: its model's MLflow run (None: not logged), under `metric_prefix`
+    ("mixture/" for a model's mixture, which shares the network's run)."""
+    run_id: str | None
+    metric_prefix: str = ""
+
+
+def load_model(ref: str, cfg: Config | None = None) -> tuple[ModelBundle, dict[str, Any]]:
+    """Resolve a --model reference: MLflow run id, models:/ URI, checkpoint or export directory."""
+    from pipeline.tracking import load_bundle
+
+    return load_bundle(ref, cfg)
+
+
+def model_name(bundle: ModelBundle, ref: str) -> str:
+    a = bundle.model_args
+    return f"{a.get('cell', 'model')}-{a.get('num_layers', '?')}x{a.get('hidden_dim', '?')}"
+
+
+def eval_documents(cfg: Config, data: str | None) -> tuple[list[str], list[str], str]:
+    """The documents to score, their sources, and the name their metrics go under: the config's split, or
+    `data-<file stem>` for a corpus file, so evaluations of different files never overwrite each other in MLflow."""
+    from pipeline.corpus.prepare import document_sources, documents, file_documents
+
+    if data:
+        docs, sources = file_documents(data, cfg)
+        return docs, sources, "data-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem)
+    return documents(cfg, cfg.eval.split), document_sources(cfg, cfg.eval.split), cfg.eval.split
+
+
+def run_id_of_checkpoint(ref: str) -> str | None:
+    """A checkpoint under runs/<run>/checkpoints/ belongs to the MLflow run recorded in runs/<run>/mlflow_run_id."""
+    f = Path(ref).resolve().parent.parent / "mlflow_run_id"
+    return f.read_text().strip() if Path(ref).suffix == ".ckpt" and f.is_file() else None
+
+
+def build_baseline(cfg, log=print) -> KneserNey:
+    """The baseline for a config: eval.ngram_order on the cleaned train split (the same documents the models saw)."""
+    from pipeline.corpus.prepare import documents
+
+    lm = KneserNey(cfg.eval.ngram_order).fit(documents(cfg, "train"))
+    log(f"{lm.order}-gram Kneser-Ney: {lm.n_tokens} tokens, {len(lm.vocab)} types, built in "
+        f"{lm.build_seconds:.1f} s")
+    return lm
+
+
+def build_scorers(cfg: Config, refs: list[str], baseline: bool, mix: str = "net"
+                  ) -> tuple[list[Scorer], dict[str, Provenance]]:
+    """A NeuralScorer per model reference and, with mix="mixture", the model's registered mixture beside it (what
+    its server suggests from; a model without one is scored alone), then the n-gram when `baseline`; and where each
+    scorer's metrics go (by name)."""
+    torch.set_grad_enabled(False)
+    scorers: list[Scorer] = []
+    where: dict[str, Provenance] = {}
+    for ref in refs:
+        bundle, info = load_model(ref, cfg)
+        name = model_name(bundle, ref)
+        while name in where:
+            name += "'"
+        scorer = NeuralScorer(bundle, cfg.eval, name)
+        scorers.append(scorer)
+        where[name] = Provenance(info.get("run_id") or run_id_of_checkpoint(ref))
+        mixture = mixture_of(bundle) if mix == "mixture" else None
+        if mixture is not None:
+            mixed = MixtureScorer(scorer, mixture.lm, mixture.weights, mixture.candidates)
+            scorers.append(mixed)
+            where[mixed.name] = Provenance(where[name].run_id, "mixture/")
+    if baseline:
+        scorers.append(NgramScorer(build_baseline(cfg)))
+    return scorers, where
+
+
+def probes_of(cfg: Config) -> list[Probe] | None:
+    """The probe set named by eval.probes (None when it names none). A named file that is missing is an error
+    everywhere (evaluate, make run, the experiment), before any model is trained or read."""
+    if not cfg.eval.probes:
+        return None
+    path = Path(cfg.eval.probes)
+    if not path.is_file():
+        raise ProbeError(f"eval.probes names {path}, which does not exist: generate the project's set with "
+                         "`python -m pipeline probe --generate`, point eval.probes at a probe file, or set "
+                         "`--set eval.probes=null` to evaluate without probes")
+    return load_probes(path)
+
+
+def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, probes: list[Probe] | None = None,
+             sources: list[str] | None = None) -> dict[str, Any]:
+    """Every measurement of every scorer on the same words, then the tables over them (tables.py)."""
+    results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
+    for scorer in scorers:
+        r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
+        if cfg.eval.keystrokes:
+            tokens, targets, chosen, _ = sampled_targets(docs, cfg.eval)
+            r["keystrokes"] = run_scorer(scorer, tokens, targets, chosen, cfg.eval.keystroke_slots)
+        if probes:
+            r["probes"] = summarize(probes, score_probes(scorer, probes))
+        r["metrics"] = flat_metrics(r, split, cfg.eval.k)
+        results["models"][scorer.name] = r
+    add_kind_tables(results, docs, sources, cfg.eval)
+    return results
+
+
+
+def log_to_runs(cfg: Config, where: dict[str, Provenance], results: dict[str, Any], out: Path) -> None:
+    """Metrics, tables and plots go to each evaluated model's own MLflow run (when it has one)."""
+    from pipeline import tracking
+
+    targets = [(p.run_id, name, p.metric_prefix) for name, p in where.items() if p.run_id and name in results["models"]]
+    if not targets:
+        return
+    client = tracking.open_store(cfg)
+    for run_id, name, prefix in targets:
+        tracking.log_metrics(client, run_id, {prefix + k: v for k, v in results["models"][name]["metrics"].items()})
+        if not prefix:  # one copy of the tables per run
+            tracking.log_artifacts(client, run_id, out, f"evaluation/{out.name}")
+        print(f"logged {name} to MLflow run {run_id}")

@@ -1,0 +1,156 @@
+"""The mixture of the network, the n-gram and the cache (mixture.py) as a `Scorer` (scorer.py).
+
+It reads through the network's own reading (network_scorer.py) with the top-layer vectors that the cache keys on;
+each batch's ranking and every target's probability come from `mixture.mixed_top`, the function the server ranks
+with, so what is evaluated is what is served.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from pipeline.corpus.cleaning import clean_text, is_word
+from pipeline.evaluation.mixture import (
+    MixtureWeights,
+    cache_distributions,
+    cache_history,
+    mix_label,
+    mix_probs,
+    mixed_top,
+)
+from pipeline.evaluation.network_scorer import NeuralScorer
+from pipeline.evaluation.ngram import KneserNey, context_tail
+from pipeline.evaluation.predict import select_state
+from pipeline.evaluation.scorer import Ranking, Reading, TargetBatch
+
+STAND_IN = "क"  # a word after a free-standing context: its position is the one ranked; its own score is not used
+
+
+class MixtureScorer:
+    """A NeuralScorer, a KneserNey and a cache behind the `Scorer` calls. `weights.parts` picks the mixed parts; the
+    weights come from mixture_fit.fit on validation."""
+
+    def __init__(self, net: NeuralScorer, lm: KneserNey | None, weights: MixtureWeights, candidates: int = 20,
+                 name: str = ""):
+        self.net, self.lm, self.w, self.K = net, lm, weights, candidates
+        self.name = name or mix_label(net.name, weights.parts, lm.order if lm is not None else 0)
+        self.pred = net.pred
+        self.search_stats = net.search_stats  # the network's search ranks the mixture's network shortlist
+
+    # -------------------------------------------------------------------------------------------- per target
+    def features(self, docs, targets, vectors, bos: bool = True, theta: float | None = None,
+                 window: int | None = None, asked: dict | None = None, full: bool = False, skip: int | None = None
+                 ) -> dict[tuple[int, int], dict]:
+        """Per target (d, j): the n-gram's matched order, the cache's history (words in its window) and P_cache
+        of the words `asked[(d, j)]` (default: the target itself) and of its K heaviest words ("cache_top"); with
+        `full`, P_cache of every word the cache holds."""
+        theta = self.w.theta if theta is None else theta
+        window = self.w.window if window is None else window
+        skip = self.w.skip if skip is None else skip
+        out = {}
+        for d, (tokens, ts) in enumerate(zip(docs, targets)):
+            if not ts:
+                continue
+            word_pos = [j for j, t in enumerate(tokens) if is_word(t)]
+            vocab: dict[str, int] = {}
+            ids = [vocab.setdefault(tokens[j], len(vocab)) for j in word_pos]
+            rows = [bisect.bisect_left(word_pos, j) for j in ts]  # words before each target: its cache's end
+            first_key = 0 if bos else 1  # a truncated context has no state before its first word
+            order = self.lm.matched_order([context_tail(tokens, j) for j in ts], bos) if self.lm else np.zeros(len(ts), int)
+            use_cache = "cache" in self.w.parts
+            for r, j in enumerate(ts):
+                history = cache_history(rows[r], window, first_key, skip) if use_cache else 0
+                out[(d, j)] = {"order": int(order[r]), "history": history, "cache": {}, "cache_top": []}
+            if not use_cache:
+                continue
+            keys = vectors[d][torch.tensor(word_pos)]
+            words = list(vocab)
+            for lo in range(0, len(ts), 512):  # a chunk at a time: a long document's full table would not fit
+                part = ts[lo:lo + 512]
+                queries = vectors[d][torch.tensor(part)]  # the state before each target token
+                dist = cache_distributions(queries, keys, ids, rows[lo:lo + 512], theta, window, first_key, len(vocab),
+                                           skip)
+                top = dist.topk(min(self.K, len(vocab)), dim=1)
+                for r, j in enumerate(part):
+                    f = out[(d, j)]
+                    f["cache_top"] = [words[i] for v, i in zip(top.values[r].tolist(), top.indices[r].tolist())
+                                      if v > 0]
+                    if full:
+                        nz = dist[r].nonzero().flatten().tolist()
+                        f["cache"] = dict(zip([words[i] for i in nz], dist[r, nz].tolist()))
+                        continue
+                    for w in (asked or {}).get((d, j), [tokens[j]]):
+                        f["cache"][w] = float(dist[r, vocab[w]]) if w in vocab else 0.0
+        return out
+
+    def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True
+             ) -> Reading:
+        reading = Reading(iter(()))
+        reading.batches = self._read(docs, targets, bos, logp, reading)
+        return reading
+
+    def _read(self, docs, targets, bos: bool, logp: bool, reading: Reading) -> Iterator[TargetBatch]:
+        for nb in self.net.read(docs, targets, bos, logp=False, vectors="cache" in self.w.parts):
+            by_doc: list[list[int]] = [[] for _ in docs]
+            for d, j in nb.keys:
+                by_doc[d].append(j)
+            every = self.features(docs, by_doc, nb.vectors, bos, full=True)
+            feats = [every[key] for key in nb.keys]
+            ctxs = [context_tail(docs[d], j) for d, j in nb.keys]
+            words = [docs[d][j] for d, j in nb.keys]
+            scored: list[bool] = []
+
+            def rank(k: int, prefixes: list[str] | None, rows: list[int] | None, nb=nb, feats=feats, ctxs=ctxs,
+                     words=words, scored=scored) -> Ranking:
+                if rows is None and not any(prefixes or ()):
+                    # the whole batch's next words: the targets' probabilities come with the ranking (the target
+                    # joins the candidates only when a part proposed it: ranking it regardless would let the answer
+                    # into the shortlist; it is scored in any case)
+                    got, p = mixed_top(self.w, self.lm, self.pred, self.K, nb.state, nb.next_lp, ctxs, feats,
+                                       [""] * len(ctxs), k, bos, score=words)
+                    if logp:
+                        reading.logp.update((key, math.log(v) if v > 0 else -math.inf) for key, v in zip(nb.keys, p))
+                        scored.append(True)
+                    return got
+                rows = list(range(len(ctxs))) if rows is None else rows
+                idx = torch.tensor(rows, device=nb.next_lp.device)
+                return mixed_top(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
+                                 nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows], [feats[i] for i in rows],
+                                 prefixes or [""] * len(rows), k, bos)
+            yield TargetBatch(nb.keys, rank)
+            if logp and not scored:
+                rank(1, None, None)
+
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, prefixes: list[str] | None = None
+                  ) -> list[list[str]]:
+        """Top-k after each context (the cache reads the context itself), completing prefixes[i] when given."""
+        docs = [list(c) + [STAND_IN] for c in contexts]
+        prefixes = prefixes or [""] * len(contexts)
+        top: dict[tuple[int, int], list[str]] = {}
+        for batch in self.read(docs, [[len(c)] for c in contexts], bos, logp=False):
+            top.update(zip(batch.keys, batch.words(k, [prefixes[d] for d, _ in batch.keys])))
+        return [top[(d, len(c))] for d, c in enumerate(contexts)]
+
+    def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """log P_mix(candidate | context) as the next whole word: the network's exact scores (one read per context),
+        and the cache's keys and query from one teacher-forced pass over the contexts."""
+        toks = [clean_text(c).split() for c in contexts]
+        net = self.net.score(contexts, candidates)
+        docs, targets = [t + [STAND_IN] for t in toks], [[len(t)] for t in toks]  # the stand-in's state is the query
+        vectors = None
+        if "cache" in self.w.parts:
+            reading = self.net.read(docs, targets, logp=False, vectors=True)
+            for _ in reading:
+                pass
+            vectors = reading.vectors
+        feats = self.features(docs, targets, vectors, asked={(d, len(t)): list(cs)
+                                                             for d, (t, cs) in enumerate(zip(toks, candidates))})
+        out = []
+        for d, (t, cs, lps) in enumerate(zip(toks, candidates, net)):
+            probs = mix_probs(self.w, self.lm, feats[(d, len(t))], t, list(cs), dict(zip(cs, lps)), True)
+            out.append([math.log(p) if p > 0 else -math.inf for p in probs])
+        return out
