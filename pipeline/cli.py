@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None)
     p = add("run", _lazy("pipeline.job:cli"), "the main job: prepare, train RNN + LSTM, evaluate, register")
     p.add_argument("--cells", default="rnn_tanh,lstm", help="cells to train (default: %(default)s)")
-    p = add("experiment", _lazy("pipeline.experiments.grid:cli"),
+    p = add("experiment", _lazy("pipeline.experiments.experiment:cli"),
             "the comparison grid (matched parameters, one budget), MLflow parent + nested runs, reports/experiment.md")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="fit the whole grid in this many minutes (default: experiment.budget_minutes)")
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="directory for longrange.json and longrange.png (default: <experiment.report_dir>/experiment/"
                         "longrange, where the experiment reuses a result of equal settings)")
-    p = add("gradients", _lazy("pipeline.experiments.grid:gradients_cli"),
+    p = add("gradients", _lazy("pipeline.experiments.experiment:gradients_cli"),
             "gradient by distance at init and trained for one or more models; plot and decay rates")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
     p.add_argument("--windows", type=int, default=64, help="validation windows (default: %(default)s)")

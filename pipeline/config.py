@@ -197,6 +197,9 @@ class EvalConfig:
     # scored words; off, evaluation skips it (it costs about as much as the top-k pass)
     keystrokes: Bool = True
     keystroke_slots: Int = Field(3, ge=1, le=10)
+    # The typist's words: null = the evaluation's own (every word, or max_words); else a seeded sample of at most this
+    # many (sampling.py, stratified like max_words). The typist costs ~4 searches a word, so `make run` samples.
+    keystroke_words: Int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _rules(self) -> EvalConfig:

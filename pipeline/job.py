@@ -14,8 +14,6 @@ def _say(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
 
-
-
 def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[str]], lm, baseline=None,
                        probes=None, sources: list[str] | None = None) -> dict[str, Any]:
     """One cell, start to finish, as one MLflow run: train, fit its mixture with `lm` on validation, evaluate both on
@@ -23,29 +21,31 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
     headline figures."""
     from pipeline import tracking
     from pipeline.checkpoints import load_checkpoint
-    from pipeline.evaluation import NeuralScorer, add_kind_tables, evaluate, word_perplexity, write_outputs
-    from pipeline.evaluation import SERVED, MixtureScorer, fit, save_mixture
-    from pipeline.training.logger import make_logger
-    from pipeline.training.train import run_dir_for, train
+    from pipeline.evaluation import (
+        SERVED,
+        MixtureScorer,
+        NeuralScorer,
+        add_kind_tables,
+        evaluate,
+        fit,
+        save_mixture,
+        word_perplexity,
+    )
+    from pipeline.experiments.trained_run import log_evaluation, train_run
+    from pipeline.training.train import run_dir_for
 
-    run_dir = run_dir_for(cfg)
-    logger = make_logger(cfg, client, prepared, run_dir)
-    run_id = logger.run_id
+    run = train_run(cfg, prepared, client)
+    run_id, result, run_dir = run.run_id, run.result, run_dir_for(cfg)
     with tracking.terminated_on_interrupt(client, run_id):
-        result = train(cfg, prepared, logger=logger)
-        if result.diverged_at is not None:
-            client.set_tag(run_id, "diverged_at_step", str(result.diverged_at))
-        bundle = load_checkpoint(result.best_checkpoint)
-        out_dir = run_dir / "evaluation"
+        bundle = load_checkpoint(run.checkpoint)
         net = NeuralScorer(bundle, cfg.eval, cfg.model.cell)
         val_ppl, _ = word_perplexity(net, documents["validation"], cfg.eval)
         weights, fitted = fit(net, lm, SERVED, documents["validation"], cfg.mixture, cfg.eval)
-        mix_name = f"{cfg.model.cell} + {lm.order}-gram + cache"
         mixture_dir = save_mixture(run_dir / "mixture", lm, weights, cfg.mixture.candidates, fitted)
         print(f"    mixture fitted on {fitted['validation_words']:,} validation words: word ppl "
               f"{fitted['validation_word_ppl']:.0f} (network alone {val_ppl:.0f}); θ={weights.theta}, "
               f"W={weights.window}")
-        mixed = MixtureScorer(net, lm, weights, cfg.mixture.candidates, mix_name)
+        mixed = MixtureScorer(net, lm, weights, cfg.mixture.candidates)
         test = evaluate([net] + ([baseline] if baseline is not None else []), documents["test"], cfg, "test", probes,
                         sources)
         # the mixture's row without its context-length curves: thousands of mixed rankings per length would double
@@ -55,15 +55,12 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
                           **evaluate([mixed], documents["test"], no_curve, "test", probes, sources)["models"],
                           **{n: r for n, r in test["models"].items() if n != net.name}}
         add_kind_tables(test, documents["test"], sources, cfg.eval)
-        write_outputs(test, out_dir)
         metrics = {"validation/word_ppl": val_ppl, **test["models"][net.name]["metrics"],
                    "train/seconds": result.seconds, "train/tokens_per_s_mean": result.tokens / max(result.seconds, 1e-9)}
-        mix_metrics = {"validation/word_ppl": fitted["validation_word_ppl"], **test["models"][mix_name]["metrics"]}
-        step = bundle.meta.get("global_step") or 0
-        tracking.log_metrics(client, run_id, {**metrics, **{f"mixture/{k}": v for k, v in mix_metrics.items()}},
-                             step=step)
-        tracking.log_run_files(client, run_id, cfg, prepared, result.best_checkpoint)
-        tracking.log_artifacts(client, run_id, out_dir, "evaluation")
+        mix_metrics = {"validation/word_ppl": fitted["validation_word_ppl"], **test["models"][mixed.name]["metrics"]}
+        log_evaluation(client, run_id, test, run_dir / "evaluation",
+                       {**metrics, **{f"mixture/{k}": v for k, v in mix_metrics.items()}},
+                       int(bundle.meta.get("global_step") or 0), "evaluation")
         uri = tracking.log_pyfunc(bundle, run_id, mixture_dir)
         reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id)
     hits = {name: r["hits"] for name, r in test["models"].items()}
@@ -71,8 +68,8 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
     return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg, "hits": hits[net.name],
             "keystrokes": keys[net.name], "params": sum(p.numel() for p in bundle.model.parameters()),
             "seconds": result.seconds,
-            "mixture": {"cell": mix_name, "metrics": mix_metrics, "registry": reg, "weights": weights.to_dict(),
-                        "hits": hits[mix_name], "keystrokes": keys[mix_name]},
+            "mixture": {"cell": mixed.name, "metrics": mix_metrics, "registry": reg, "weights": weights.to_dict(),
+                        "hits": hits[mixed.name], "keystrokes": keys[mixed.name]},
             "baseline": test["models"][baseline.name]["metrics"] if baseline is not None else None,
             "baseline_hits": hits[baseline.name] if baseline is not None else None,
             "baseline_keystrokes": keys[baseline.name] if baseline is not None else None}
@@ -128,7 +125,7 @@ def format_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
                      f"{m.get('validation/word_ppl', float('nan')):>9.0f}  {tag}")
     lines.append(f"n = {pooled['top1']['n']:,} test words with a letter in {pooled['top1']['documents']:,} documents "
                  "(whole words, exact match, OOV targets counted; numerals apart); 95 % document-clustered bootstrap; "
-                 "KSR: keystrokes saved by a suggestion bar over every scored word (README, \"Keystroke savings\"); "
+                 "KSR: keystrokes saved by a suggestion bar, on the typist's words (below); "
                  "word ppl over every scored word")
     return "\n".join(lines)
 
@@ -136,10 +133,11 @@ def format_table(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
 def cli(args, cfg: Config) -> int:
     from pipeline import tracking
     from pipeline.corpus.prepare import document_sources, documents, prepare
-    from pipeline.evaluation import NgramScorer, build_baseline, load_probes
+    from pipeline.evaluation import NgramScorer, build_baseline, probes_of
 
     t0 = time.perf_counter()
-    client = tracking.open_store(cfg)  # fail before any training time is spent
+    probes = probes_of(cfg)  # a missing probe file fails before any training time is spent
+    client = tracking.open_store(cfg)  # so does an unreachable tracking store
     _say(f"prepare: {cfg.data.train}")
     prepared = prepare(cfg)
     s = prepared.manifest["splits"]
@@ -147,7 +145,6 @@ def cli(args, cfg: Config) -> int:
           f"{prepared.manifest['tokenizer']['vocab_size']} pieces ({s['train']['pieces_per_word']:.2f} per word)")
     docs = {split: documents(cfg, split) for split in ("validation", "test")}
     test_sources = document_sources(cfg, "test")
-    probes = load_probes(Path(cfg.eval.probes)) if cfg.eval.probes else None
     _say(f"baseline: word {cfg.eval.ngram_order}-gram (interpolated Kneser-Ney) on the train split")
     lm = build_baseline(cfg)
     baseline = NgramScorer(lm)
@@ -167,9 +164,9 @@ def cli(args, cfg: Config) -> int:
     print(format_table(rows, results))
     print(distance_lines(results))
     if results.get("keystrokes"):
-        from pipeline.evaluation import keystroke_lines
+        from pipeline.evaluation import keystroke_block
 
-        print("\n" + "\n".join(keystroke_lines(results["keystrokes"])))
+        print("\n" + "\n".join(keystroke_block(results)))
     summary = Path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(rows, indent=1, ensure_ascii=False, default=str))

@@ -5,6 +5,9 @@ Lightning's `MLFlowLogger` (pipeline/training/logger.py) records params and per-
 (MLflow rejects names like `model-epoch=00-val_loss=0.78`, and `MLFlowLogger(log_model=...)` has had open bugs, so
 checkpoints are logged explicitly). The trained model is logged as a pyfunc (weights, tokenizer and config travel as
 artifacts), registered as `marathi-nwp-<cell>`, and the alias `champion` moves only to a better model.
+
+Every MLflow call of the project lives in this one module (STYLE.md habit 11), which is why it runs past 400 lines:
+the store, runs and their tags, artifacts, the pyfunc, the registry and loading a model by reference.
 """
 from __future__ import annotations
 

@@ -39,8 +39,8 @@ _PUBLIC = {
     "sampling": ("sample_line", "sampled_documents", "sampled_targets"),
     "scorer": ("Reading", "Scorer", "TargetBatch", "read_all"),
     "tables": (
-        "acc_text", "add_kind_tables", "diff_text", "flat_metrics", "format_tables", "kind_lines", "kind_metrics",
-        "pooled_kind", "print_table", "write_outputs"
+        "acc_text", "add_kind_tables", "diff_text", "flat_metrics", "format_tables", "keystroke_block",
+        "kind_lines", "kind_metrics", "pooled_kind", "print_table", "write_outputs"
     ),
     "text_kinds": ("scored_words",),
 }

@@ -13,14 +13,13 @@ import torch
 from pipeline.checkpoints import ModelBundle
 from pipeline.config import Config
 from pipeline.evaluation.loop import evaluate_scorer
-from pipeline.evaluation.keystrokes import run_scorer
+from pipeline.evaluation.keystrokes import run_scorer, typist_sample
 from pipeline.evaluation.mixture import mixture_of
 from pipeline.evaluation.mixture_scorer import MixtureScorer
 from pipeline.evaluation.network_scorer import NeuralScorer
 from pipeline.evaluation.ngram import KneserNey
 from pipeline.evaluation.ngram_scorer import NgramScorer
 from pipeline.evaluation.probes import Probe, ProbeError, load_probes, score_probes, summarize
-from pipeline.evaluation.sampling import sampled_targets
 from pipeline.evaluation.scorer import Scorer
 from pipeline.evaluation.tables import add_kind_tables, flat_metrics
 
@@ -118,7 +117,7 @@ def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, pr
     for scorer in scorers:
         r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
         if cfg.eval.keystrokes:
-            tokens, targets, chosen, _ = sampled_targets(docs, cfg.eval)
+            tokens, targets, chosen, _ = typist_sample(docs, cfg.eval)
             r["keystrokes"] = run_scorer(scorer, tokens, targets, chosen, cfg.eval.keystroke_slots)
         if probes:
             r["probes"] = summarize(probes, score_probes(scorer, probes))

@@ -28,8 +28,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.config import EvalConfig
 from pipeline.evaluation.distance import ECHO_WINDOW
-from pipeline.evaluation.sampling import sampled_documents
+from pipeline.evaluation.sampling import sampled_documents, sampled_targets
 from pipeline.evaluation.scorer import Key, Scorer
 
 
@@ -89,3 +90,10 @@ def run_scorer(scorer: Scorer, tokens: list[list[str]], targets: list[list[int]]
             repeat.append(ws[i] in recent)
     return {"slots": slots, "typed": typed, "length": length, "echo": echo, "repeat": repeat,
             "words_per_s": n / elapsed if elapsed > 0 else None}
+
+
+def typist_sample(docs: list[str], ec: EvalConfig):
+    """sampled_targets for the typist: eval.keystroke_words seeded words (at most the evaluation's own budget), or
+    the evaluation's own words when it is not set."""
+    budgets = [b for b in (ec.max_words, ec.keystroke_words) if b is not None]
+    return sampled_targets(docs, ec, min(budgets) if budgets else None)

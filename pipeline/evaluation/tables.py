@@ -12,6 +12,7 @@ from pipeline.config import EvalConfig
 from pipeline.evaluation import plots
 from pipeline.evaluation.distance import DISTANCE_BUCKETS, POSITION_BUCKETS, metric_suffix
 from pipeline.evaluation.keystroke_figures import keystroke_lines, keystroke_metrics, keystroke_rows, keystroke_tables
+from pipeline.evaluation.keystrokes import typist_sample
 from pipeline.evaluation.sampling import sample_line, sampled_targets
 from pipeline.evaluation.text_kinds import curve_tables, kind_tables, scored_words
 
@@ -72,8 +73,11 @@ def add_kind_tables(results: dict[str, Any], docs: list[str], sources: list[str]
     results["paired_reference"] = ec.paired_reference
     results["kinds"] = kind_tables(words, {m: r["hits"] for m, r in models.items()}, ec)
     results["curves"] = curve_tables(words, {m: r["context"] for m, r in models.items() if r.get("context")}, ec)
-    results["keystrokes"] = keystroke_tables(words, {m: r["keystrokes"] for m, r in models.items()
-                                                     if r.get("keystrokes")}, ec, ec.paired_reference)
+    typed = {m: r["keystrokes"] for m, r in models.items() if r.get("keystrokes")}
+    if typed:  # the typist's own words (eval.keystroke_words), which the output states
+        tokens, targets, chosen, results["keystroke_sample"] = typist_sample(docs, ec)
+        words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
+    results["keystrokes"] = keystroke_tables(words, typed, ec, ec.paired_reference)
     for name, r in models.items():
         r.setdefault("metrics", {}).update(kind_metrics(results, name, results["split"]))
         r["metrics"].update(keystroke_metrics(results["keystrokes"], name, results["split"]))
@@ -185,6 +189,13 @@ def kind_lines(results: dict[str, Any], kind: str, names: list[str] | None = Non
     return lines
 
 
+def keystroke_block(results: dict[str, Any]) -> list[str]:
+    """The keystroke tables, after the typist's sample when it is smaller than the evaluation's."""
+    sample = results.get("keystroke_sample")
+    head = [f"typist: {sample_line(sample)}"] if sample and sample["words"] < sample["words_available"] else []
+    return head + keystroke_lines(results["keystrokes"])
+
+
 def format_tables(results: dict[str, Any]) -> str:
     """The summary, then per text kind top-1 by distance and by position, and the context-length curves: n and
     documents per cell, a document-clustered 95 % interval on every accuracy, paired differences from the
@@ -201,7 +212,7 @@ def format_tables(results: dict[str, Any]) -> str:
                      f"{r['word_ppl'] or math.nan:>12.1f}")
     lines.append("words with a letter (numerals apart), all kinds; word ppl over every scored word")
     if results.get("keystrokes"):
-        lines += [""] + keystroke_lines(results["keystrokes"])
+        lines += [""] + keystroke_block(results)
     for kind in results.get("kinds", {}):
         lines += [""] + kind_lines(results, kind)
     for kind, t in results.get("curves", {}).items():

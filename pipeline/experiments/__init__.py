@@ -1,5 +1,7 @@
 """Experiments (DESIGN §8): gradient by distance, the exploding demo, the controlled long-range task, the comparison
-grid and its report.
+grid and its report; and trained_run.py, the train → evaluate → log path of one configuration as one MLflow run, which
+the grid and `make run` (pipeline/job.py) share.
 
-Imports: any stage below it (corpus, training, evaluation, tracking); nothing imports it but the commands.
+Imports: any stage below it (corpus, training, evaluation, tracking); nothing imports it but the commands and
+pipeline/job.py.
 """

@@ -97,14 +97,12 @@ def validation_windows(prepared: Prepared, n: int, length: int, seed: int = 0, s
     return torch.from_numpy(np.stack([np.asarray(stream[s:s + length + 1], dtype=np.int64) for s in starts]))
 
 
-def checkpoint_gradient_curves(checkpoint: str | Path, prepared: Prepared, n_windows: int = 64,
-                               length: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """g(d) at initialisation (same model arguments, weights drawn with `seed`) and after training, on the same
-    seeded validation windows (`length` defaults to the run's data.bptt)."""
+def gradient_curves(bundle, prepared: Prepared, n_windows: int = 64, length: int | None = None, seed: int = 0
+                    ) -> dict[str, Any]:
+    """g(d) at initialisation (the bundle's model arguments, weights drawn with `seed`) and for the bundle's trained
+    weights, on the same seeded validation windows (`length` defaults to the run's data.bptt)."""
     from models.build import build_model
-    from pipeline.checkpoints import load_checkpoint
 
-    bundle = load_checkpoint(checkpoint)
     length = length or int(bundle.config["data"]["bptt"])
     windows = validation_windows(prepared, n_windows, length, seed)
     torch.manual_seed(seed)
@@ -188,7 +186,8 @@ class StepRecorder(pl.Callback):
 def exploding_configs(cfg: Config, steps: int, init_scale: float = 2.0, lr: float = 20.0, clip: float = 0.25,
                       cell: str = "rnn_tanh") -> dict[str, Config]:
     """The two runs: same model, data, seed and optimizer (plain SGD); only the clipping differs."""
-    model = dataclasses.replace(cfg.model, cell=cell, init="scaled", init_scale=init_scale, dropout=0.0)
+    model = dataclasses.replace(cfg.model, cell=cell, init="scaled", init_scale=init_scale, dropout=0.0,
+                                gate_bias=None)  # a plain tanh RNN: no gate to bias
     out = {}
     for name, clip_val in (("unclipped", None), ("clipped", clip)):
         train_cfg = dataclasses.replace(cfg.train, optimizer="sgd", lr=lr, momentum=0.0, schedule="constant",

@@ -3,6 +3,7 @@ from the runs, and the hand-written Reading section kept across re-runs."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -333,7 +334,7 @@ def cli(args, cfg) -> int:
     summary = path.with_suffix("") / "summary.json"
     if not summary.is_file():
         print(f"error: {summary} does not exist; run `make experiment` first (it writes the summary beside "
-              f"{path})")
+              f"{path})", file=sys.stderr)
         return 2
     write_report(json.loads(summary.read_text(encoding="utf-8")), path)
     print(f"regenerated {path}")

@@ -81,7 +81,7 @@ def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, tra
     from bench import evaluate as bench_evaluate
     from pipeline.checkpoints import load_local
     from pipeline.corpus.prepare import documents
-    from pipeline.evaluation.loop import NeuralScorer, evaluate_scorer
+    from pipeline.evaluation import NeuralScorer, evaluate_scorer
 
     cfg = tiny_config.replace(eval=dataclasses.replace(tiny_config.eval, max_words=None, context_lengths=(1, 4)))
     monkeypatch.setenv("BENCH_EVAL_MODEL", str(trained_checkpoint))

@@ -227,3 +227,18 @@ def test_a_corpus_file_is_evaluated_under_its_own_name(tiny_config, tmp_path):
         res = json.loads((tmp_path / "runs" / "eval" / f"tiny-data-{name}" / "results.json").read_text())
         assert res["split"] == f"data-{name}"
         assert f"data-{name}/top1" in res["models"]["kn4gram"]["metrics"]
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--baseline"], ["run"]])
+def test_a_missing_probe_file_is_the_same_error_everywhere_before_any_work(tiny_config, tmp_path, command, capsys):
+    """eval.probes naming a file that is not there stops `evaluate` and `make run` alike, on stderr, before a model is
+    read or trained (the experiment calls the same `probes_of`)."""
+    from pipeline.cli import main
+
+    missing = tmp_path / "nowhere.jsonl"
+    args = [*command, "--set", f"eval.probes={missing}", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            "--set", f"train.runs_dir={tmp_path / 'runs'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"eval.probes names {missing}, which does not exist" in err and "--set eval.probes=null" in err
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing evaluated

@@ -7,7 +7,7 @@ import torch
 
 from models.recurrent import RecurrentLM
 from pipeline.experiments.gradients import (
-    checkpoint_gradient_curves,
+    gradient_curves,
     decay_rate,
     exploding_demo,
     gradient_by_distance,
@@ -73,7 +73,9 @@ def test_untrained_tanh_rnn_vanishes_faster_than_an_lstm():
 def test_checkpoint_curves_at_init_and_trained(trained_checkpoint, prepared, tmp_path):
     a = validation_windows(prepared, 8, 16, seed=3)
     assert a.shape == (8, 17) and torch.equal(a, validation_windows(prepared, 8, 16, seed=3))
-    curves = checkpoint_gradient_curves(trained_checkpoint, prepared, n_windows=8, seed=0)
+    from pipeline.checkpoints import load_checkpoint
+
+    curves = gradient_curves(load_checkpoint(trained_checkpoint), prepared, n_windows=8, seed=0)
     assert curves["length"] == 16  # the run's data.bptt
     for when in ("init", "trained"):
         assert len(curves[when]["g"]) == 16 and all(v >= 0 for v in curves[when]["g"])

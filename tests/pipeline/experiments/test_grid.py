@@ -92,7 +92,7 @@ def test_experiment_makes_nested_runs_and_a_report_and_reuses_them(tiny_config, 
     from mlflow.tracking import MlflowClient
 
     from pipeline import tracking
-    from pipeline.experiments.grid import run_experiment
+    from pipeline.experiments.experiment import run_experiment
 
     cfg = _cfg(tiny_config, tmp_path)
     s = run_experiment(cfg, "test", log=lambda *a: None)
@@ -149,7 +149,7 @@ def test_parts_of_the_grid_trained_apart_are_reused_by_the_full_run(tiny_config,
     from mlflow.tracking import MlflowClient
 
     from pipeline import tracking
-    from pipeline.experiments.grid import run_experiment
+    from pipeline.experiments.experiment import run_experiment
 
     cfg = _cfg(tiny_config, tmp_path, "experiment.curve_models=[lstm]", "eval.context_curves={short: 2}")
     part = run_experiment(cfg, "test", log=lambda *a: None, train_only=True, only=("rnn_tanh",))

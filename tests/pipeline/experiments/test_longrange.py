@@ -193,7 +193,6 @@ def _tiny(**kw) -> LongrangeSettings:
 
 
 def test_a_cached_job_is_reused_and_a_changed_hash_retrains(tmp_path):
-    torch.set_num_threads(1)
     first = run_longrange(tmp_path, _tiny(), log=lambda *a: None)
     t = first["timing"]
     assert t["jobs_trained"] == 4 and t["jobs_reused"] == 0  # 2 cells × (1 sweep job + 1 grid job)
@@ -222,7 +221,6 @@ def test_a_gated_cell_solves_a_gap_the_tanh_rnn_does_not(tmp_path):
     # The tiny grid: both cells train the 4-way loss at d = 30 from N(0, 1) embeddings, one seed, 400 steps. Measured
     # (seed 0): lstm_f3 solved by step 250 (test 0.99); rnn_tanh ends at 0.24, its cue gradient ~1e-6 of the last
     # distractor's; the cell that solved nothing stops climbing (d = 60 beyond its frontier). ~5 s.
-    torch.set_num_threads(1)
     r = run_longrange(tmp_path, _tiny(distances=(30, 60), steps=400, eval_every=25, hidden_dim=64,
                                       embedding_dim=32, batch_size=32, n_test=200, lrs=(2e-3,), cpu_minutes=0.3),
                       log=lambda *a: None)

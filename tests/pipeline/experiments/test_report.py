@@ -2,7 +2,7 @@
 import numpy as np
 
 from pipeline.config import EvalConfig
-from pipeline.evaluation.loop import add_kind_tables, sampled_targets
+from pipeline.evaluation import add_kind_tables, sampled_targets
 from pipeline.evaluation.text_kinds import hit_string
 from pipeline.experiments.report import mixture_section, paired_facts
 

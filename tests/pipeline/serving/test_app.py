@@ -85,8 +85,8 @@ def test_text_ending_in_a_word_gets_its_completions_and_says_so(client, mixed_ch
     assert all(w["word"].startswith(prefix) for w in done["words"])
     assert sum(w["prob"] for w in done["words"]) <= 1 + 1e-9
     # the evaluator's completions on the same text: the server ranks with the same function (mixture.mixed_top)
-    from pipeline.evaluation.loop import NeuralScorer
-    from pipeline.evaluation.mixture import MixtureScorer
+    from pipeline.evaluation import NeuralScorer
+    from pipeline.evaluation import MixtureScorer
 
     bundle, _ = _load(str(mixed_checkpoint))
     m = load_for(bundle)

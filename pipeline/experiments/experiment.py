@@ -1,0 +1,252 @@
+"""The comparison experiment (`python -m pipeline experiment`): the grid's models (grid.py, grid_models.py), the
+n-gram baseline, the long-range task, the exploding-gradient demo, one MLflow parent run with a nested run per
+model, and `reports/experiment.md`; and the `gradients` command."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline import tracking
+from pipeline.config import Config, ConfigError
+from pipeline.experiments import longrange
+from pipeline.experiments.gradients import gradient_curves
+from pipeline.experiments.grid import (
+    EXPERIMENT_HASH_TAG,
+    UNHASHED,
+    match_parameters,
+    plan_budget,
+    scale_of,
+    variant_config,
+)
+from pipeline.experiments.grid_models import keystroke_eval, keystroke_summary, run_model, train_model
+from pipeline.experiments.report import write_report
+
+
+def _say(msg: str, log=print) -> None:
+    log(f"\n==> {msg}")
+
+
+def _parent_piece(client, parent_id: str, piece: str, dest: Path, make) -> dict[str, Any]:
+    """A parent-level result (`piece`/<piece>.json + plots): from the parent run when it has it, else made and
+    logged."""
+    got = tracking.download_artifact(client, parent_id, piece, dest.parent)
+    f = dest / f"{piece}.json"
+    if got is not None and f.is_file():
+        result = json.loads(f.read_text(encoding="utf-8"))
+        result["reused"] = True
+        return result
+    dest.mkdir(parents=True, exist_ok=True)
+    result = make(dest)
+    (dest / f"{piece}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=True,
+                                                   default=str))
+    tracking.log_artifacts(client, parent_id, dest, piece)
+    return result
+
+
+def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool = False,
+                   only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The grid, baseline, long-range task, exploding demo and report. `only`: train and evaluate these grid
+    models and stop (several processes can work on disjoint parts of the grid); `train_only`: train them and stop.
+    A later full run reuses what they finished. The budget is planned on the whole grid either way, so every model
+    gets the same minutes."""
+    from pipeline.corpus.prepare import document_sources, documents, prepare
+    from pipeline.evaluation import NgramScorer, build_baseline, evaluate, probes_of
+    from pipeline.experiments.gradients import exploding_demo
+    from pipeline.tracking import git_commit, machine
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    ec = cfg.experiment
+    plan = plan_budget(cfg)
+    probes = probes_of(cfg)  # a missing probe file fails before any training time is spent
+    client = tracking.open_store(cfg)  # so does an unreachable tracking store
+    exp_cfg = cfg.replace(tracking=dataclasses.replace(cfg.tracking, experiment=tracking.experiment_name(cfg)))
+    _say(f"prepare: {cfg.data.train}", log)
+    prepared = prepare(cfg, log=log)
+    vocab = prepared.manifest["tokenizer"]["vocab_size"]
+    matched = match_parameters(cfg, vocab)
+    log(f"    budget {ec.budget_minutes} min: {plan['train_minutes']:.2f} min training per model, long-range "
+        f"{plan['longrange_minutes']:.2f} min, exploding demo {plan['exploding_minutes']:.2f} min")
+    for name, m in matched["models"].items():
+        log(f"    {name:<18} {m['num_layers']}×{m['hidden_dim']:<5} {m['parameters']:>10,} parameters "
+            f"({m['relative_to_target']:+.1%})")
+    parent_tags = {EXPERIMENT_HASH_TAG: cfg.hash(without=UNHASHED), "git_commit": git_commit(),
+                   "seed": str(cfg.train.seed)}
+    parent_id, parent_reused = tracking.open_parent_run(client, exp_cfg, f"experiment-{cfg.name}",
+                                                        {EXPERIMENT_HASH_TAG: cfg.hash(without=UNHASHED)})
+    tracking.set_tags(client, parent_id, parent_tags)
+    with tracking.terminated_on_interrupt(client, parent_id):
+        tracking.log_params(client, parent_id, {f"experiment.{k}": v for k, v in plan.items()})
+        report_dir = Path(ec.report_dir)
+        assets = report_dir / "experiment"
+        assets.mkdir(parents=True, exist_ok=True)
+        timings["prepare"] = time.perf_counter() - t_start
+        docs = documents(cfg, "test")  # every word, or eval.max_words of them (a seeded sample)
+        sources = document_sources(cfg, "test")  # each document's text kind (eval.kinds)
+
+        rows = []
+        models = only or ec.models
+        for i, name in enumerate(models, 1):
+            m = matched["models"][name]
+            run_cfg = variant_config(cfg, name, m["hidden_dim"], plan["train_minutes"])
+            _say(f"[{i}/{len(models)}] {name}: {m['num_layers']}×{m['hidden_dim']} {run_cfg.model.cell}, "
+                 f"{plan['train_minutes']:.2f} min", log)
+            t0 = time.perf_counter()
+            if train_only:
+                train_model(run_cfg, name, prepared, client, parent_id, log)
+            else:
+                rows.append(run_model(run_cfg, name, m, prepared, client, parent_id, docs, probes, log, sources))
+            timings[f"model {name}"] = time.perf_counter() - t0
+        if train_only or only:  # a part of the grid: the full run (without --only) reuses it and reports
+            tracking.finish_run(client, parent_id)
+            return {"trained": list(models), "parent_run_id": parent_id, "partial": True}
+
+        baseline, baseline_keys = None, None
+        if ec.baseline:
+            _say(f"baseline: word {cfg.eval.ngram_order}-gram Kneser-Ney", log)
+            t0 = time.perf_counter()
+
+            def make_baseline(dest: Path) -> dict[str, Any]:
+                scorer = NgramScorer(build_baseline(cfg, log=log))
+                no_keys = cfg.replace(eval=dataclasses.replace(cfg.eval, keystrokes=False))
+                return evaluate([scorer], docs, no_keys, "test", probes, sources)["models"][scorer.name] | {
+                    "name": scorer.name}
+
+            def make_baseline_keystrokes(dest: Path) -> dict[str, Any]:
+                from pipeline.evaluation import run_scorer, sampled_targets
+
+                ks = keystroke_eval(cfg)
+                tokens, targets, chosen, _ = sampled_targets(docs, ks)
+                return run_scorer(NgramScorer(build_baseline(cfg, log=log)), tokens, targets, chosen,
+                                  ks.keystroke_slots)
+
+            baseline = _parent_piece(client, parent_id, "baseline", assets / "baseline", make_baseline)
+            ks = keystroke_eval(cfg)  # the piece's name says its sample: a parent is not hashed on it
+            baseline_keys = _parent_piece(
+                client, parent_id, f"baseline_keystrokes_{ks.max_words or 'all'}_w{ks.keystroke_slots}",
+                assets / "baseline_keystrokes", make_baseline_keystrokes) if cfg.eval.keystrokes else None
+            timings["baseline"] = time.perf_counter() - t0
+
+        _say("long-range task", log)
+        t0 = time.perf_counter()
+
+        def make_longrange(dest: Path) -> dict[str, Any]:  # reuses a standalone run's result of equal settings
+            return longrange.run_longrange(out_dir=dest, **longrange.config_args(cfg), log=log)
+
+        long_range = _parent_piece(client, parent_id, "longrange", assets / "longrange", make_longrange)
+        timings["longrange"] = time.perf_counter() - t0
+
+        _say("exploding gradients: rnn_tanh without and with clipping (plain SGD)", log)
+        t0 = time.perf_counter()
+        m = matched["models"].get("rnn_tanh") or next(iter(matched["models"].values()))
+        ex_cfg = variant_config(cfg, "rnn_tanh", m["hidden_dim"], plan["exploding_minutes"] / 2)
+
+        def make_exploding(dest: Path) -> dict[str, Any]:
+            return exploding_demo(ex_cfg, prepared, ec.exploding_steps, init_scale=ec.exploding_init_scale,
+                                  lr=ec.exploding_lr, clip=ec.exploding_clip, cell="rnn_tanh",
+                                  out_dir=dest, log=log)
+
+        exploding = _parent_piece(client, parent_id, "exploding", assets / "exploding", make_exploding)
+        timings["exploding"] = time.perf_counter() - t0
+
+        from pipeline.evaluation import add_kind_tables, keystroke_metrics, kind_metrics, write_outputs
+        from pipeline.experiments.gradients import plot_gradient_by_distance
+
+        done = [r for r in rows if "test" in r]
+        plot_gradient_by_distance({r["name"]: r["gradients"] for r in done}, assets / "gradients.png")
+        models = {r["name"]: r["test"] for r in done}
+        if baseline is not None:
+            models[baseline["name"]] = baseline
+        tables: dict[str, Any] = {"split": "test", "k": cfg.eval.k, "documents": len(docs), "models": models}
+        t0 = time.perf_counter()
+        add_kind_tables(tables, docs, sources, cfg.eval)  # every model against the others, on the same words
+        timings["tables"] = time.perf_counter() - t0
+        keys = keystroke_summary(cfg, docs, sources, {**{r["name"]: r.get("keystrokes") for r in done},
+                                                      **({baseline["name"]: baseline_keys} if baseline else {})})
+        tables["keystrokes"] = keys["tables"]  # on their own sample: keystrokes.csv beside the other tables
+        for r in done:  # the paired differences exist only now that every model is scored
+            tracking.log_metrics(client, r["run_id"], {**kind_metrics(tables, r["name"], "test"),
+                                                       **keystroke_metrics(keys["tables"], r["name"], "test")})
+        if models:
+            write_outputs(tables, assets)
+        timings["total"] = time.perf_counter() - t_start
+        summary = {"name": cfg.name, "command": command, "commit": git_commit(), "config_hash": cfg.hash(),
+                   "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                   "machine": machine(), "plan": plan, "scale": scale_of(cfg), "parameters": matched,
+                   "parent_run_id": parent_id, "parent_reused": parent_reused, "k": cfg.eval.k,
+                   "documents": len(docs), "test_file": cfg.data.test, "rows": rows, "baseline": baseline,
+                   "kinds": tables["kinds"], "curves": tables["curves"], "keystrokes": keys,
+                   "paired_reference": cfg.eval.paired_reference,
+                   "bootstrap": {"replicates": cfg.eval.bootstrap_replicates, "seed": cfg.eval.bootstrap_seed,
+                                 "block_words": cfg.eval.cluster_block_words},
+                   "longrange": long_range, "exploding": exploding, "timings": timings,
+                   "tracking_uri": tracking.tracking_uri(cfg), "experiment": tracking.experiment_name(cfg)}
+        (assets / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, allow_nan=True,
+                                                        default=str))
+        report = write_report(summary, report_dir / "experiment.md")
+        tracking.log_file(client, parent_id, report)
+        for f in sorted(assets.glob("*")):
+            if f.is_file():
+                tracking.log_file(client, parent_id, f, "report")
+        tracking.log_metrics(client, parent_id, {f"time/{k.replace(' ', '_')}_s": v for k, v in timings.items()})
+        tracking.finish_run(client, parent_id)
+    summary["report"] = str(report)
+    return summary
+
+
+def cli(args, cfg: Config) -> int:
+    if args.budget_minutes is not None:
+        cfg = cfg.replace(experiment=dataclasses.replace(cfg.experiment, budget_minutes=args.budget_minutes))
+        plan_budget(cfg)  # a bad budget is a ConfigError before anything runs
+    only = tuple(m for m in (args.only or "").split(",") if m)
+    unknown = [m for m in only if m not in cfg.experiment.models]
+    if unknown:
+        raise ConfigError(f"--only {','.join(unknown)}: not in experiment.models {list(cfg.experiment.models)}")
+    summary = run_experiment(cfg, "python -m pipeline " + " ".join(sys.argv[1:]), train_only=args.train_only,
+                             only=only)
+    if summary.get("partial"):
+        _say(f"{'trained' if args.train_only else 'trained and evaluated'} {', '.join(summary['trained'])}; run "
+             "without --only / --train-only to finish the grid and write the report")
+        return 0
+    _say(f"report: {summary['report']} (parent run {summary['parent_run_id']})")
+    return 0
+
+
+def gradients_cli(args, cfg: Config) -> int:
+    """g(d) at init and trained for each --model; one plot; decay rates printed (and JSON beside the plot)."""
+    from pipeline.corpus.prepare import prepare
+    from pipeline.evaluation import load_model, model_name
+    from pipeline.experiments.gradients import plot_gradient_by_distance
+
+    if not args.model:
+        print("error: give at least one --model (run id, models:/NAME@ALIAS, checkpoint or export directory)",
+              file=sys.stderr)
+        return 2
+    prepared = prepare(cfg, log=lambda *a: None)
+    curves: dict[str, Any] = {}
+    for ref in args.model:
+        bundle, _ = load_model(ref, cfg)
+        if bundle.model.vocab_size != prepared.manifest["tokenizer"]["vocab_size"]:
+            print(f"error: {ref} has {bundle.model.vocab_size} pieces but the config's tokenizer has "
+                  f"{prepared.manifest['tokenizer']['vocab_size']}; pass the --config the model was trained with",
+                  file=sys.stderr)
+            return 2
+        name = model_name(bundle, ref)
+        while name in curves:
+            name += "'"
+        curves[name] = gradient_curves(bundle, prepared, args.windows, args.length or cfg.data.bptt, cfg.train.seed)
+    out = Path(args.out) if args.out else Path(cfg.train.runs_dir) / "gradients" / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    plot = plot_gradient_by_distance(curves, out / "gradients.png")
+    (out / "gradients.json").write_text(json.dumps(curves, indent=1, allow_nan=True))
+    print(f"{'model':<24}{'rate init':>11}{'half-life':>11}{'rate trained':>14}{'half-life':>11}")
+    for name, c in curves.items():
+        print(f"{name:<24}{c['init']['decay_rate']:>11.4f}{c['init']['half_life']:>11.1f}"
+              f"{c['trained']['decay_rate']:>14.4f}{c['trained']['half_life']:>11.1f}")
+    print(f"wrote {plot} and gradients.json")
+    return 0
