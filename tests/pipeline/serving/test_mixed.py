@@ -201,6 +201,6 @@ def test_predict_command_completes_and_predicts_like_the_server(mixed_checkpoint
     words = out[1].split("): ", 1)[1].split()[::2]
     assert len(words) == 3 and all(w.startswith("स") for w in words)
     assert main(["predict", "--model", str(mixed_checkpoint), "-k", "30", "मी"]) == 2
-    assert "-k is 30" in capsys.readouterr().err
+    assert "k must be an integer from 1 to 20 (serve.max_k)" in capsys.readouterr().err
     assert main(["predict", "--model", str(mixed_checkpoint), "--mode", "complete", "मी ."]) == 2
     assert "ends in a word" in capsys.readouterr().err
