@@ -89,9 +89,7 @@ class MixtureScorer:
 
     def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True
              ) -> Reading:
-        reading = Reading(iter(()))
-        reading.batches = self._read(docs, targets, bos, logp, reading)
-        return reading
+        return Reading.of(lambda reading: self._read(docs, targets, bos, logp, reading))
 
     def _read(self, docs, targets, bos: bool, logp: bool, reading: Reading) -> Iterator[TargetBatch]:
         for nb in self.net.read(docs, targets, bos, logp=False, vectors="cache" in self.w.parts):

@@ -87,9 +87,7 @@ class NeuralScorer:
 
     def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True,
              vectors: bool = False) -> NetworkReading:
-        reading = NetworkReading(iter(()))
-        reading.batches = self._read(docs, targets, bos, logp, vectors, reading)
-        return reading
+        return NetworkReading.of(lambda reading: self._read(docs, targets, bos, logp, vectors, reading))
 
     def _read(self, docs, targets, bos: bool, logp: bool, vectors: bool, reading: NetworkReading
               ) -> Iterator[NetworkBatch]:

@@ -18,9 +18,7 @@ class NgramScorer:
 
     def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True
              ) -> Reading:
-        reading = Reading(iter(()))
-        reading.batches = self._read(docs, targets, bos, logp, reading)
-        return reading
+        return Reading.of(lambda reading: self._read(docs, targets, bos, logp, reading))
 
     def _read(self, docs, targets, bos: bool, logp: bool, reading: Reading) -> Iterator[TargetBatch]:
         keys = [(d, j) for d, ts in enumerate(targets) for j in ts]

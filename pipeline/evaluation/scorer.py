@@ -50,6 +50,13 @@ class Reading:
     def __iter__(self) -> Iterator[TargetBatch]:
         return self.batches
 
+    @classmethod
+    def of(cls, batches: Callable[[Reading], Iterator[TargetBatch]]) -> Reading:
+        """A reading whose batches come from the generator `batches(reading)`, which fills the reading as it goes."""
+        reading = cls(iter(()))
+        reading.batches = batches(reading)
+        return reading
+
 
 @runtime_checkable
 class Scorer(Protocol):
