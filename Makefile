@@ -58,7 +58,7 @@ keystrokes-report: setup ## keystroke savings of the experiment's LSTM, its mixt
 experiment: setup ## the comparison grid on the full corpus + reports/experiment.md (BUDGET=minutes, default 120)
 	$(PY) -m pipeline experiment --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) $(if $(BUDGET),--budget-minutes $(BUDGET)) $(ARGS)
 
-longrange: setup ## the controlled long-range task alone (~15 min on 2 free cores, 2 processes) -> reports/experiment/longrange/
+longrange: setup ## the controlled long-range task alone (<= experiment.longrange_cpu_minutes, 60; finished jobs are reused) -> reports/experiment/longrange/
 	$(PY) -m pipeline longrange --config $(or $(EXPERIMENT_CONFIG),configs/experiment.yaml) $(ARGS)
 
 mix: setup ## fit network + 4-gram + cache mixtures on validation for MODEL; evaluate them beside the parts

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from pipeline.config import Config
 from pipeline.corpus.prepare import Prepared
+from pipeline.experiments.figures import pyplot, save_figure
 
 # ------------------------------------------------------------------------------------------ gradient by distance
 
@@ -127,7 +128,7 @@ def gradient_metrics(curves: dict[str, Any]) -> dict[str, float]:
 
 def plot_gradient_by_distance(curves: dict[str, dict[str, Any]], path: str | Path) -> Path:
     """One colour per model; dashed = at initialisation, solid = after training; log y."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (name, c) in enumerate(curves.items()):
         colour = f"C{i}"
@@ -140,26 +141,7 @@ def plot_gradient_by_distance(curves: dict[str, dict[str, Any]], path: str | Pat
     ax.set_ylabel("mean ‖∂L_T / ∂e_{T−d}‖")
     ax.set_title("gradient by distance (dashed: at init, solid: trained)")
     ax.legend(fontsize=7)
-    return _save(fig, Path(path))
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------- exploding
@@ -229,7 +211,7 @@ def exploding_demo(cfg: Config, prepared: Prepared, steps: int, init_scale: floa
 
 def plot_exploding(result: dict[str, Any], path: str | Path) -> Path:
     """Loss and pre-clip gradient norm per step (log y) for both runs, and the histogram of pre-clip norms."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     s = result["settings"]
     for name, colour in (("unclipped", "C3"), ("clipped", "C0")):
@@ -252,4 +234,4 @@ def plot_exploding(result: dict[str, Any], path: str | Path) -> Path:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle(f"{s['cell']} init=scaled×{s['init_scale']}, SGD lr {s['lr']}, bptt {s['bptt']}", fontsize=9)
-    return _save(fig, Path(path))
+    return save_figure(fig, path)

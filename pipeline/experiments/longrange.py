@@ -26,9 +26,10 @@ from typing import Any, Callable
 
 from pipeline.experiments.longrange_grid import LongrangeSettings, run_grid, settings_dict, summarise
 from pipeline.experiments.longrange_report import (
+    cell_text,
     fisher_tests,
-    format_table,
     frontier,
+    needed,
     report_lines,
     slopes,
     survival,
@@ -106,6 +107,32 @@ def run_longrange(out_dir: str | Path, settings: LongrangeSettings | None = None
     plot_survival(result, rows, out / "survival.png")
     plot_steps(result, out / "steps_vs_d.png")
     return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The console's view: per cell, its start, learning rate, frontier and successes per d."""
+    s = result["settings"]
+    ds = s["distances"]
+    lines = [f"{'cell':>18} {'start':>22} {'lr':>6} {'frontier':>8} " + " ".join(f"{'d=' + str(d):>28}" for d in ds)]
+    for name, c in result["cells"].items():
+        if c["role"] != "grid":
+            continue
+        f = result["frontier"][name]
+        lines.append(f"{name:>18} {c['start']:>22} {c['lr']:>6g} {str(f['largest_d'] or '—'):>8} "
+                     + " ".join(f"{cell_text(c['by_d'].get(str(d)), s['steps']):>28}" for d in ds))
+    lines.append(f"successes/seeds [95 % Wilson]; median steps to success (> {s['steps']}: half or more failed); "
+                 f"frontier: the largest d solved by >= {needed(s['seeds'])}/{s['seeds']} seeds")
+    ab = result.get("ablation")
+    if ab:
+        lines += ["", "ablation (" + ", ".join(f"d={d}" for d in ab["distances"]) + "):"]
+        for name in ab["cells"]:
+            c = result["cells"][name]
+            lines.append(f"{name:>18} " + " ".join(f"{cell_text(ab['by_d'][name].get(str(d)), s['steps']):>28}"
+                                                   for d in ab["distances"]))
+    t = result["timing"]
+    lines.append(f"CPU: {t['cpu_seconds'] / 60:.1f} min for these results (budget {t['budget_cpu_minutes']:g}); "
+                 f"this invocation {t['cpu_seconds_this_run'] / 60:.1f} CPU min, {t['wall_seconds'] / 60:.1f} min wall")
+    return "\n".join(lines)
 
 
 def config_args(cfg) -> dict[str, Any]:

@@ -8,32 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.experiments.figures import pyplot, save_figure
 from pipeline.experiments.longrange_report import RATIO, cell_text, ran
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def plot_grid(result: dict[str, Any], path: Path) -> Path:
     """Left: seeds solved per cell × d (colour: success rate; grey: beyond the frontier or not run). Right: the
     2 × 2 ablation's cue-gradient ratio and readout slope at the end of training, per d."""
-    plt = _pyplot()
+    plt = pyplot()
     s, cells = result["settings"], result["cells"]
     ds, grid = s["distances"], [n for n, c in cells.items() if c["role"] == "grid"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(19, 0.7 * len(grid) + 3), gridspec_kw={"width_ratios": [2.2, 1]})
@@ -69,12 +51,12 @@ def plot_grid(result: dict[str, Any], path: Path) -> Path:
         ax2.set(xlabel="distance d", title="the 2 × 2 ablation at the end of training (medians over seeds)\n"
                                             "cue/last-distractor gradient (solid), 1 − tanh²(c_T) (dotted)")
         ax2.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_survival(result: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> Path:
     """One panel per cell: the share of seeds solved by each step, one line per d."""
-    plt = _pyplot()
+    plt = pyplot()
     s = result["settings"]
     names = list(dict.fromkeys(r["cell"] for r in rows)) or ["(none)"]
     cols = 4
@@ -91,12 +73,12 @@ def plot_survival(result: dict[str, Any], rows: list[dict[str, Any]], path: Path
         ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_steps(result: dict[str, Any], path: Path) -> Path:
     """Median steps to success against d, log–log, with each cell's fitted line; the step cap dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     s = result["settings"]
     fig, ax = plt.subplots(figsize=(8, 6))
     for i, (name, f) in enumerate(result["slopes"].items()):
@@ -115,4 +97,4 @@ def plot_steps(result: dict[str, Any], path: Path) -> Path:
     ax.set(xlabel="distance d", ylabel="median steps to success",
            title="steps to success against d (where at least half the seeds solved)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)

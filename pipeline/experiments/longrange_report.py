@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import fisher_exact
 
-from pipeline.experiments.longrange_train import GATED, RATIO, SATURATION
+from pipeline.experiments.longrange_train import GATED, RATIO, SATURATION, ablation
 
 FRONTIER_SHARE = 0.8  # "solved at d": at least 4 of 5 seeds (this share of the seeds, rounded up)
 TANH = ("rnn_tanh", "rnn_tanh_orth")  # the tanh RNN's two starts: the references of the Fisher tests
@@ -181,45 +181,29 @@ def gating_answer(result: dict[str, Any]) -> str:
         ans = "No: at equal, fair starts the best gated and the best plain cell reach the same d."
     else:
         ans = "No: the best plain start reaches further than any gated one."
+    low = [n for n, d in gated.items() if (d or 0) <= dp]
+    if low:
+        ans += (" Not every gated start does: " + ", ".join(
+            f"{n} ({cells[n]['start']}) reached d = {gated[n] or 'none'}" for n in low)
+            + ", not beyond the best plain start.")
+    # a frontier the budget cut is a lower bound: it can only move the answer if more budget could reverse it
     bound = [n for n in fr if (result["frontier"][n]["next"] or {}).get("status") == "not run"]
+    risky = [n for n in bound if (n in plain) == (dg > dp)]
     if bound:
         ans += (" The budget, not the cell, stopped " + ", ".join(bound) + ": their frontiers are lower bounds"
-                + (", so this answer is provisional." if {best_p, best_g} & set(bound) or any(
-                    fr[n] is None or fr[n] <= max(dp, dg) for n in bound) else "."))
-    if sig:
-        ref, g, d, p = min(sig, key=lambda t: (int(t[2]), t[3]))
-        ans += (f" The first d where a gated cell beats a tanh RNN at p < 0.05 (exact Fisher, two-sided): d = {d}, "
-                f"{g} {cells[g]['by_d'][d]['successes']}/{cells[g]['by_d'][d]['runs']} vs {ref} "
-                f"{cells[ref]['by_d'][d]['successes']}/{cells[ref]['by_d'][d]['runs']}, p = {p:.3f}.")
-    else:
-        ans += " No gated cell beats a tanh RNN at p < 0.05 at any d both ran."
-    return head + ans
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The console's view: per cell, its start, learning rate, frontier and successes per d."""
-    s = result["settings"]
-    ds = s["distances"]
-    lines = [f"{'cell':>18} {'start':>22} {'lr':>6} {'frontier':>8} " + " ".join(f"{'d=' + str(d):>28}" for d in ds)]
-    for name, c in result["cells"].items():
-        if c["role"] != "grid":
+                + (f", so this answer is provisional ({', '.join(risky)} might reach further)." if risky
+                   else ", which cannot reverse this answer."))
+    for ref in result["fisher"]:
+        first = min((int(d), g, p) for g, row in result["fisher"][ref].items() for d, p in row.items()
+                    if (ref, g, d, p) in sig) if any(t[0] == ref for t in sig) else None
+        if first is None:
+            ans += f" No gated cell beats {ref} at p < 0.05 at any d both ran."
             continue
-        f = result["frontier"][name]
-        lines.append(f"{name:>18} {c['start']:>22} {c['lr']:>6g} {str(f['largest_d'] or '—'):>8} "
-                     + " ".join(f"{cell_text(c['by_d'].get(str(d)), s['steps']):>28}" for d in ds))
-    lines.append(f"successes/seeds [95 % Wilson]; median steps to success (> {s['steps']}: half or more failed); "
-                 f"frontier: the largest d solved by >= {needed(s['seeds'])}/{s['seeds']} seeds")
-    ab = result.get("ablation")
-    if ab:
-        lines += ["", "ablation (" + ", ".join(f"d={d}" for d in ab["distances"]) + "):"]
-        for name in ab["cells"]:
-            c = result["cells"][name]
-            lines.append(f"{name:>18} " + " ".join(f"{cell_text(ab['by_d'][name].get(str(d)), s['steps']):>28}"
-                                                   for d in ab["distances"]))
-    t = result["timing"]
-    lines.append(f"CPU: {t['cpu_seconds'] / 60:.1f} min for these results (budget {t['budget_cpu_minutes']:g}); "
-                 f"this invocation {t['cpu_seconds_this_run'] / 60:.1f} CPU min, {t['wall_seconds'] / 60:.1f} min wall")
-    return "\n".join(lines)
+        d, g, p = str(first[0]), first[1], first[2]
+        ans += (f" Against {ref}, the first d where a gated cell is better at p < 0.05 (exact Fisher, two-sided): "
+                f"d = {d}, e.g. {g} {cells[g]['by_d'][d]['successes']}/{cells[g]['by_d'][d]['runs']} vs "
+                f"{cells[ref]['by_d'][d]['successes']}/{cells[ref]['by_d'][d]['runs']}, p = {p:.3f}.")
+    return head + ans
 
 
 def report_lines(result: dict[str, Any], assets: str) -> list[str]:
@@ -287,6 +271,7 @@ def report_lines(result: dict[str, Any], assets: str) -> list[str]:
                              diag(b, RATIO, fmt_ratio)])
         L += table(["cell", "loss", "embedding init", "d", "seeds solved; median steps", "mean accuracy",
                     "`lstm_readout_slope`", f"`{RATIO}`"], rows)
+        L += ["", ablation_text(result)]
         L += ["", "`lstm_readout_slope` = mean 1 − tanh²(c_T), the slope of the readout h = o·tanh(c) (near 0: "
                   f"saturated); `{RATIO}` = ‖∂L/∂e_cue‖ / ‖∂L/∂e_(d−2)‖ (0: the cue's gradient underflowed float32).",
               ""]
@@ -345,3 +330,22 @@ def load(summary_result: dict[str, Any] | None, folder: Path) -> dict[str, Any] 
         if r and "frontier" in r:
             return r
     return None
+
+
+def ablation_text(result: dict[str, Any]) -> str:
+    """Each ablation row against the protocol cell, per d: seeds solved and the exact Fisher p (two-sided)."""
+    ab, cells = result["ablation"], result["cells"]
+    base, out = ab["cells"][0], []
+    for d in map(str, ab["distances"]):
+        b = ab["by_d"][base][d]
+        if not ran(b):
+            continue
+        parts = []
+        for n in ab["cells"][1:]:
+            x = ab["by_d"][n][d]
+            if ran(x):
+                p = fisher_exact([[x["successes"], x["runs"] - x["successes"]],
+                                  [b["successes"], b["runs"] - b["successes"]]])[1]
+                parts.append(f"{ablation(cells[n]['spec'])} {x['successes']}/{x['runs']} (p = {p:.3f})")
+        out.append(f"At d = {d}: {base} {b['successes']}/{b['runs']}; " + "; ".join(parts) + ".")
+    return " ".join(out) + " (p: exact Fisher against " + base + ", two-sided.)"

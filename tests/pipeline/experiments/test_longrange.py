@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from pipeline.config import LONGRANGE_CELLS
 from pipeline.evaluation.intervals import wilson
-from pipeline.experiments.longrange import LongrangeSettings, report_lines, run_longrange
+from pipeline.experiments.longrange import LongrangeSettings, format_table, report_lines, run_longrange
 from pipeline.experiments.longrange_grid import choose_lr, job_key, summarise
-from pipeline.experiments.longrange_report import fisher_tests, format_table, frontier, slopes, survival
+from pipeline.experiments.longrange_report import fisher_tests, frontier, slopes, survival
 from pipeline.experiments.longrange_task import (
     ATTRACTORS,
     CHANCE,
