@@ -82,14 +82,19 @@ def context_curves(scorer, tokens, targets, words: ScoredWords, full_top: list[l
     on every scored word of that kind with at least that many words before it, so every c really truncates; "all"
     is the full-context pass. A truncated context starts mid-document (no `bos`)."""
     out: dict[str, Any] = {}
-    for kind, pos in curve_positions(words, ec).items():
-        at = [(int(words.doc[p]), int(words.word[p])) for p in pos]
-        gold = [tokens[d][targets[d][i]] for d, i in at]
-        hits = {}
-        for c in curve_lengths(ec, kind):
-            ctxs = [tokens[d][targets[d][i - c]:targets[d][i]] for d, i in at]  # from the c-th word back
-            tops = scorer.top_words(ctxs, 1, bos=False) if ctxs else []  # the curve is top-1: k = 1 is cheaper
-            hits[str(c)] = hit_string(bool(t) and t[0] == g for t, g in zip(tops, gold))
-        hits["all"] = hit_string(bool(full_top[p]) and full_top[p][0] == g for p, g in zip(pos, gold))
-        out[kind] = {"min_context_words": ec.context_curves[kind], "positions": len(at), "hits": hits}
+    positions = curve_positions(words, ec)
+    # one progress line for the whole curve (a mixture's curves on a long file take minutes): contexts read
+    total = sum(len(pos) * len(curve_lengths(ec, kind)) for kind, pos in positions.items())
+    with tqdm(total=total, unit="context", desc=f"context curves {scorer.name}", unit_scale=True, leave=False) as bar:
+        for kind, pos in positions.items():
+            at = [(int(words.doc[p]), int(words.word[p])) for p in pos]
+            gold = [tokens[d][targets[d][i]] for d, i in at]
+            hits = {}
+            for c in curve_lengths(ec, kind):
+                ctxs = [tokens[d][targets[d][i - c]:targets[d][i]] for d, i in at]  # from the c-th word back
+                tops = scorer.top_words(ctxs, 1, bos=False) if ctxs else []  # the curve is top-1: k = 1 is cheaper
+                hits[str(c)] = hit_string(bool(t) and t[0] == g for t, g in zip(tops, gold))
+                bar.update(len(ctxs))
+            hits["all"] = hit_string(bool(full_top[p]) and full_top[p][0] == g for p, g in zip(pos, gold))
+            out[kind] = {"min_context_words": ec.context_curves[kind], "positions": len(at), "hits": hits}
     return out
