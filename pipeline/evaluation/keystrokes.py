@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from pipeline.config import EvalConfig
 from pipeline.evaluation.distance import ECHO_WINDOW
-from pipeline.evaluation.sampling import sampled_documents, sampled_targets
+from pipeline.evaluation.sampling import sample_of, sampled_documents
 from pipeline.evaluation.scorer import Key, Scorer
 
 
@@ -96,4 +96,4 @@ def typist_sample(docs: list[str], ec: EvalConfig):
     """sampled_targets for the typist: eval.keystroke_words seeded words (at most the evaluation's own budget), or
     the evaluation's own words when it is not set."""
     budgets = [b for b in (ec.max_words, ec.keystroke_words) if b is not None]
-    return sampled_targets(docs, ec, min(budgets) if budgets else None)
+    return sample_of(docs, min(budgets) if budgets else None, ec.sample_seed)

@@ -12,7 +12,7 @@ from pipeline.evaluation.distance import ECHO_WINDOW
 from pipeline.evaluation.mixture import HISTORY_EDGES, MixtureWeights, kn_probs, mix_label
 from pipeline.evaluation.mixture_scorer import MixtureScorer
 from pipeline.evaluation.ngram import KneserNey, context_tail
-from pipeline.evaluation.sampling import sampled_documents, sampled_targets
+from pipeline.evaluation.sampling import sample_of, sampled_documents
 from pipeline.evaluation.scorer import read_all
 
 def em_weights(probs: np.ndarray, iterations: int = 100) -> np.ndarray:
@@ -68,7 +68,7 @@ def mixture_prob(w: MixtureWeights, probs: np.ndarray, classes: np.ndarray) -> n
 def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, ec, context_dependent: bool = True
         ) -> tuple[MixtureWeights, dict[str, Any]]:
     """θ, W and λ per class on a seeded, word-weighted sample of `docs` (mixture.fit_words validation words)."""
-    tokens, targets, chosen, info = sampled_targets(docs, ec, mc.fit_words)
+    tokens, targets, chosen, info = sample_of(docs, mc.fit_words, ec.sample_seed)
     _, cut, want = sampled_documents(tokens, targets, chosen)
     first = net.read(cut, want, vectors="cache" in parts)
     for _ in first:  # the network's log-probabilities and vectors: the parts are mixed below, for every (θ, W)
@@ -118,7 +118,7 @@ def choose_skip(net, lm, parts, docs, mc, ec, context_dependent, best: MixtureWe
     for skip in mc.cache_skips:
         if (best.window, skip) not in probs[best.theta]:
             measure(best.theta, best.window, skip)
-    tokens, targets, chosen, _ = sampled_targets(docs, ec, mc.rank_words)
+    tokens, targets, chosen, _ = sample_of(docs, mc.rank_words, ec.sample_seed)
     _, cut, want = sampled_documents(tokens, targets, chosen)
     report, candidates = {}, []
     for skip in mc.cache_skips:

@@ -70,20 +70,24 @@ def targets_of(tokens: Sequence[str]) -> list[int]:
     return [j for j, t in enumerate(tokens) if is_word(t)]
 
 
-def sampled_targets(docs: list[str], ec: EvalConfig, max_words: int | None | str = "eval"
+def sampled_targets(docs: list[str], ec: EvalConfig
                     ) -> tuple[list[list[str]], list[list[int]], list[list[int]], dict[str, Any]]:
+    """The evaluation's words: `sample_of` with eval.max_words and eval.sample_seed."""
+    return sample_of(docs, ec.max_words, ec.sample_seed)
+
+
+def sample_of(docs: list[str], max_words: int | None, seed: int
+              ) -> tuple[list[list[str]], list[list[int]], list[list[int]], dict[str, Any]]:
     """Tokens and word targets of every document, and which of its words are scored (indices into its targets):
-    all of them, or the seeded sample of `word_sample` when the budget (eval.max_words unless `max_words` is
-    given) is set."""
-    budget = ec.max_words if max_words == "eval" else max_words
+    all of them (max_words None), or the seeded sample of `word_sample`."""
     tokens = [d.split() for d in docs]
     targets = [targets_of(t) for t in tokens]
-    chosen = word_sample([len(t) for t in targets], budget, ec.sample_seed)
+    chosen = word_sample([len(t) for t in targets], max_words, seed)
     available = sum(map(len, targets))
     scored = sum(map(len, chosen))
     info = {"words_available": available, "documents_available": len(docs), "words": scored,
-            "documents": sum(1 for c in chosen if c), "max_words": budget,
-            "seed": ec.sample_seed if scored < available else None}
+            "documents": sum(1 for c in chosen if c), "max_words": max_words,
+            "seed": seed if scored < available else None}
     return tokens, targets, chosen, info
 
 
