@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-slow test-all test-browser prepare train evaluate probe mix mix-report keystrokes-report experiment longrange gradients ui serve bench bench-report clean
+.PHONY: help setup run test test-slow test-all test-browser prepare train evaluate ablate probe mix mix-report keystrokes-report experiment longrange gradients ui serve bench bench-report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ train: setup ## train or resume the model of CONFIG
 evaluate: setup ## evaluate MODEL (run id, models:/..., checkpoint) on the whole test split (typist too), with the n-gram row
 	$(PY) -m pipeline evaluate --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) --baseline \
 		--set eval.keystroke_words=null $(ARGS)
+
+ablate: setup ## how far back MODEL reads: context ablation and copy test in nats (losses only), with the n-gram as a check
+	$(PY) -m pipeline ablate --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) --baseline $(ARGS)
 
 probe: setup ## score the probe set with MODEL
 	$(PY) -m pipeline probe --config $(CONFIG) --model $(or $(MODEL),models:/marathi-nwp-lstm@champion) $(ARGS)

@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixture (default): also score each model's registered mixture, what its server suggests "
                         "from; net: the network alone")
     p.add_argument("--out", default=None, help="directory for the JSON/CSV tables and plots")
+    p = add("ablate", _lazy("pipeline.evaluation.commands:ablate_cli"),
+            "how far back each model reads: the context ablation and copy test in nats (no beam search)")
+    p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")
+    p.add_argument("--data", help="ablate on this corpus file instead of the config's split")
+    p.add_argument("--baseline", action="store_true", help="add the Kneser-Ney n-gram (its effective context is "
+                   "at most eval.ngram_order - 1 words: a check of the method)")
+    p.add_argument("--out", default=None, help="directory for ablation.json")
     p = add("keystrokes", _lazy("pipeline.evaluation.commands:keystrokes_cli"),
             "keystroke savings of a W-slot suggestion bar: the network, its mixture and the n-gram")
     p.add_argument("--model", action="append", default=[], help=f"{model_help} (repeatable)")

@@ -83,7 +83,7 @@ class ModelConfig:
     num_layers: Int = Field(2, ge=1)
     dropout: Float = Field(0.2, ge=0.0, le=0.99)
     tie_weights: Bool = True
-    init: Literal["default", "identity", "scaled"] = "default"
+    init: Literal["default", "identity", "orthogonal", "scaled"] = "default"
     init_scale: Float = Field(1.0, ge=0.0)  # for init=scaled: recurrent weights = init_scale * orthogonal
     gate_bias: Float | None = None  # lstm / gru: initial bias of the forget / update gate; null: torch's default
     residual: Bool = False
@@ -208,6 +208,24 @@ class EvalConfig:
     # The typist's words: null = the evaluation's own (every word, or max_words); else a seeded sample of at most this
     # many (sampling.py, stratified like max_words). The typist costs ~4 searches a word, so `make run` samples.
     keystroke_words: Int | None = Field(None, ge=1)
+    # Warm starts (pipeline/evaluation/warm.py): every document and truncated context is read after real text of other
+    # documents of the same split (whole documents, at least warm_words words, from one of warm_pool seeded streams),
+    # never from a zero state, which training never sees; false: zero states (the old behaviour, for comparison).
+    warm_start: Bool = True
+    warm_words: Int = Field(256, ge=1)
+    warm_pool: Int = Field(32, ge=1)
+    # Context ablation in nats and copy test (pipeline/evaluation/ablation.py): per kind, every position with at least
+    # ablation_contexts[kind] words before it, at each c of ablation_lengths up to that; off, evaluation skips both.
+    ablation: Bool = True
+    ablation_contexts: dict[Str, Int] = field(default_factory=lambda: {"verse": 256, "prose": 64, "all": 256})
+    ablation_lengths: tuple[Int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    ablation_shuffle_lengths: tuple[Int, ...] = (4, 16, 64)  # c at which the context beyond c is also shuffled
+    ablation_shuffle_positions: Int = Field(1000, ge=1)     # per kind: a seeded sample of the ablation's positions
+    copy_targets: Int | None = Field(2000, ge=1)            # per kind: a seeded sample of repeated words; null: all
+    # effective context: the smallest c whose Δ(c) is at most this many nats (and, second figure, this share of the
+    # full-context loss: Khandelwal et al.'s 1 %)
+    effective_nats: Float = Field(0.01, gt=0)
+    effective_share: Float = Field(0.01, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _rules(self) -> EvalConfig:

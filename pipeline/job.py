@@ -66,13 +66,14 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
     hits = {name: r["hits"] for name, r in test["models"].items()}
     keys = {name: r.get("keystrokes") for name, r in test["models"].items()}
     return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg, "hits": hits[net.name],
-            "keystrokes": keys[net.name], "params": sum(p.numel() for p in bundle.model.parameters()),
+            "keystrokes": keys[net.name], "ablation": test["models"][net.name].get("ablation"), "params": sum(p.numel() for p in bundle.model.parameters()),
             "seconds": result.seconds,
             "mixture": {"cell": mixed.name, "metrics": mix_metrics, "registry": reg, "weights": weights.to_dict(),
                         "hits": hits[mixed.name], "keystrokes": keys[mixed.name]},
             "baseline": test["models"][baseline.name]["metrics"] if baseline is not None else None,
             "baseline_hits": hits[baseline.name] if baseline is not None else None,
-            "baseline_keystrokes": keys[baseline.name] if baseline is not None else None}
+            "baseline_keystrokes": keys[baseline.name] if baseline is not None else None,
+            "baseline_ablation": test["models"][baseline.name].get("ablation") if baseline is not None else None}
 
 
 def tables_of_rows(rows: list[dict[str, Any]], test_docs: list[str], sources: list[str], cfg: Config) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def tables_of_rows(rows: list[dict[str, Any]], test_docs: list[str], sources: li
     from pipeline.evaluation import add_kind_tables
 
     results = {"k": cfg.eval.k, "split": "test",
-               "models": {r["cell"]: {"hits": r["hits"], "keystrokes": r.get("keystrokes")} for r in rows}}
+               "models": {r["cell"]: {"hits": r["hits"], "keystrokes": r.get("keystrokes"), "ablation": r.get("ablation")}
+                          for r in rows}}
     add_kind_tables(results, test_docs, sources, cfg.eval)
     return results
 
@@ -158,7 +160,7 @@ def cli(args, cfg: Config) -> int:
         rows += [row, row["mixture"]]
     if rows and rows[0].get("baseline"):
         rows.append({"cell": baseline.name, "metrics": rows[0]["baseline"], "hits": rows[0]["baseline_hits"],
-                     "keystrokes": rows[0]["baseline_keystrokes"]})
+                     "keystrokes": rows[0]["baseline_keystrokes"], "ablation": rows[0]["baseline_ablation"]})
     _say(f"done in {(time.perf_counter() - t0) / 60:.1f} min — test split of {cfg.data.test}")
     results = tables_of_rows(rows, docs["test"], test_sources, cfg)
     print(format_table(rows, results))
@@ -167,6 +169,10 @@ def cli(args, cfg: Config) -> int:
         from pipeline.evaluation import keystroke_block
 
         print("\n" + "\n".join(keystroke_block(results)))
+    if results.get("ablation"):
+        from pipeline.evaluation import ablation_lines
+
+        print("\n" + "\n".join(ablation_lines(results["ablation"])))
     summary = Path(cfg.train.runs_dir) / f"{cfg.name}-summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(rows, indent=1, ensure_ascii=False, default=str))

@@ -1,13 +1,14 @@
 """Evaluation (DESIGN §7), in one-way layers (an import-linter contract in pyproject.toml keeps them so):
 
     primitives        predict (whole words from pieces), ngram, sampling, distance, bootstrap, intervals,
-                      text_kinds, attribution, probe_constructions, probe_generation
+                      text_kinds, attribution, probe_constructions, probe_generation, warm (warm starts)
     the served model  mixture: weights, storage, cache, mixing, `mixed_top` (all the server imports of this package
                       besides predict and attribution)
     the protocol      scorer: `Scorer`, `TargetBatch`, `Reading`, `read_all`
     adapters          network_scorer, ngram_scorer, then mixture_scorer
-    consumers         loop (the evaluation loop, context curves), keystrokes (the typist), mixture_fit, probes
-    tables and plots  keystroke_figures, plots, then tables
+    consumers         ablation (context ablation, copy test), then loop (the evaluation loop, context curves);
+                      keystrokes (the typist), mixture_fit, probes
+    tables and plots  keystroke_figures, ablation_tables, plots, then tables
     assembly          assembly: models from references, scorers and their provenance, documents, probes, logging
     commands          commands (imported by pipeline/cli.py on use; not re-exported here)
 
@@ -22,11 +23,13 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
+    "ablation": ("context_ablation", "train_counts"),
+    "ablation_tables": ("ablation_lines", "ablation_metrics"),  # its function of the same name: import the module
     "assembly": (
         "Provenance", "build_baseline", "build_scorers", "eval_documents", "evaluate", "load_model", "log_to_runs",
         "model_name", "probes_of"
     ),
-    "loop": ("context_curves", "evaluate_scorer", "word_perplexity"),
+    "loop": ("ablate_scorer", "context_curves", "evaluate_scorer", "warm_starts", "word_perplexity"),
     "keystroke_figures": ("keystroke_lines", "keystroke_metrics", "keystroke_tables", "ksr_text"),
     "keystrokes": ("run_scorer", "simulate", "type_documents"),
     "mixture": ("Mixture", "MixtureError", "MixtureWeights", "load_mixture", "mixture_of", "save_mixture"),

@@ -12,7 +12,8 @@ import torch
 
 from pipeline.checkpoints import ModelBundle
 from pipeline.config import Config
-from pipeline.evaluation.loop import evaluate_scorer
+from pipeline.evaluation.ablation import train_counts
+from pipeline.evaluation.loop import ablate_scorer, evaluate_scorer
 from pipeline.evaluation.keystrokes import run_scorer, typist_sample
 from pipeline.evaluation.mixture import mixture_of
 from pipeline.evaluation.mixture_scorer import MixtureScorer
@@ -97,6 +98,13 @@ def build_scorers(cfg: Config, refs: list[str], baseline: bool, mix: str = "net"
     return scorers, where
 
 
+def train_word_counts(cfg: Config):
+    """Word counts of the config's train split: the copy test's frequency classes."""
+    from pipeline.corpus.prepare import documents
+
+    return train_counts(documents(cfg, "train"))
+
+
 def probes_of(cfg: Config) -> list[Probe] | None:
     """The probe set named by eval.probes (None when it names none). A named file that is missing is an error
     everywhere (evaluate, make run, the experiment), before any model is trained or read."""
@@ -112,10 +120,16 @@ def probes_of(cfg: Config) -> list[Probe] | None:
 
 def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, probes: list[Probe] | None = None,
              sources: list[str] | None = None) -> dict[str, Any]:
-    """Every measurement of every scorer on the same words, then the tables over them (tables.py)."""
+    """Every measurement of every scorer on the same words, then the tables over them (tables.py). The context
+    ablation runs for every scorer but a mixture: a mixture's probabilities come with its ranking, so it would cost a
+    full search per ablated context."""
     results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
+    counts = None
     for scorer in scorers:
         r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
+        if cfg.eval.ablation and not isinstance(scorer, MixtureScorer):
+            counts = counts or train_word_counts(cfg)
+            r["ablation"] = ablate_scorer(scorer, docs, cfg.eval, sources, counts)
         if cfg.eval.keystrokes:
             tokens, targets, chosen, _ = typist_sample(docs, cfg.eval)
             r["keystrokes"] = run_scorer(scorer, tokens, targets, chosen, cfg.eval.keystroke_slots)

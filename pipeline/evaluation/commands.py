@@ -1,4 +1,4 @@
-"""The evaluation's commands (`python -m pipeline evaluate | baseline | keystrokes | mix | probe`): thin wiring of
+"""The evaluation's commands (`python -m pipeline evaluate | ablate | baseline | keystrokes | mix | probe`): thin wiring of
 assembly.py's scorers and documents through the consumers to the tables. Every user error is printed to stderr with
 exit status 2 (`fail`)."""
 from __future__ import annotations
@@ -20,9 +20,12 @@ from pipeline.evaluation.assembly import (
     load_model,
     log_to_runs,
     probes_of,
+    train_word_counts,
 )
+from pipeline.evaluation.ablation_tables import ablation_lines, ablation_metrics, ablation_tables
 from pipeline.evaluation.keystroke_figures import keystroke_lines, keystroke_metrics, keystroke_rows, keystroke_tables
 from pipeline.evaluation.keystrokes import run_scorer
+from pipeline.evaluation.loop import ablate_scorer
 from pipeline.evaluation.mixture import MixtureError, MixtureWeights, mix_label, mixture_dir, save_mixture
 from pipeline.evaluation.mixture_fit import SERVED, fit_all
 from pipeline.evaluation.mixture_scorer import MixtureScorer
@@ -62,6 +65,33 @@ def evaluate_cli(args, cfg: Config) -> int:
     print_table(results)  # the tables first: a figure that fails to draw must not take them with it
     files = write_outputs(results, out)
     print(f"wrote {len(files)} files to {out}")
+    log_to_runs(cfg, where, results, out)
+    return 0
+
+
+def ablate_cli(args, cfg: Config) -> int:
+    """`ablate --model REF ... [--data FILE] [--baseline]`: the context ablation and copy test alone (losses only,
+    no beam search): tables, ablation.json, metrics to each model's MLflow run."""
+    if not args.model and not args.baseline:
+        return fail("give at least one --model (run id, models:/NAME@ALIAS, checkpoint or export directory) or "
+                    "--baseline")
+    scorers, where = build_scorers(cfg, args.model, args.baseline, "net")
+    docs, sources, split = eval_documents(cfg, args.data)
+    if len(docs) < 2:
+        return fail(f"{args.data or split} has {len(docs)} document(s): the ablation replaces context with text of "
+                    "other documents of the same file; give a file with at least 2 documents")
+    counts = train_word_counts(cfg)
+    got = {s.name: ablate_scorer(s, docs, cfg.eval, sources, counts) for s in scorers}
+    tables = ablation_tables(got, cfg.eval)
+    print("\n".join(ablation_lines(tables, tuple(tables["kinds"]))))
+    for name, r in got.items():
+        print(f"{name}: {r['rows']:,} ablated contexts ({r['row_tokens']:,} tokens) in {r['seconds']:.0f} s")
+    out = _out_dir(args, cfg, split, "ablation")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps({"tables": tables, "models": got}, ensure_ascii=False))
+    print(f"wrote {out / 'ablation.json'}")
+    results = {"models": {n: {"metrics": {f"{split}/{k}": v for k, v in ablation_metrics(tables, n).items()}}
+                          for n in got}}
     log_to_runs(cfg, where, results, out)
     return 0
 

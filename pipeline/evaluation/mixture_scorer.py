@@ -26,6 +26,7 @@ from pipeline.evaluation.network_scorer import NeuralScorer
 from pipeline.evaluation.ngram import KneserNey, context_tail
 from pipeline.evaluation.predict import select_state
 from pipeline.evaluation.scorer import Ranking, Reading, TargetBatch
+from pipeline.evaluation.warm import Warm
 
 STAND_IN = "क"  # a word after a free-standing context: its position is the one ranked; its own score is not used
 
@@ -87,12 +88,14 @@ class MixtureScorer:
                         f["cache"][w] = float(dist[r, vocab[w]]) if w in vocab else 0.0
         return out
 
-    def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True
-             ) -> Reading:
-        return Reading.of(lambda reading: self._read(docs, targets, bos, logp, reading))
+    def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True,
+             warm: list[Warm | None] | None = None, rank: bool = True) -> Reading:
+        """A warm start reaches the network only: the cache keeps the document's own words, and the n-gram starts
+        at the document (a mixture's probabilities come with its ranking, so rank=False saves nothing)."""
+        return Reading.of(lambda reading: self._read(docs, targets, bos, logp, warm, reading))
 
-    def _read(self, docs, targets, bos: bool, logp: bool, reading: Reading) -> Iterator[TargetBatch]:
-        for nb in self.net.read(docs, targets, bos, logp=False, vectors="cache" in self.w.parts):
+    def _read(self, docs, targets, bos: bool, logp: bool, warm, reading: Reading) -> Iterator[TargetBatch]:
+        for nb in self.net.read(docs, targets, bos, logp=False, warm=warm, vectors="cache" in self.w.parts):
             by_doc: list[list[int]] = [[] for _ in docs]
             for d, j in nb.keys:
                 by_doc[d].append(j)
@@ -123,13 +126,13 @@ class MixtureScorer:
             if logp and not scored:
                 rank(1, None, None)
 
-    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, prefixes: list[str] | None = None
-                  ) -> list[list[str]]:
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, warm: list[Warm | None] | None = None,
+                  prefixes: list[str] | None = None) -> list[list[str]]:
         """Top-k after each context (the cache reads the context itself), completing prefixes[i] when given."""
         docs = [list(c) + [STAND_IN] for c in contexts]
         prefixes = prefixes or [""] * len(contexts)
         top: dict[tuple[int, int], list[str]] = {}
-        for batch in self.read(docs, [[len(c)] for c in contexts], bos, logp=False):
+        for batch in self.read(docs, [[len(c)] for c in contexts], bos, logp=False, warm=warm):
             top.update(zip(batch.keys, batch.words(k, [prefixes[d] for d, _ in batch.keys])))
         return [top[(d, len(c))] for d, c in enumerate(contexts)]
 

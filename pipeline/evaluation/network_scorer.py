@@ -10,6 +10,11 @@ How a reading is batched (the state must be the one after the *whole* preceding 
     log P(word) = Σ tok_lp over its pieces' predecessors + bnd after its last piece      (exact, teacher-forced)
 
 Padding only ever follows a row's real pieces, so it cannot change any state that is read.
+
+A reading that needs no ranking (`rank=False`: losses only, the context ablation and copy test) needs no state per
+target: wide batches of rows through the fused recurrence, chunk by chunk, and the output layer only where a
+target's pieces are.
+A warm start (warm.py) is read once per stream, keeping the state at every cut some row starts from.
 """
 from __future__ import annotations
 
@@ -24,8 +29,15 @@ from pipeline.checkpoints import ModelBundle
 from pipeline.config import EvalConfig
 from pipeline.evaluation.predict import WordPredictor, cat_states, select_state
 from pipeline.evaluation.scorer import Key, Ranking, Reading, TargetBatch
+from pipeline.evaluation.warm import Stream, Warm
 
 STEP_TOKENS = 16384  # documents per teacher-forcing batch: B * T at most this many pieces (one doc at least)
+# A loss-only batch: at most LOSS_ROWS rows and LOSS_TOKENS pieces (B * longest), read LOSS_CHUNK pieces at a time
+LOSS_ROWS, LOSS_TOKENS, LOSS_CHUNK = 512, 8_000_000, 256
+
+
+def _unranked(k, prefixes, rows) -> Ranking:
+    raise RuntimeError("this reading was asked for losses only (rank=False): read again with rank=True to rank")
 
 
 @dataclass
@@ -53,22 +65,55 @@ class NeuralScorer:
         self.model, self.tok = self.pred.model, self.pred.tok
         self.device = self.pred.device
         self.search_stats = self.pred.search_stats  # the predictor's own counters, shared
+        self._pieces: dict[str, list[int]] = {}  # token -> pieces: the ablation encodes each word hundreds of times
 
     def _encode(self, tokens: list[str], bos: bool = True) -> tuple[list[int], list[int]]:
         """(`bos` +) pieces of the tokens, and the index in ids where each token's first piece sits."""
-        pieces = self.tok.encode_batch(tokens) if tokens else []
+        new = [t for t in dict.fromkeys(tokens) if t not in self._pieces]
+        if new:
+            self._pieces.update(zip(new, self.tok.encode_batch(new)))
+        pieces = [self._pieces[t] for t in tokens]
         ids, starts = [self.tok.bos_id] if bos else [], []
         for p in pieces:
             starts.append(len(ids))
             ids += p
         return ids, starts
 
+    def _warm_states(self, warms: list[Warm | None]) -> tuple[State, torch.Tensor | None]:
+        """The state each row starts from (zeros, or the state after its warm start) and the network's last output
+        there (B, H), which predicts a row's first piece (None when some row has read nothing). Each stream is read
+        once, in one row, cut at every point some row starts from (a chunk of the stream per call)."""
+        zero = self.model.init_state(1, self.device)
+        cuts: dict[Stream, set[int]] = {}
+        for w in warms:
+            if w is not None:
+                cuts.setdefault(w.stream, set()).add(w.tokens)
+        at_cut: dict[tuple[Stream, int], tuple[State, torch.Tensor | None]] = {}
+        for stream, wanted in cuts.items():
+            ids, bounds = [], [0]  # bounds[n]: the index in ids just after the stream's first n tokens
+            for seg in stream.segments:
+                seg_ids, starts = self._encode(list(seg), bos=True)
+                bounds.extend(len(ids) + e for e in starts[1:] + [len(seg_ids)])
+                ids += seg_ids
+            state, out, done = zero, None, 0
+            for n in sorted(wanted):
+                if n > len(bounds) - 1:
+                    raise ValueError(f"a warm start of {n} tokens in a stream of {len(bounds) - 1}")
+                cut = bounds[n]
+                if cut > done:
+                    feats, state = self.model(torch.tensor([ids[done:cut]], device=self.device), state)
+                    out, done = feats[:, -1], cut
+                at_cut[(stream, n)] = (state, out)
+        got = [(zero, None) if w is None else at_cut[(w.stream, w.tokens)] for w in warms]
+        outs = [o for _, o in got]
+        return cat_states([st for st, _ in got]), None if any(o is None for o in outs) else torch.cat(outs)
+
     @staticmethod
-    def _batches(lengths: list[int]) -> list[list[int]]:
+    def _batches(lengths: list[int], per_batch: int = STEP_TOKENS, max_rows: int | None = None) -> list[list[int]]:
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         out, cur = [], []
         for i in order:
-            if cur and (len(cur) + 1) * lengths[i] > STEP_TOKENS:
+            if cur and ((len(cur) + 1) * lengths[i] > per_batch or max_rows and len(cur) >= max_rows):
                 out.append(cur)
                 cur = []
             cur.append(i)
@@ -86,12 +131,69 @@ class NeuralScorer:
         return NetworkBatch(keys, rank, state, lp, reading.vectors)
 
     def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True,
-             vectors: bool = False) -> NetworkReading:
-        return NetworkReading.of(lambda reading: self._read(docs, targets, bos, logp, vectors, reading))
+             warm: list[Warm | None] | None = None, rank: bool = True, vectors: bool = False) -> NetworkReading:
+        if not rank and not vectors:
+            return NetworkReading.of(lambda reading: self._read_losses(docs, targets, bos, warm, reading))
+        return NetworkReading.of(lambda reading: self._read(docs, targets, bos, logp, warm, vectors, reading))
 
-    def _read(self, docs, targets, bos: bool, logp: bool, vectors: bool, reading: NetworkReading
+    def _read_losses(self, docs, targets, bos: bool, warm, reading: NetworkReading) -> Iterator[TargetBatch]:
+        """Losses only: rows sorted by length, LOSS_ROWS at a time, read in chunks of LOSS_CHUNK pieces from their
+        warm states (a wide batch keeps the recurrence's matrix products full, and only a chunk's outputs are held);
+        the output layer only where a target needs it: each inner piece's own log-probability, and the whole
+        distribution after its last piece."""
+        encoded = [self._encode(d, bos) for d in docs]
+        with torch.no_grad():
+            # every row's start once: a stream's reading is shared by all of its rows, whichever batch they fall in
+            start_all, before_all = self._warm_states(warm) if warm else (None, None)
+            lengths = [len(ids) for ids, _ in encoded]
+            for batch in self._batches(lengths, LOSS_TOKENS, LOSS_ROWS):
+                keys, tok_r, tok_t, owner, last_r, last_t = [], [], [], [], [], []
+                for r, d in enumerate(batch):
+                    ids, starts = encoded[d]
+                    for j in targets[d]:
+                        s = starts[j]
+                        e = (starts[j + 1] if j + 1 < len(starts) else len(ids)) - 1  # the word's last piece
+                        if s == 0 and before_all is None:
+                            raise ValueError("a target at a row's first piece has no context: read it with bos=True "
+                                             "or after a warm start")
+                        tok_r += [r] * (e - s + 1)
+                        tok_t += range(s - 1, e)  # the output at t predicts piece t + 1; t = -1: the warm start's
+                        owner += [len(keys)] * (e - s + 1)
+                        last_r.append(r)
+                        last_t.append(e)
+                        keys.append((d, j))
+                if not keys:
+                    continue
+                longest = max(lengths[d] for d in batch)
+                x = torch.full((len(batch), longest), self.tok.pad_id, dtype=torch.long, device=self.device)
+                for r, d in enumerate(batch):
+                    x[r, :lengths[d]] = torch.tensor(encoded[d][0])
+                idx = torch.tensor(batch, device=self.device)
+                state = select_state(start_all, idx) if warm else None
+                rows = torch.tensor(tok_r + last_r, device=self.device)
+                at = torch.tensor(tok_t + last_t, device=self.device)
+                out = torch.empty(len(rows), self.model.hidden_dim, device=self.device)
+                first = at < 0
+                if first.any():
+                    out[first] = before_all.index_select(0, idx)[rows[first]]
+                for a in range(0, int(at.max()) + 1, LOSS_CHUNK):
+                    feats, state = self.model(x[:, a:a + LOSS_CHUNK], state)  # (B, chunk, H)
+                    here = (at >= a) & (at < a + LOSS_CHUNK)
+                    if here.any():
+                        out[here] = feats[rows[here], at[here] - a]
+                n_tok = len(tok_r)
+                piece_lp = self.model.target_log_probs(out[:n_tok], x[rows[:n_tok], at[:n_tok] + 1])
+                total = torch.zeros(len(keys), device=self.device).index_add(
+                    0, torch.tensor(owner, device=self.device), piece_lp.to(torch.float32))
+                after = self.model.log_probs(out[n_tok:].unsqueeze(1), in_rank_order=True).squeeze(1)  # (N, V)
+                total = total + self.pred.boundary_log_mass(after)
+                reading.logp.update(zip(keys, total.tolist()))
+                yield TargetBatch(keys, _unranked)
+
+    def _read(self, docs, targets, bos: bool, logp: bool, warm, vectors: bool, reading: NetworkReading
               ) -> Iterator[NetworkBatch]:
         encoded = [self._encode(d, bos) for d in docs]
+        start_all = self._warm_states(warm)[0] if warm else None
         pending: list = []
         # Consumers rank inside this context too (as they did when this loop called them back): no autograd, and
         # PyTorch's native RNN kernels for the one-piece steps (see predict.stepwise).
@@ -109,7 +211,8 @@ class NeuralScorer:
                 feats = torch.zeros(n, longest, self.model.hidden_dim) if vectors else None
                 first_pieces = {d: torch.tensor(encoded[d][1], dtype=torch.long) - 1 for d in batch}
                 row_of = {d: r for r, d in enumerate(batch)}
-                state = self.model.init_state(n, self.device)
+                state = select_state(start_all, torch.tensor(batch, device=self.device)) if warm \
+                    else self.model.init_state(n, self.device)
                 tok_lp = torch.zeros(n, longest, device=self.device)
                 bnd = torch.zeros(n, longest, device=self.device)
                 neg = torch.tensor(-math.inf, device=self.device)
@@ -146,12 +249,15 @@ class NeuralScorer:
             if pending:
                 yield self._batch(pending, reading)
 
-    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, warm: list[Warm | None] | None = None
+                  ) -> list[list[str]]:
         """Top-k words after each context, read from a fresh state (after `bos` when the context is a document's
         start; without it for a truncated context, which starts mid-document). Contexts of the same length in pieces
         are read together in one call of the recurrence, so no row is padded and the state after the last piece is
-        each row's own (the context-length curves read thousands of contexts of a few hundred pieces)."""
+        each row's own (the context-length curves read thousands of contexts of a few hundred pieces). With `warm`,
+        row i starts from the state after warm[i] (warm.py) instead of zeros."""
         rows = [self._encode(c, bos)[0] for c in contexts]
+        start_all = self._warm_states(warm)[0] if warm else None
         by_len: dict[int, list[int]] = {}
         for i, r in enumerate(rows):
             by_len.setdefault(len(r), []).append(i)
@@ -161,7 +267,8 @@ class NeuralScorer:
             for a in range(0, len(idx), per):
                 part = idx[a:a + per]
                 x = torch.tensor([rows[i] for i in part], device=self.device)  # (B, n)
-                feats, state = self.model(x, None)  # (B, n, H): the whole context in one call
+                start = select_state(start_all, torch.tensor(part, device=self.device)) if warm else None
+                feats, state = self.model(x, start)  # (B, n, H): the whole context in one call
                 lp = self.model.log_probs(feats[:, -1:]).squeeze(1)  # (B, V) after the last piece
                 for start in range(0, len(part), self.ec.batch_size):
                     sl = torch.arange(start, min(start + self.ec.batch_size, len(part)))

@@ -303,7 +303,7 @@ class WordPredictor:
             feats, live_state = self.model(piece.reshape(-1, 1).index_select(0, live), select_state(beam_state, live))
             lp = self.model.log_probs(feats, in_rank_order=True).squeeze(1)  # (L, V), columns = self._rank_order
             live_score = score.reshape(-1).index_select(0, live)
-            end = live_score + (lp.exp() @ self._boundary_ranked).log()
+            end = live_score + self.boundary_log_mass(lp)
             live_list = live.tolist()
             for idx, e in zip(live_list, end.tolist()):
                 r, b = idx // width, idx % width
@@ -369,7 +369,12 @@ class WordPredictor:
         lengths = torch.tensor([len(p) for p in pieces], device=self.device)
         last = self.model.log_probs(feats[torch.arange(len(pieces), device=self.device), lengths - 1].unsqueeze(1),
                                     in_rank_order=True).squeeze(1)  # (N, V) after each word's last piece
-        return total + (last.exp() @ self._boundary_ranked).log()
+        return total + self.boundary_log_mass(last)
+
+    def boundary_log_mass(self, ranked_lp: Tensor) -> Tensor:
+        """log P(a word ends here): the mass of the pieces that start a new word or end the text, from log-probabilities
+        in the adaptive softmax's rank order (N, V)."""
+        return (ranked_lp.exp() @ self._boundary_ranked).log()
 
     # ----------------------------------------------------------------------------------------------- the API
     def predict(self, texts: list[str], k: int = 5, mode: str = "auto") -> list[list[dict[str, float]]]:

@@ -4,11 +4,14 @@ A `Scorer` answers three requests about whole words after cleaned, tokenised tex
 
     read(docs, targets)          a reading of documents: batches of target positions, each with the scorer's
                                  ranking at those positions (`TargetBatch.top`, optionally under typed prefixes),
-                                 and every target's log-probability (`Reading.logp`) once the reading is done
+                                 and every target's log-probability (`Reading.logp`) once the reading is done;
+                                 each document from a warm start (warm.py) when given, and losses only when the
+                                 consumer needs no ranking (rank=False: the context ablation and copy test)
     top_words(contexts, k)       the top k after free-standing contexts (the context-length curves)
     score(contexts, candidates)  log P(candidate | context) for given candidates (the probes)
 
-The consumers — the evaluation loop, the typist, the mixture's fitting, the probes — see nothing else, so a new
+The consumers — the evaluation loop, the context ablation, the typist, the mixture's fitting, the probes — see
+nothing else, so a new
 predictor is one adapter of this protocol. The adapters in this package: the network (network_scorer.py), the
 Kneser-Ney n-gram (ngram_scorer.py) and their mixture with a cache (mixture_scorer.py).
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from pipeline.evaluation.warm import Warm
 
 Key = tuple[int, int]
 Ranking = list[list[tuple[str, float]]]  # per row, (word, score) best first
@@ -64,14 +69,17 @@ class Scorer(Protocol):
     # counts of the whole-word search behind `top` (rows searched, widened, left unproven); None without one
     search_stats: dict[str, int] | None
 
-    def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True
-             ) -> Reading:
-        """Read each document up to its last target (from `bos` when bos, else mid-document); yield the targets in
-        batches. With logp=False the scorer may skip computing `Reading.logp`."""
+    def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True,
+             warm: list[Warm | None] | None = None, rank: bool = True) -> Reading:
+        """Read each document up to its last target (from `bos` when bos, else mid-document), after warm[d] when
+        given (else from a fresh state); yield the targets in batches. With logp=False the scorer may skip computing
+        `Reading.logp`; with rank=False the batches may refuse `top` (a loss-only reading can be much faster)."""
         ...
 
-    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True) -> list[list[str]]:
-        """The top k words after each context (tokens), read from its start (`bos` for a document's start)."""
+    def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, warm: list[Warm | None] | None = None
+                  ) -> list[list[str]]:
+        """The top k words after each context (tokens), read from its start (`bos` for a document's start), after
+        warm[i] when given."""
         ...
 
     def score(self, contexts: list[str], candidates: list[list[str]]) -> list[list[float]]:
@@ -80,10 +88,11 @@ class Scorer(Protocol):
 
 
 def read_all(scorer: Scorer, docs: list[list[str]], targets: list[list[int]], k: int,
-             progress: Callable[[int], object] = lambda n: None, bos: bool = True
-             ) -> tuple[dict[Key, list[str]], dict[Key, float]]:
-    """The top k words (none when k = 0) and the log-probability of every target: the evaluation's request."""
-    reading = scorer.read(docs, targets, bos, logp=True)
+             progress: Callable[[int], object] = lambda n: None, bos: bool = True,
+             warm: list[Warm | None] | None = None) -> tuple[dict[Key, list[str]], dict[Key, float]]:
+    """The top k words (none when k = 0: a loss-only reading) and the log-probability of every target: the
+    evaluation's request."""
+    reading = scorer.read(docs, targets, bos, logp=True, warm=warm, rank=k > 0)
     top: dict[Key, list[str]] = {}
     for batch in reading:
         if k > 0:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.config import EvalConfig
 from pipeline.evaluation import plots
+from pipeline.evaluation.ablation_tables import ablation_lines, ablation_metrics, ablation_tables
 from pipeline.evaluation.distance import DISTANCE_BUCKETS, POSITION_BUCKETS, metric_suffix
 from pipeline.evaluation.keystroke_figures import keystroke_lines, keystroke_metrics, keystroke_rows, keystroke_tables
 from pipeline.evaluation.keystrokes import typist_sample
@@ -78,9 +79,15 @@ def add_kind_tables(results: dict[str, Any], docs: list[str], sources: list[str]
         tokens, targets, chosen, results["keystroke_sample"] = typist_sample(docs, ec)
         words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
     results["keystrokes"] = keystroke_tables(words, typed, ec, ec.paired_reference)
+    ablated = {m: r["ablation"] for m, r in models.items() if r.get("ablation")}
+    if ablated:
+        results["ablation"] = ablation_tables(ablated, ec)
     for name, r in models.items():
         r.setdefault("metrics", {}).update(kind_metrics(results, name, results["split"]))
         r["metrics"].update(keystroke_metrics(results["keystrokes"], name, results["split"]))
+        if name in ablated:
+            r["metrics"].update({f"{results['split']}/{k}": v
+                                 for k, v in ablation_metrics(results["ablation"], name).items()})
 
 
 
@@ -222,6 +229,8 @@ def format_tables(results: dict[str, Any]) -> str:
                   f"{'c':<22}" + "".join(f"{c:>{CELL}}" for c in cs)]
         lines += [f"{name:<22}" + "".join(f"{acc_text(t['curve'][c], name):>{CELL}}" for c in cs)
                   for name in models if name in next(iter(t["curve"].values()))["models"]]
+    if results.get("ablation"):
+        lines += [""] + ablation_lines(results["ablation"], tuple(results["ablation"]["kinds"]))
     return "\n".join(lines)
 
 

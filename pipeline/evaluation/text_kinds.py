@@ -162,12 +162,13 @@ def kind_tables(words: ScoredWords, hits: dict[str, dict[str, str]], ec: EvalCon
     return out
 
 
-def curve_positions(words: ScoredWords, ec: EvalConfig) -> dict[str, np.ndarray]:
+def curve_positions(words: ScoredWords, ec: EvalConfig, minimum: dict[str, int] | None = None
+                    ) -> dict[str, np.ndarray]:
     """Per kind with a context curve: the indices (into `words`) of every scored word with a letter and at least
-    eval.context_curves[kind] words before it."""
+    eval.context_curves[kind] (or minimum[kind]) words before it."""
     out = {}
     for kind in words.kinds():
-        need = ec.context_curves.get(kind)
+        need = (ec.context_curves if minimum is None else minimum).get(kind)
         if need is not None:
             out[kind] = np.flatnonzero((words.kind == kind) & ~words.numeral & (words.word >= need))
     return out

@@ -18,8 +18,10 @@ from pipeline.experiments.gradients import gradient_curves
 from pipeline.experiments.grid import (
     EXPERIMENT_HASH_TAG,
     UNHASHED,
+    base_name,
     match_parameters,
     plan_budget,
+    replicate_names,
     scale_of,
     variant_config,
 )
@@ -48,6 +50,40 @@ def _parent_piece(client, parent_id: str, piece: str, dest: Path, make) -> dict[
     return result
 
 
+def lr_sweep(cfg: Config, matched: dict[str, Any], prepared, client, parent_id: str, models: tuple[str, ...],
+             log=print) -> dict[str, Any]:
+    """Each of experiment.lr_sweep_models (among `models`) trained at every rate of experiment.lr_sweep on the first
+    lr_sweep_pieces pieces, validated once at the end; the rate with the lowest validation loss is the cell's."""
+    ec = cfg.experiment
+    out: dict[str, Any] = {"pieces": ec.lr_sweep_pieces, "rates": list(ec.lr_sweep), "models": {}}
+    for name in (m for m in ec.lr_sweep_models if m in models):
+        hidden = matched["models"][name]["hidden_dim"]
+        runs: dict[str, Any] = {}
+        for lr in ec.lr_sweep:
+            run_cfg = variant_config(cfg, name, hidden, lr=lr, pieces=ec.lr_sweep_pieces)
+            run_cfg = run_cfg.replace(name=f"{run_cfg.name}-lr{lr:g}")
+            _say(f"learning-rate sweep: {name} at {lr:g}, {ec.lr_sweep_pieces:,} pieces", log)
+            rec = train_model(run_cfg, f"{name}-lr{lr:g}", prepared, client, parent_id, log)
+            runs[f"{lr:g}"] = {"val_loss": rec.get("best_val_loss"), "seconds": rec.get("train_seconds"),
+                               "run_id": rec["run_id"], "failed": rec.get("failed")}
+        ok = {k: r for k, r in runs.items() if not r["failed"] and r["val_loss"] is not None}
+        chosen = min(ok, key=lambda k: ok[k]["val_loss"]) if ok else None
+        out["models"][name] = {"runs": runs, "chosen_key": chosen, "chosen": float(chosen) if chosen else None,
+                               "minutes": sum(r["seconds"] or 0 for r in runs.values()) / 60}
+        log(f"    {name}: learning rate {chosen} (validation loss "
+            + ", ".join(f"{k}: {r['val_loss']:.4f}" for k, r in ok.items()) + ")")
+    return out
+
+
+def grid_config(cfg: Config, name: str, hidden: int, plan: dict[str, float], lr: float | None) -> Config:
+    """A grid model's config: equal pieces (experiment.train_pieces) when set, else the planned minutes."""
+    ec = cfg.experiment
+    if ec.train_pieces:
+        return variant_config(cfg, name, hidden, lr=lr, pieces=ec.train_pieces,
+                              validate_every=ec.validation_every_pieces)
+    return variant_config(cfg, name, hidden, plan["train_minutes"], lr=lr)
+
+
 def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool = False,
                    only: tuple[str, ...] = ()) -> dict[str, Any]:
     """The grid, baseline, long-range task, exploding demo and report. `only`: train and evaluate these grid
@@ -62,7 +98,8 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     ec = cfg.experiment
-    plan = plan_budget(cfg)
+    names = replicate_names(cfg, only or None)
+    plan = plan_budget(cfg, len(replicate_names(cfg)))
     probes = probes_of(cfg)  # a missing probe file fails before any training time is spent
     client = tracking.open_store(cfg)  # so does an unreachable tracking store
     exp_cfg = cfg.replace(tracking=dataclasses.replace(cfg.tracking, experiment=tracking.experiment_name(cfg)))
@@ -70,8 +107,12 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
     prepared = prepare(cfg, log=log)
     vocab = prepared.manifest["tokenizer"]["vocab_size"]
     matched = match_parameters(cfg, vocab)
-    log(f"    budget {ec.budget_minutes} min: {plan['train_minutes']:.2f} min training per model, long-range "
-        f"{plan['longrange_minutes']:.2f} min, exploding demo {plan['exploding_minutes']:.2f} min")
+    if ec.train_pieces:
+        log(f"    equal data: {ec.train_pieces:,} pieces per model ({len(names)} models with seed replicates), "
+            f"validation every {ec.validation_every_pieces:,}")
+    else:
+        log(f"    budget {ec.budget_minutes} min: {plan['train_minutes']:.2f} min training per model, long-range "
+            f"{plan['longrange_minutes']:.2f} min, exploding demo {plan['exploding_minutes']:.2f} min")
     for name, m in matched["models"].items():
         log(f"    {name:<18} {m['num_layers']}×{m['hidden_dim']:<5} {m['parameters']:>10,} parameters "
             f"({m['relative_to_target']:+.1%})")
@@ -89,13 +130,19 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         docs = documents(cfg, "test")  # every word, or eval.max_words of them (a seeded sample)
         sources = document_sources(cfg, "test")  # each document's text kind (eval.kinds)
 
+        t0 = time.perf_counter()
+        sweep = lr_sweep(cfg, matched, prepared, client, parent_id, only or ec.models, log) if ec.train_pieces \
+            else None
+        timings["lr_sweep"] = time.perf_counter() - t0
         rows = []
-        models = only or ec.models
+        models = names
         for i, name in enumerate(models, 1):
-            m = matched["models"][name]
-            run_cfg = variant_config(cfg, name, m["hidden_dim"], plan["train_minutes"])
-            _say(f"[{i}/{len(models)}] {name}: {m['num_layers']}×{m['hidden_dim']} {run_cfg.model.cell}, "
-                 f"{plan['train_minutes']:.2f} min", log)
+            m = matched["models"][base_name(name)]
+            lr = ((sweep or {}).get("models", {}).get(base_name(name)) or {}).get("chosen")
+            run_cfg = grid_config(cfg, name, m["hidden_dim"], plan, lr)
+            budget = f"{ec.train_pieces:,} pieces" if ec.train_pieces else f"{plan['train_minutes']:.2f} min"
+            _say(f"[{i}/{len(models)}] {name}: {m['num_layers']}×{m['hidden_dim']} {run_cfg.model.cell}, lr "
+                 f"{run_cfg.train.lr:g}, seed {run_cfg.train.seed}, {budget}", log)
             t0 = time.perf_counter()
             if train_only:
                 train_model(run_cfg, name, prepared, client, parent_id, log)
@@ -172,6 +219,11 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         for r in done:  # the paired differences exist only now that every model is scored
             tracking.log_metrics(client, r["run_id"], {**kind_metrics(tables, r["name"], "test"),
                                                        **keystroke_metrics(keys["tables"], r["name"], "test")})
+        t0 = time.perf_counter()
+        reach = reach_of(cfg, rows, docs, sources, client, parent_id, log)
+        timings["reach"] = time.perf_counter() - t0
+        for r in models.values():  # the per-target losses stay in the runs' artifacts; the report needs the tables
+            r.pop("ablation", None)
         if models:
             write_outputs(tables, assets)
         timings["total"] = time.perf_counter() - t_start
@@ -181,6 +233,7 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
                    "parent_run_id": parent_id, "parent_reused": parent_reused, "k": cfg.eval.k,
                    "documents": len(docs), "test_file": cfg.data.test, "rows": rows, "baseline": baseline,
                    "kinds": tables["kinds"], "curves": tables["curves"], "keystrokes": keys,
+                   "lr_sweep": sweep, "train_pieces": ec.train_pieces, "ablation": tables.get("ablation"), **reach,
                    "paired_reference": cfg.eval.paired_reference,
                    "bootstrap": {"replicates": cfg.eval.bootstrap_replicates, "seed": cfg.eval.bootstrap_seed,
                                  "block_words": cfg.eval.cluster_block_words},
@@ -197,6 +250,60 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         tracking.finish_run(client, parent_id)
     summary["report"] = str(report)
     return summary
+
+
+def reach_of(cfg: Config, rows: list[dict[str, Any]], docs: list[str], sources: list[str], client, parent_id: str,
+             log=print) -> dict[str, Any]:
+    """How far back the tanh RNN and the LSTM read, seed by seed: at equal pieces (each one's best checkpoint, as
+    evaluated in its row) and at matched quality (the RNN's best against the LSTM checkpoint of nearest validation
+    loss, ablated here); the comparisons' tables and the verdict by the pre-registered rules (verdict.py)."""
+    from pipeline.checkpoints import load_checkpoint
+    from pipeline.evaluation import NeuralScorer, ablate_scorer
+    from pipeline.evaluation.ablation_tables import ablation_tables
+    from pipeline.evaluation.assembly import train_word_counts
+    from pipeline.experiments.verdict import LSTM, RNN, copy_beyond, decide, matched_checkpoint
+
+    by_name = {r["name"]: r for r in rows if "test" in r and r["test"].get("ablation")}
+    comparisons: dict[str, list] = {"equal_pieces": [], "matched": []}
+    pairs, counts = [], None
+    for k in range(1, max(cfg.experiment.seeds.get(RNN, 1), cfg.experiment.seeds.get(LSTM, 1)) + 1):
+        suffix = "" if k == 1 else f"_s{k}"
+        rnn, lstm = by_name.get(RNN + suffix), by_name.get(LSTM + suffix)
+        if not rnn or not lstm:
+            continue
+        got = {RNN: rnn["test"]["ablation"], LSTM: lstm["test"]["ablation"]}
+        comparisons["equal_pieces"].append(_comparison(cfg, got, copy_beyond, ablation_tables))
+        pair = matched_checkpoint(rnn, lstm)
+        if pair is None or not Path(pair["checkpoint"]).is_file():
+            log(f"    matched quality, seed {k}: no kept LSTM checkpoint here (train the grid with "
+                "experiment.train_pieces on this machine)")
+            continue
+        pair |= {"seed": k, "rnn_run": rnn["run_id"], "lstm_run": lstm["run_id"]}
+        _say(f"matched quality, seed {k}: the LSTM at step {pair['step']} (val loss {pair['val_loss']:.4f}) against "
+             f"the tanh RNN's best ({pair['rnn_best_val_loss']:.4f})", log)
+
+        def make_matched(dest: Path, pair=pair) -> dict[str, Any]:
+            nonlocal counts
+            counts = counts or train_word_counts(cfg)
+            scorer = NeuralScorer(load_checkpoint(pair["checkpoint"]), cfg.eval, LSTM)
+            return {"pair": pair, "ablation": ablate_scorer(scorer, docs, cfg.eval, sources, counts)}
+
+        piece = f"matched_{lstm['run_id'][:12]}_{pair['step']}"
+        # the per-target losses are large: kept with the runs (and the parent run's artifacts), not in the report
+        matched = _parent_piece(client, parent_id, piece, Path(cfg.train.runs_dir) / "experiment-matched" / piece,
+                                make_matched)
+        comparisons["matched"].append(_comparison(cfg, {RNN: got[RNN], LSTM: matched["ablation"]}, copy_beyond,
+                                                  ablation_tables))
+        pairs.append(pair)
+    kinds = list(dict.fromkeys(k for c in comparisons["equal_pieces"] for k in c["tables"]["kinds"]))
+    return {"comparisons": comparisons, "matched_pairs": pairs,
+            "verdict": decide(comparisons, kinds, cfg) if comparisons["equal_pieces"] else None}
+
+
+def _comparison(cfg: Config, got: dict[str, Any], copy_beyond, ablation_tables) -> dict[str, Any]:
+    tables = ablation_tables(got, cfg.eval)
+    return {"tables": tables, "copy": {kind: copy_beyond(got, kind, cfg.experiment.decision_beyond, cfg)
+                                       for kind in got["rnn_tanh"]["copy"]}}
 
 
 def cli(args, cfg: Config) -> int:

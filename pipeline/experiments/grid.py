@@ -14,6 +14,7 @@ long-range / exploding / baseline results are reused the same way.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import torch
@@ -55,21 +56,50 @@ def scale_of(cfg: Config) -> float:
     return ec.gpu_scale if on_gpu else 1.0
 
 
-def variant_config(cfg: Config, name: str, hidden: int | None = None, train_minutes: float | None = None) -> Config:
-    """The config of one grid model: the cell and what sets it apart (GRID), its hidden size, the
-    experiment's MLflow experiment and its own run directory name."""
-    spec = GRID[name]
+def base_name(name: str) -> str:
+    """The grid model a seed replicate belongs to: "lstm_s2" -> "lstm"."""
+    m = re.fullmatch(r"(.+)_s(\d+)", name)
+    return m.group(1) if m and m.group(1) in GRID else name
+
+
+def replicate_names(cfg: Config, models: tuple[str, ...] | None = None) -> list[str]:
+    """Every grid model and its seed replicates (experiment.seeds): lstm, lstm_s2, …"""
+    out = []
+    for name in models or cfg.experiment.models:
+        out += [name] + [f"{name}_s{k}" for k in range(2, cfg.experiment.seeds.get(name, 1) + 1)]
+    return out
+
+
+def pieces_per_step(cfg: Config) -> int:
+    return cfg.data.batch_size * cfg.data.bptt
+
+
+def variant_config(cfg: Config, name: str, hidden: int | None = None, train_minutes: float | None = None,
+                   lr: float | None = None, pieces: int | None = None, validate_every: int | None = None) -> Config:
+    """The config of one grid model (or seed replicate, "lstm_s2": train.seed + 1): the cell and what sets it apart
+    (GRID), its hidden size, learning rate, budget (`pieces` read: max_steps, no time limit; else train_minutes),
+    validation every `validate_every` pieces, the experiment's MLflow experiment and its own run directory name."""
+    base = base_name(name)
+    spec = GRID[base]
     s = scale_of(cfg)
     layers = cfg.experiment.residual_layers if spec.get("residual") else cfg.model.num_layers
-    model = dataclasses.replace(cfg.model, cell=spec["cell"], init=spec.get("init", "default"),
+    init = spec.get("init", cfg.experiment.rnn_init if spec["cell"] == "rnn_tanh" else "default")
+    model = dataclasses.replace(cfg.model, cell=spec["cell"], init=init,
                                 gate_bias=cfg.model.gate_bias if spec["cell"] in ("lstm", "gru") else None,
                                 residual=bool(spec.get("residual", False)), num_layers=layers,
                                 embedding_dim=max(1, round(cfg.model.embedding_dim * s)),
                                 hidden_dim=hidden or max(1, round(cfg.model.hidden_dim * s)))
     clip = None if "clip" in spec and spec["clip"] is None else cfg.train.gradient_clip_val
-    train = dataclasses.replace(cfg.train, gradient_clip_val=clip,
+    seed = cfg.train.seed + (int(name.rsplit("_s", 1)[1]) - 1 if base != name else 0)
+    train = dataclasses.replace(cfg.train, gradient_clip_val=clip, seed=seed, lr=cfg.train.lr if lr is None else lr,
                                 max_time_minutes=train_minutes if train_minutes is not None else
                                 cfg.train.max_time_minutes)
+    if pieces is not None:  # equal data: a number of steps, no clock
+        step = pieces_per_step(cfg)
+        every = max(1, round((validate_every or pieces) / step))
+        train = dataclasses.replace(train, max_steps=max(1, round(pieces / step)), max_time_minutes=None,
+                                    max_epochs=10_000, val_check_interval=float(every),
+                                    checkpoint_every_n_steps=min(train.checkpoint_every_n_steps, every))
     tracking = dataclasses.replace(cfg.tracking, experiment=cfg.tracking.experiment or cfg.name)
     return cfg.replace(name=f"{cfg.name}-{name}", model=model, train=train, tracking=tracking)
 

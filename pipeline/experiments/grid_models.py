@@ -25,8 +25,11 @@ from pipeline.experiments.grid import (
     TRAINED_TAG,
     UNHASHED,
     VARIANT_TAG,
+    base_name,
+    pieces_per_step,
 )
-from pipeline.experiments.trained_run import log_evaluation, train_run
+from pipeline.experiments.trained_run import ValidationCheckpoints, log_evaluation, train_run
+from pipeline.training.train import run_dir_for
 
 
 def _found_json(client, cfg: Config, tags: dict[str, str], path: str) -> dict[str, Any] | None:
@@ -49,9 +52,11 @@ def train_model(cfg: Config, name: str, prepared, client, parent_id: str, log=pr
         log(f"    reusing trained run {rec['run_id']} ({name}, weights {th})")
         return rec | {"reused": True}
     threads = torch.get_num_threads()  # train.num_threads is for training; evaluation keeps the process's threads
+    validations = ValidationCheckpoints(run_dir_for(cfg) / "checkpoints", pieces_per_step(cfg))
     run = train_run(cfg, prepared, client, tracking.nested_tags(parent_id, name, **{TRAIN_HASH_TAG: th,
                                                                                      VARIANT_TAG: name}),
-                    log=log, record_divergence=True)  # a FAILED nested run; the grid goes on
+                    log=log, record_divergence=True,  # a FAILED nested run; the grid goes on
+                    extra_callbacks=[validations])
     torch.set_num_threads(threads)
     rec: dict[str, Any] = {"name": name, "run_id": run.run_id, "train_hash": th}
     if run.failure is not None:
@@ -62,7 +67,8 @@ def train_model(cfg: Config, name: str, prepared, client, parent_id: str, log=pr
         rec |= {"checkpoint": run.checkpoint, "train_seconds": result.seconds, "tokens": result.tokens,
                 "tokens_per_s": result.tokens / max(result.seconds, 1e-9), "resumed": result.resumed_from is not None,
                 "clipped_share": logged.get("train/clipped_share") if cfg.train.gradient_clip_val else None,
-                "best_val_loss": result.best_val_loss, "diverged_at": result.diverged_at}
+                "best_val_loss": result.best_val_loss, "diverged_at": result.diverged_at, "lr": cfg.train.lr,
+                "seed": cfg.train.seed, "max_steps": cfg.train.max_steps, "validations": validations.history()}
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "train.json"
         f.write_text(json.dumps(rec, indent=1, ensure_ascii=False, allow_nan=True))
@@ -89,9 +95,10 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
     its row.json. A row of the same weights and evaluation (CELL_HASH_TAG, with EVAL_VERSION) is reused."""
     from pipeline.checkpoints import load_checkpoint
     from pipeline.evaluation import NeuralScorer, evaluate
-    from pipeline.training.train import run_dir_for
 
     rec = train_model(cfg, name, prepared, client, parent_id, log)
+    if base_name(name) != name:  # a seed replicate: the comparison's losses, not the typist
+        cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, keystrokes=False))
     with_curves = cfg.experiment.curve_models
     if with_curves is not None and name not in with_curves:  # before the hash: a row without curves is another evaluation
         cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, context_curves={}))
@@ -117,6 +124,7 @@ def run_model(cfg: Config, name: str, matched: dict[str, Any], prepared, client,
            "train_minutes_budget": cfg.train.max_time_minutes,
            **{k: rec[k] for k in ("train_seconds", "tokens", "tokens_per_s", "resumed", "clipped_share",
                                   "best_val_loss", "diverged_at")},
+           **{k: rec.get(k) for k in ("lr", "seed", "max_steps", "validations")},
            "test": test["models"][name], "gradients": curves, "reused": False}
     log_evaluation(client, run_id, test, run_dir_for(cfg) / "experiment", metrics,
                    int(bundle.meta.get("global_step") or 0), "experiment", {"row.json": row, "gradients.json": curves})

@@ -13,6 +13,7 @@ from pipeline.evaluation.probes import report_lines as probe_report
 from pipeline.experiments.longrange_report import facts as longrange_facts
 from pipeline.experiments.longrange_report import load as load_longrange
 from pipeline.experiments.longrange_report import report_lines as longrange_report
+from pipeline.experiments.report_reach import ablation_section, parity_section, sweep_section, verdict_section
 
 def _num(v: Any, fmt: str) -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
@@ -80,6 +81,18 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
     L += _table(head, table)
     L += ["", f"n = {pooled['top1']['n']:,} test words with a letter in {pooled['top1']['documents']:,} documents "
               f"per model.", ""]
+    L += sweep_section(s.get("lr_sweep")) + parity_section(s["rows"], s.get("train_pieces"))
+    L += verdict_section(s.get("verdict"), s.get("matched_pairs"))
+    L += ablation_section(s.get("ablation"), "## How far back each model reads: context ablation and copy test",
+                          "Each model compared with itself (DESIGN §7): the whole-word loss of a target with its full "
+                          "context (the document read after its warm start) against the loss when everything before "
+                          "its last c words is replaced by as many tokens of other test documents (the state stays "
+                          "warm, the information goes). Δ(c) = loss(c) − loss(full), in nats; rows `model − ref` are "
+                          "paired differences on the same positions. Every model at equal pieces, its best "
+                          "checkpoint.")
+    for i, c in enumerate((s.get("comparisons") or {}).get("matched", []), 1):
+        L += ablation_section(c["tables"], f"### Matched quality, seed {i}: the tanh RNN's best against the LSTM "
+                              "checkpoint of nearest validation loss", "The same measures on the matched pair.")
     names = [name for name, _ in evaluated]
     L += ["## Natural text by kind", "",
           "Each kind of text apart (from the documents' `source`, `eval.kinds`): prose = Wikipedia paragraphs, "

@@ -4,6 +4,8 @@
     train_run      Lightning's MLFlowLogger opens (or, after a kill, reopens) the run; train; log the run's files
                    (config snapshot, tokenizer, checkpoint). A divergence is the run's outcome, not a crash, when the
                    caller records it (the grid goes on; `make run` stops with the message).
+    ValidationCheckpoints  the weights and validation loss at every validation (the experiment's matched-quality
+                   pair is chosen among them)
     log_evaluation the evaluation's tables, plots and metrics (at the checkpoint's step) into the same run
 """
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytorch_lightning as pl
 
 from pipeline import tracking
 from pipeline.config import Config
@@ -33,13 +37,42 @@ class TrainedRun:
         return r.best_checkpoint if Path(r.best_checkpoint).is_file() else r.last_checkpoint
 
 
+class ValidationCheckpoints(pl.Callback):
+    """After every validation: the weights (checkpoints/val-<step>.ckpt, no optimizer state) and the loss, in
+    checkpoints/validations.json. A resumed run validates again from where it was killed, so entries at or after a
+    step are replaced when that step comes round again."""
+
+    def __init__(self, directory: Path, pieces_per_step: int):
+        self.dir, self.pieces_per_step = Path(directory), pieces_per_step
+
+    @property
+    def history_file(self) -> Path:
+        return self.dir / "validations.json"
+
+    def history(self) -> list[dict[str, Any]]:
+        return json.loads(self.history_file.read_text()) if self.history_file.is_file() else []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        loss = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or loss is None:
+            return
+        step = trainer.global_step
+        path = self.dir / f"val-{step:07d}.ckpt"
+        trainer.save_checkpoint(path, weights_only=True)
+        kept = [h for h in self.history() if h["step"] < step]
+        kept.append({"step": step, "pieces": step * self.pieces_per_step, "val_loss": float(loss),
+                     "checkpoint": str(path)})
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.history_file.write_text(json.dumps(kept, indent=1))
+
+
 def train_run(cfg: Config, prepared, client, tags: dict[str, str] | None = None, log=print,
-              record_divergence: bool = False) -> TrainedRun:
+              record_divergence: bool = False, extra_callbacks=()) -> TrainedRun:
     logger = make_logger(cfg, client, prepared, run_dir_for(cfg), tags)
     run_id = logger.run_id
     with tracking.terminated_on_interrupt(client, run_id):
         try:
-            result = train(cfg, prepared, logger=logger, log=log)
+            result = train(cfg, prepared, logger=logger, log=log, extra_callbacks=extra_callbacks)
         except DivergenceError as e:
             if not record_divergence:
                 raise

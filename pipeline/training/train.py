@@ -357,6 +357,10 @@ def make_trainer(cfg: Config, run_dir: Path, logger=None, extra_callbacks=()) ->
         callbacks=callbacks, default_root_dir=str(run_dir), use_distributed_sampler=False,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False, plugins=[AtomicCheckpointIO()],
     )
+    if isinstance(tc.val_check_interval, float) and tc.val_check_interval > 1:
+        # every N windows counted over the whole run, not restarted each epoch: a run shorter or longer than an
+        # epoch validates at the same step counts (the experiment's checkpoints every fixed number of pieces)
+        kwargs.update(val_check_interval=int(tc.val_check_interval), check_val_every_n_epoch=None)
     if tc.max_time_minutes:
         kwargs["max_time"] = {"minutes": tc.max_time_minutes}
     kwargs.update(tc.trainer)  # the user's Trainer flags win: accelerator, devices, strategy, precision, ...

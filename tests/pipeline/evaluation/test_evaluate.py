@@ -149,14 +149,14 @@ class RecordingScorer:
     def __init__(self):
         self.calls = []
 
-    def read(self, docs, targets, bos=True, logp=True):
+    def read(self, docs, targets, bos=True, logp=True, warm=None, rank=True):
         keys = [(d, j) for d, ts in enumerate(targets) for j in ts]
 
         def rank(k, prefixes, rows):
             return [[(docs[d][j - 1], 0.0)] if j else [] for d, j in (keys[i] for i in rows or range(len(keys)))]
         return Reading(iter([TargetBatch(keys, rank)]), {key: -1.0 for key in keys})
 
-    def top_words(self, contexts, k, bos=True):
+    def top_words(self, contexts, k, bos=True, warm=None):
         self.calls.append((contexts, bos))
         return [[c[-1]] for c in contexts]
 

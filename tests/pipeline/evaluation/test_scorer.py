@@ -30,7 +30,7 @@ class MostFrequentSoFar:
         total = sum(counts.values()) or 1
         return [(w, counts[w] / total) for w in words]
 
-    def read(self, docs, targets, bos=True, logp=True):
+    def read(self, docs, targets, bos=True, logp=True, warm=None, rank=True):
         def batches():  # one batch per document: the protocol lets a scorer cut its batches where it likes
             for d, ts in enumerate(targets):
                 def rank(k, prefixes, rows, d=d, ts=ts):
@@ -40,7 +40,7 @@ class MostFrequentSoFar:
                 yield TargetBatch([(d, j) for j in ts], rank)
         return Reading(batches(), {(d, j): -1.0 for d, ts in enumerate(targets) for j in ts} if logp else {})
 
-    def top_words(self, contexts, k, bos=True):
+    def top_words(self, contexts, k, bos=True, warm=None):
         return [[w for w, _ in self.ranking(c)[:k]] for c in contexts]
 
     def score(self, contexts, candidates):

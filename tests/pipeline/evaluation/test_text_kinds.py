@@ -24,14 +24,14 @@ class Echo:
     def guess(self, doc, j):
         return [doc[j - 1]] if j else []
 
-    def read(self, docs, targets, bos=True, logp=True):
+    def read(self, docs, targets, bos=True, logp=True, warm=None, rank=True):
         keys = [(d, j) for d, ts in enumerate(targets) for j in ts]
 
         def rank(k, prefixes, rows):
             return [[(w, 0.0) for w in self.guess(docs[d], j)] for d, j in (keys[i] for i in rows or range(len(keys)))]
         return Reading(iter([TargetBatch(keys, rank)]), {key: -1.0 for key in keys})
 
-    def top_words(self, contexts, k, bos=True):
+    def top_words(self, contexts, k, bos=True, warm=None):
         return [self.guess(c + ["?"], len(c)) for c in contexts]
 
 

@@ -51,6 +51,20 @@ def test_targets_may_be_passed_apart_and_the_model_is_left_as_it_was():
     assert m.training and all(p.grad is None for p in m.parameters())
 
 
+def test_the_decay_rate_is_fitted_on_the_windows_interior():
+    """A curve that falls as 0.5^d inside but bends at both ends (the target's own inputs, the window's start):
+    the interior fit finds 0.5 exactly, a fit over the whole window does not."""
+    from pipeline.experiments.gradients import fit_range
+
+    lo, hi = fit_range(64)
+    assert (lo, hi) == (2, 55)  # 2 nearest and 8 farthest distances left out
+    g = 0.5 ** np.arange(64.0)
+    g[:lo] *= 5.0
+    g[hi + 1:] = g[hi] * 3.0  # flat, raised tail at the window's start
+    assert decay_rate(g, lo, hi) == pytest.approx(math.log(0.5))
+    assert abs(decay_rate(g) - math.log(0.5)) > 0.03  # the ends pull the whole-window slope flatter
+
+
 def test_decay_rate_skips_zero_and_non_finite_distances():
     g = 0.5 ** np.arange(10.0)
     g[[3, 7]] = [0.0, np.nan]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,8 @@ def _cfg(tiny_config, store, *extra: str):
                               "experiment.longrange_steps=4", "experiment.longrange_eval_every=2",
                               "experiment.longrange_seeds=1", "experiment.longrange_workers=1",
                               "experiment.gradient_windows=4",
-                              "experiment.log_models=false", f"experiment.report_dir={store / 'reports'}", *extra])
+                              "experiment.log_models=false", f"experiment.report_dir={store / 'reports'}",
+                              "experiment.train_pieces=null", "experiment.seeds={}", *extra])
 
 
 def test_budget_gives_every_model_the_same_training_time_and_fits_the_budget(tiny_config):
@@ -166,3 +168,42 @@ def test_parts_of_the_grid_trained_apart_are_reused_by_the_full_run(tiny_config,
     # the context-length curves only for experiment.curve_models (and the n-gram)
     assert rows["lstm"]["test"]["context"]["short"]["positions"] > 0 and rows["rnn_tanh"]["test"]["context"] == {}
     assert set(full["curves"]["short"]["curve"]["1"]["models"]) == {"lstm", "kn4gram"}
+
+
+@pytest.mark.slow
+def test_equal_pieces_sweep_seeds_and_the_matched_pair(tiny_config, prepared, tmp_path):
+    """Training parity: each comparison cell at its best rate of the sweep, every model on the same pieces, two
+    seeds, a checkpoint at every validation, the LSTM checkpoint nearest the RNN's best loss ablated, and the report
+    with the sweep, the rules and a verdict."""
+    from pipeline.experiments.experiment import run_experiment
+    from pipeline.experiments.grid import pieces_per_step
+
+    cfg = _cfg(tiny_config, tmp_path, "experiment.lr_sweep=[0.001, 0.01]", "experiment.lr_sweep_models=[lstm]",
+               "eval.context_curves={short: 2}", "eval.ablation_contexts={short: 2}", "eval.ablation_lengths=[1, 2]", "eval.copy_targets=40",
+               "eval.ablation_shuffle_positions=40", "experiment.curve_models=[lstm]", "eval.keystrokes=false")
+    step = pieces_per_step(cfg)
+    cfg = cfg.replace(experiment=dataclasses.replace(cfg.experiment, train_pieces=6 * step, lr_sweep_pieces=2 * step,
+                                                     validation_every_pieces=2 * step,
+                                                     seeds={"rnn_tanh": 2, "lstm": 2}))
+    s = run_experiment(cfg, "test", log=lambda *a: None)
+    rows = {r["name"]: r for r in s["rows"]}
+    assert list(rows) == ["rnn_tanh", "rnn_tanh_s2", "lstm", "lstm_s2"]
+    sweep = s["lr_sweep"]["models"]["lstm"]
+    assert set(sweep["runs"]) == {"0.001", "0.01"}
+    best = min(sweep["runs"], key=lambda k: sweep["runs"][k]["val_loss"])
+    assert rows["lstm"]["lr"] == rows["lstm_s2"]["lr"] == float(best) and rows["rnn_tanh"]["lr"] == cfg.train.lr
+    assert rows["rnn_tanh_s2"]["seed"] == rows["rnn_tanh"]["seed"] + 1
+    for r in rows.values():  # the same pieces for all, a validation (and a kept checkpoint) every 2 steps
+        assert r["max_steps"] == 6 and [v["step"] for v in r["validations"]] == [2, 4, 6]
+        assert all(Path(v["checkpoint"]).is_file() for v in r["validations"])
+    pairs = s["matched_pairs"]
+    assert [p["seed"] for p in pairs] == [1, 2]
+    for p, suffix in zip(pairs, ("", "_s2")):
+        rnn_best = min(v["val_loss"] for v in rows["rnn_tanh" + suffix]["validations"])
+        lstm_losses = [v["val_loss"] for v in rows["lstm" + suffix]["validations"]]
+        assert p["val_loss"] == min(lstm_losses, key=lambda v: abs(v - rnn_best))
+    assert len(s["comparisons"]["matched"]) == 2 and s["verdict"]["kinds"]
+    report = (tmp_path / "reports" / "experiment.md").read_text(encoding="utf-8")
+    for needle in ("## Learning-rate sweep", "## Equal data", "## Does the LSTM read further", "Decision rules",
+                   "## How far back each model reads", "Matched quality, seed 2"):
+        assert needle in report, needle
