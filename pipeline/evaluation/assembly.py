@@ -127,7 +127,7 @@ def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, pr
     counts = None
     for scorer in scorers:
         r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
-        if cfg.eval.ablation and not isinstance(scorer, MixtureScorer):
+        if cfg.eval.ablation and len(docs) > 1 and not isinstance(scorer, MixtureScorer):  # it replaces with other docs
             counts = counts or train_word_counts(cfg)
             r["ablation"] = ablate_scorer(scorer, docs, cfg.eval, sources, counts)
         if cfg.eval.keystrokes:

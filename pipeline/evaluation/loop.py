@@ -41,6 +41,8 @@ def _score(scorer: Scorer, docs: list[str], ec: EvalConfig, k: int, desc: str):
     if ec.warm_start and len(tokens) > 1:
         ws = warm_starts(tokens, ec)
         warm = [ws.warm(d) for d in keep]
+    elif ec.warm_start:  # one document: no other text of its split to warm up on (sample_line says so)
+        info["zero_start"] = "one document: no other text to warm up on"
     info["warm_start"] = warm is not None
     with tqdm(total=info["words"], unit="word", desc=f"{desc} {scorer.name}", unit_scale=True, leave=False) as bar:
         top, logp = read_all(scorer, cut, want, k, bar.update, warm=warm)

@@ -102,9 +102,10 @@ def sampled_documents(tokens: list[list[str]], targets: list[list[int]], chosen:
 
 
 def sample_line(info: dict[str, Any]) -> str:
-    """What was scored, in words: every figure's denominator."""
+    """What was scored, in words: every figure's denominator (and a zero start, when there was no warm one)."""
+    zero = f"; read from zero states ({info['zero_start']})" if info.get("zero_start") else ""
     if info["words"] < info["words_available"]:
         return (f"scored {info['words']:,} of {info['words_available']:,} words ({info['documents']:,} of "
                 f"{info['documents_available']:,} documents): seeded sample (eval.sample_seed={info['seed']}), "
-                "stratified by document length")
-    return f"scored every word: {info['words']:,} words in {info['documents_available']:,} documents"
+                "stratified by document length" + zero)
+    return f"scored every word: {info['words']:,} words in {info['documents_available']:,} documents" + zero

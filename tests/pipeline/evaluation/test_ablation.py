@@ -185,3 +185,28 @@ def test_frequency_classes_pick_a_word_as_frequent():
     fc = FrequencyClasses(counts)
     assert fc.replacement("क", set(), random.Random(0)) == "ड"
     assert fc.replacement("अ", {"ब"}, random.Random(0)) in {"इ"}  # nearest class when its own is used up
+
+
+def test_the_ablate_command_writes_its_tables_and_refuses_a_single_document(trained_checkpoint, tiny_config,
+                                                                          tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from pipeline.evaluation.commands import ablate_cli
+    from tests.support import write_jsonl
+
+    cfg = tiny_config.replace(eval=dataclasses.replace(
+        tiny_config.eval, ablation_contexts={k: 4 for k in ("short", "prose", "verse", "all")},
+        ablation_lengths=(1, 2, 4), copy_targets=30, ablation_shuffle_positions=30, bootstrap_replicates=200))
+    one = write_jsonl(tmp_path / "one.jsonl", TEXTS[:1])
+    args = SimpleNamespace(model=[str(trained_checkpoint)], data=str(one), baseline=False, out=str(tmp_path / "o1"))
+    assert ablate_cli(args, cfg) == 2
+    assert "has 1 document(s): the ablation replaces context with text of other documents" in capsys.readouterr().err
+    many = write_jsonl(tmp_path / "many.jsonl", TEXTS[:20])
+    args = SimpleNamespace(model=[str(trained_checkpoint)], data=str(many), baseline=True, out=str(tmp_path / "o2"))
+    assert ablate_cli(args, cfg) == 0
+    out = capsys.readouterr().out
+    assert "effective context" in out and "kn4gram" in out
+    import json
+
+    got = json.loads((tmp_path / "o2" / "ablation.json").read_text())
+    assert len(got["models"]) == 2 and "kn4gram" in got["models"] and got["tables"]["kinds"]

@@ -117,3 +117,14 @@ def test_ngram_reads_the_warm_tail_only_mid_document(tiny_config):
     fresh = ng.read([doc], [[0]], bos=True, warm=warm)
     list(fresh)
     assert fresh.logp[(0, 0)] == pytest.approx(float(lm.log_prob([[]], ["ड"], bos=True)[0]))
+
+
+def test_one_document_is_read_from_zero_states_and_says_so(scorer, tiny_config):
+    from pipeline.evaluation import evaluate_scorer, sample_line
+
+    ec = tiny_config.eval
+    one = [" ".join(DOCS[0])]
+    r = evaluate_scorer(scorer, one, ec)
+    assert not r["warm_start"] and "read from zero states (one document" in sample_line(r)
+    two = evaluate_scorer(scorer, one + [" ".join(DOCS[1])], ec)
+    assert two["warm_start"] and "zero states" not in sample_line(two)
