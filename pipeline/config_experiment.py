@@ -112,6 +112,7 @@ class ExperimentConfig:
     lr_sweep: tuple[Float, ...] = (0.001, 0.002, 0.003, 0.005)
     lr_sweep_models: tuple[Str, ...] = ("rnn_tanh", "lstm", "gru")
     lr_sweep_pieces: Int = Field(1_000_000, ge=1)
+    lr_sweep_extend: Int = Field(2, ge=0)  # rates tried past an edge optimum (half the lowest / twice the highest)
     # Seeds per grid model (train.seed, train.seed + 1, …): the comparison's verdict must hold in each
     seeds: dict[Str, Int] = field(default_factory=lambda: {"rnn_tanh": 2, "lstm": 2})
     # The tanh RNNs' recurrent init: orthogonal, the fairer start (on the controlled task it reached d = 20 against

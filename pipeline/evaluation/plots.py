@@ -81,6 +81,30 @@ def context_plot(results: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def ablation_plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Δ(c), the context ablation's loss increase when only the last c words are kept, one panel per text kind, with
+    its 95 % clustered bars (c = 0, everything replaced, is the context benefit: off the chart's log axis)."""
+    kinds = {k: t for k, t in (results.get("ablation") or {}).get("kinds", {}).items() if t["models"]}
+    if not kinds:
+        return None
+    fig, axes = _panels(len(kinds))
+    for ax, (kind, t) in zip(axes, kinds.items()):
+        cs = [c for c in t["lengths"] if c > 0]
+        for name, r in t["models"].items():
+            cells = [r["delta"][str(c)] for c in cs]
+            y = [c["mean"] for c in cells]
+            ax.errorbar(cs, y, yerr=_bars(y, [c["low"] for c in cells], [c["high"] for c in cells]), marker="o",
+                        capsize=3, label=f"{name} (effective {r['effective'] or '> ' + str(max(cs))})")
+        ax.axhline(0.01, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(cs, [str(c) for c in cs])
+        ax.set_xlabel("words of real context kept (c)")
+        ax.set_title(f"{kind}: {t['positions']} positions, {t['documents']} documents", fontsize=8)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("Δ(c): loss increase, nats (95% clustered)")
+    return _save(fig, path)
+
+
 def probe_plot(results: dict[str, Any], path: Path) -> Path | None:
     """Per probe kind: balanced accuracy (mean over answer classes, 95 % interval) by distance, chance dotted; below
     it the mean margin log P(right) - max log P(wrong). Summaries written before balanced accuracy show raw accuracy."""
@@ -125,7 +149,7 @@ def write_all(results: dict[str, Any], out: Path) -> list[Path]:
     tables are written before it)."""
     files = []
     for make, name in ((distance_plot, "accuracy_by_distance.png"), (context_plot, "context_length.png"),
-                       (probe_plot, "probes_by_distance.png")):
+                       (ablation_plot, "context_ablation.png"), (probe_plot, "probes_by_distance.png")):
         try:
             p = make(results, out / name)
         except Exception as e:  # noqa: BLE001 - a figure is never worth the command's results

@@ -53,21 +53,40 @@ def _parent_piece(client, parent_id: str, piece: str, dest: Path, make) -> dict[
 def lr_sweep(cfg: Config, matched: dict[str, Any], prepared, client, parent_id: str, models: tuple[str, ...],
              log=print) -> dict[str, Any]:
     """Each of experiment.lr_sweep_models (among `models`) trained at every rate of experiment.lr_sweep on the first
-    lr_sweep_pieces pieces, validated once at the end; the rate with the lowest validation loss is the cell's."""
+    lr_sweep_pieces pieces, validated once at the end; the rate with the lowest validation loss is the cell's. A best
+    rate at the grid's edge is followed past it (half the lowest, or twice the highest; lr_sweep_extend times)."""
     ec = cfg.experiment
     out: dict[str, Any] = {"pieces": ec.lr_sweep_pieces, "rates": list(ec.lr_sweep), "models": {}}
+    extended: set[float] = set()
     for name in (m for m in ec.lr_sweep_models if m in models):
         hidden = matched["models"][name]["hidden_dim"]
         runs: dict[str, Any] = {}
-        for lr in ec.lr_sweep:
+
+        def try_rate(lr: float) -> None:
             run_cfg = variant_config(cfg, name, hidden, lr=lr, pieces=ec.lr_sweep_pieces)
             run_cfg = run_cfg.replace(name=f"{run_cfg.name}-lr{lr:g}")
             _say(f"learning-rate sweep: {name} at {lr:g}, {ec.lr_sweep_pieces:,} pieces", log)
             rec = train_model(run_cfg, f"{name}-lr{lr:g}", prepared, client, parent_id, log)
             runs[f"{lr:g}"] = {"val_loss": rec.get("best_val_loss"), "seconds": rec.get("train_seconds"),
                                "run_id": rec["run_id"], "failed": rec.get("failed")}
+
+        def best() -> str | None:
+            ok = {k: r for k, r in runs.items() if not r["failed"] and r["val_loss"] is not None}
+            return min(ok, key=lambda k: ok[k]["val_loss"]) if ok else None
+
+        for lr in ec.lr_sweep:
+            try_rate(lr)
+        # a best rate at the grid's edge may not be the best: go on past it (halving or doubling), a few steps
+        for _ in range(ec.lr_sweep_extend):
+            rates = sorted(float(k) for k in runs)
+            chosen = best()
+            if chosen is None or float(chosen) not in (rates[0], rates[-1]) or len(rates) < 2:
+                break
+            try_rate(rates[0] / 2 if float(chosen) == rates[0] else rates[-1] * 2)
+        chosen = best()
         ok = {k: r for k, r in runs.items() if not r["failed"] and r["val_loss"] is not None}
-        chosen = min(ok, key=lambda k: ok[k]["val_loss"]) if ok else None
+        extended |= {float(k) for k in runs} - set(ec.lr_sweep)
+        out["rates"] = sorted(set(ec.lr_sweep) | extended)
         out["models"][name] = {"runs": runs, "chosen_key": chosen, "chosen": float(chosen) if chosen else None,
                                "minutes": sum(r["seconds"] or 0 for r in runs.values()) / 60}
         log(f"    {name}: learning rate {chosen} (validation loss "

@@ -90,6 +90,8 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
                           "warm, the information goes). Δ(c) = loss(c) − loss(full), in nats; rows `model − ref` are "
                           "paired differences on the same positions. Every model at equal pieces, its best "
                           "checkpoint.")
+    if s.get("ablation"):
+        L += ["![context ablation](experiment/context_ablation.png)", ""]
     for i, c in enumerate((s.get("comparisons") or {}).get("matched", []), 1):
         L += ablation_section(c["tables"], f"### Matched quality, seed {i}: the tanh RNN's best against the LSTM "
                               "checkpoint of nearest validation loss", "The same measures on the matched pair.")

@@ -170,7 +170,7 @@ def test_the_copy_test_scores_the_replaced_text_exactly(network, net_result, set
         assert info["replaced"][n] == pytest.approx(_plain_word_loss(network, segs, row, len(row) - 1), abs=2e-4)
 
 
-def test_tables_and_lines(net_result, setup, ec):
+def test_tables_lines_and_plot(net_result, setup, ec, tmp_path):
     _, res = net_result
     tables = ablation_tables({"rnn_tanh": res, "lstm": res}, ec)
     t = tables["kinds"]["all"]
@@ -178,6 +178,10 @@ def test_tables_and_lines(net_result, setup, ec):
     lines = ablation_lines(tables, kinds=("all",), at=(2, 8))
     assert any("effective context" in line for line in lines)
     assert tables["kinds"]["all"]["shuffle"]["positions"] == 40
+    from pipeline.evaluation.plots import ablation_plot
+
+    png = ablation_plot({"ablation": tables}, tmp_path / "context_ablation.png")
+    assert png.stat().st_size > 1000
 
 
 def test_frequency_classes_pick_a_word_as_frequent():

@@ -183,14 +183,18 @@ def test_equal_pieces_sweep_seeds_and_the_matched_pair(tiny_config, prepared, tm
                "eval.ablation_shuffle_positions=40", "experiment.curve_models=[lstm]", "eval.keystrokes=false")
     step = pieces_per_step(cfg)
     cfg = cfg.replace(experiment=dataclasses.replace(cfg.experiment, train_pieces=6 * step, lr_sweep_pieces=2 * step,
+                                                     lr_sweep_extend=1,
                                                      validation_every_pieces=2 * step,
                                                      seeds={"rnn_tanh": 2, "lstm": 2}))
     s = run_experiment(cfg, "test", log=lambda *a: None)
     rows = {r["name"]: r for r in s["rows"]}
     assert list(rows) == ["rnn_tanh", "rnn_tanh_s2", "lstm", "lstm_s2"]
     sweep = s["lr_sweep"]["models"]["lstm"]
-    assert set(sweep["runs"]) == {"0.001", "0.01"}
     best = min(sweep["runs"], key=lambda k: sweep["runs"][k]["val_loss"])
+    tried = sorted(float(k) for k in sweep["runs"])
+    assert {0.001, 0.01} <= set(tried) and sweep["chosen_key"] == best
+    # with two rates the best is at an edge: the sweep went one step past it (lr_sweep_extend = 1)
+    assert len(tried) == 3 and (tried[0] == 0.0005 or tried[-1] == 0.02)
     assert rows["lstm"]["lr"] == rows["lstm_s2"]["lr"] == float(best) and rows["rnn_tanh"]["lr"] == cfg.train.lr
     assert rows["rnn_tanh_s2"]["seed"] == rows["rnn_tanh"]["seed"] + 1
     for r in rows.values():  # the same pieces for all, a validation (and a kept checkpoint) every 2 steps
