@@ -51,10 +51,15 @@ def parity_section(rows: list[dict[str, Any]], pieces: int | None) -> list[str]:
             continue
         vals = r.get("validations") or []
         curve = ", ".join(f"{v['pieces'] / 1e6:.1f}M: {v['val_loss']:.3f}" for v in vals)
-        body.append([r["name"], f"{r.get('lr', 0):g}", str(r.get("seed", "—")), f"{(r.get('tokens') or 0):,}",
-                     f"{r['train_seconds'] / 60:.1f}", f"{r['best_val_loss']:.4f}", curve or "—"])
-    return L + _t(["model", "lr", "seed", "pieces read", "train min", "best val loss", "val loss by pieces read"],
-                  body) + [""]
+        read = vals[-1]["pieces"] if vals else r.get("tokens") or 0  # the last validation is at the last step
+        minutes = f"{r['train_seconds'] / 60:.1f}" + (" (resumed: this invocation)" if r.get("resumed") else "")
+        body.append([r["name"], r.get("init", "default"), f"{r.get('lr', 0):g}", str(r.get("seed", "—")),
+                     f"{read:,}", minutes, f"{r['best_val_loss']:.4f}", curve or "—"])
+    return L + _t(["model", "recurrent init", "lr", "seed", "pieces read", "train min", "best val loss",
+                   "val loss by pieces read"], body) + ["", "The tanh RNNs start from an orthogonal recurrent matrix "
+                                                         "(experiment.rnn_init), the fairer start: on the controlled "
+                                                         "task below it reached d = 20 against the PyTorch default's "
+                                                         "d = 10.", ""]
 
 
 def ablation_section(tables: dict[str, Any] | None, title: str, note: str) -> list[str]:
