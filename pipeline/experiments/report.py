@@ -124,7 +124,8 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
 
     L += ["## Gradient by distance", "",
           "g(d) = mean ‖∂L_T/∂e_{T−d}‖ over fixed validation windows, loss at the last position only; decay rate = "
-          "slope of log g(d) per piece (negative: vanishing), half-life = pieces for g to halve.", ""]
+          "slope of log g(d) per piece (negative: vanishing), half-life = pieces for g to halve."
+          + _fit_note(rows), ""]
     L += _table(["model", "rate at init", "half-life at init", "rate trained", "half-life trained"],
                 [[r["name"], _num(r["gradients"]["init"]["decay_rate"], ".4f"),
                   _num(r["gradients"]["init"]["half_life"], ".1f"), _num(r["gradients"]["trained"]["decay_rate"],
@@ -173,6 +174,16 @@ def write_report(s: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
     return path
+
+
+def _fit_note(rows: list[dict]) -> str:
+    g = next((r["gradients"] for r in rows if r["gradients"].get("fit_range")), None)
+    if not g:
+        return ""
+    lo, hi = g["fit_range"]
+    return (f" The slope is fitted on the window's interior, d = {lo} … {hi} ({g['excluded_from_fit']} of "
+            f"{g['length']} distances left out: the target's own inputs and the window's start, where the carried "
+            "state enters); shaded on the plot.")
 
 
 def _cells_table(table: dict[str, Any], order: list[str], names: list[str], ref: str | None) -> list[str]:
