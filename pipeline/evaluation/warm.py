@@ -17,6 +17,9 @@ for). The texts depend on the documents and the seed only, so every model starts
 """
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,18 +31,25 @@ from pipeline.corpus.cleaning import is_word
 class Stream:
     segments: tuple[tuple[str, ...], ...]
 
+    @functools.cached_property
+    def ends(self) -> list[int]:
+        """ends[i]: the tokens in segments 0 … i (computed once: an n-gram asks for thousands of tails)."""
+        return list(itertools.accumulate(map(len, self.segments)))
+
     @property
     def tokens(self) -> int:
-        return sum(map(len, self.segments))
+        return self.ends[-1] if self.segments else 0
 
     def tail(self, n: int, last: int) -> list[str]:
         """The last `last` tokens of the stream's first `n` tokens (what an n-gram reads of a warm start)."""
-        flat: list[str] = []
-        for seg in self.segments:
-            flat.extend(seg)
-            if len(flat) >= n:
-                break
-        return flat[max(0, n - last):n]
+        out: list[str] = []
+        i = bisect.bisect_left(self.ends, n)  # the segment holding token n − 1
+        while i >= 0 and len(out) < last and n > 0:
+            start = self.ends[i] - len(self.segments[i])
+            seg = self.segments[i][:n - start]
+            out = list(seg[max(0, len(seg) - (last - len(out))):]) + out
+            n, i = start, i - 1
+        return out
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,12 @@ def test_one_document_is_read_from_zero_states_and_says_so(scorer, tiny_config):
     assert not r["warm_start"] and "read from zero states (one document" in sample_line(r)
     two = evaluate_scorer(scorer, one + [" ".join(DOCS[1])], ec)
     assert two["warm_start"] and "zero states" not in sample_line(two)
+
+
+def test_a_streams_tail_is_the_last_tokens_of_its_cut():
+    stream = Stream((("a", "b", "c"), ("d",), ("e", "f", "g", "h")))
+    flat = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    for n in range(0, 9):
+        for last in (1, 2, 3, 5):
+            assert stream.tail(n, last) == flat[max(0, n - last):n], (n, last)
+    assert stream.tokens == 8 and Stream(()).tokens == 0
