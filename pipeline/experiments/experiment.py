@@ -321,8 +321,9 @@ def reach_of(cfg: Config, rows: list[dict[str, Any]], docs: list[str], sources: 
 
 def _comparison(cfg: Config, got: dict[str, Any], copy_beyond, ablation_tables) -> dict[str, Any]:
     tables = ablation_tables(got, cfg.eval)
+    kinds = list(got["rnn_tanh"]["copy"]) + ["all"]  # "all": every kind's repeated words pooled
     return {"tables": tables, "copy": {kind: copy_beyond(got, kind, cfg.experiment.decision_beyond, cfg)
-                                       for kind in got["rnn_tanh"]["copy"]}}
+                                       for kind in kinds}}
 
 
 def cli(args, cfg: Config) -> int:

@@ -124,9 +124,10 @@ def verdict_section(verdict: dict[str, Any] | None, matched: list[dict[str, Any]
                     body.append([which.replace("_", " "), str(i), f"n = {s['n']}", "—", "—", "—"])
                     continue
                 cp = s["copy"]
+                eff = {m: "beyond the longest c" if v is None else str(v) for m, v in s["effective"].items()}
                 body.append([which.replace("_", " "), str(i), f"{s['n']:,} ({s['documents']} docs)",
-                             _ci(s["delta_diff"]), f"{s['effective']['rnn_tanh']} → {s['effective']['lstm']}",
-                             f"{_ci(cp.get('paired'), 2)} (n = {cp.get('n', 0)})"])
+                             _ci(s["delta_diff"]), f"{eff['rnn_tanh']} → {eff['lstm']}",
+                             f"{_ci(cp.get('paired'), 4)} (n = {cp.get('n', 0)})"])
             if which in v:
                 body.append([which.replace("_", " "), "verdict", "", v[which]["verdict"], "", ""])
         L += _t(["comparison", "seed", "positions", "Δ(beyond) LSTM − RNN", "effective context RNN → LSTM",

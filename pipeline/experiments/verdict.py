@@ -10,7 +10,7 @@ config states before the run (experiment.decision_*), at equal pieces and at mat
                                                context, a larger copy effect beyond c
                               "no difference"  every seed: the Δ(c) difference interval within ±decision_no_difference
                               "unresolved"     anything else (with its n)
-    equal pieces vs matched   reads further at equal pieces but not at matched quality: "learns faster"
+    equal pieces vs matched   reads further at equal pieces, no difference at matched quality: "learns faster"
 """
 from __future__ import annotations
 
@@ -94,10 +94,12 @@ def decide(comparisons: dict[str, list[dict[str, Any]]], kinds: list[str], cfg: 
         eq, mq = (got.get(k, {}).get("verdict") for k in ("equal_pieces", "matched"))
         if mq == "reads further":
             reading = "the LSTM reads further (at matched quality, in every seed)"
-        elif eq == "reads further":
+        elif eq == "reads further" and mq == "no difference":
             reading = "the LSTM learns faster: its lead in reading far vanishes at matched quality"
         elif mq == "no difference":
             reading = "no difference in how far they read, at matched quality"
+        elif eq == "reads further":
+            reading = "unresolved: the LSTM reads further at equal pieces, but not every rule holds at matched quality"
         else:
             reading = "unresolved"
         out["kinds"][kind] = {**got, "reading": reading}

@@ -37,6 +37,10 @@ def test_a_lead_that_vanishes_at_matched_quality_is_learning_faster():
     got = decide({"equal_pieces": [yes, yes], "matched": [flat, flat]}, ["prose"], CFG)
     assert got["kinds"]["prose"]["reading"].startswith("the LSTM learns faster")
     assert "Written before the run" in got["rules"]
+    # a lead that merely misses one rule at matched quality is not "learns faster": it is unresolved
+    shy = _seed((0.05, 0.02, 0.08), 16, 64, -0.001)
+    got = decide({"equal_pieces": [yes, yes], "matched": [yes, shy]}, ["prose"], CFG)
+    assert got["kinds"]["prose"]["reading"].startswith("unresolved: the LSTM reads further at equal pieces")
 
 
 def test_the_matched_checkpoint_is_the_nearest_validation_loss():
