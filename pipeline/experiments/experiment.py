@@ -191,7 +191,9 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
                 return run_scorer(NgramScorer(build_baseline(cfg, log=log)), tokens, targets, chosen,
                                   ks.keystroke_slots)
 
-            baseline = _parent_piece(client, parent_id, "baseline", assets / "baseline", make_baseline)
+            # with the run, not the report: its per-target ablation losses are megabytes (the report reads summary.json)
+            baseline = _parent_piece(client, parent_id, "baseline", Path(cfg.train.runs_dir) / "experiment-baseline",
+                                     make_baseline)
             ks = keystroke_eval(cfg)  # the piece's name says its sample: a parent is not hashed on it
             baseline_keys = _parent_piece(
                 client, parent_id, f"baseline_keystrokes_{ks.max_words or 'all'}_w{ks.keystroke_slots}",
