@@ -21,6 +21,7 @@ from pipeline.experiments.grid import (
     base_name,
     match_parameters,
     plan_budget,
+    rate_source,
     replicate_names,
     scale_of,
     variant_config,
@@ -150,14 +151,14 @@ def run_experiment(cfg: Config, command: str = "", log=print, train_only: bool =
         sources = document_sources(cfg, "test")  # each document's text kind (eval.kinds)
 
         t0 = time.perf_counter()
-        sweep = lr_sweep(cfg, matched, prepared, client, parent_id, only or ec.models, log) if ec.train_pieces \
-            else None
+        swept_for = tuple(dict.fromkeys(rate_source(m) for m in only or ec.models))
+        sweep = lr_sweep(cfg, matched, prepared, client, parent_id, swept_for, log) if ec.train_pieces else None
         timings["lr_sweep"] = time.perf_counter() - t0
         rows = []
         models = names
         for i, name in enumerate(models, 1):
             m = matched["models"][base_name(name)]
-            lr = ((sweep or {}).get("models", {}).get(base_name(name)) or {}).get("chosen")
+            lr = ((sweep or {}).get("models", {}).get(rate_source(name)) or {}).get("chosen")
             run_cfg = grid_config(cfg, name, m["hidden_dim"], plan, lr)
             budget = f"{ec.train_pieces:,} pieces" if ec.train_pieces else f"{plan['train_minutes']:.2f} min"
             _say(f"[{i}/{len(models)}] {name}: {m['num_layers']}×{m['hidden_dim']} {run_cfg.model.cell}, lr "

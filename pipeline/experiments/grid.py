@@ -21,14 +21,15 @@ import torch
 
 from pipeline.config import Config, ConfigError
 
-# The grid's models: the cell and what sets it apart. All share the sizes chosen by `match_parameters`.
+# The grid's models: the cell and what sets it apart. All share the sizes chosen by `match_parameters`. `rate_of`:
+# a one-factor variant trains at the learning rate swept for the model it varies, so that factor is the only change.
 GRID: dict[str, dict[str, Any]] = {
     "rnn_tanh": {"cell": "rnn_tanh"},
     "irnn": {"cell": "rnn_relu", "init": "identity"},
-    "rnn_tanh_residual": {"cell": "rnn_tanh", "num_layers": 2, "residual": True},
+    "rnn_tanh_residual": {"cell": "rnn_tanh", "num_layers": 2, "residual": True, "rate_of": "rnn_tanh"},
     "gru": {"cell": "gru"},
     "lstm": {"cell": "lstm"},
-    "rnn_tanh_noclip": {"cell": "rnn_tanh", "clip": None},
+    "rnn_tanh_noclip": {"cell": "rnn_tanh", "clip": None, "rate_of": "rnn_tanh"},
 }
 CELL_HASH_TAG = "marathi_nwp.experiment_cell_hash"
 EXPERIMENT_HASH_TAG = "marathi_nwp.experiment_hash"
@@ -60,6 +61,12 @@ def base_name(name: str) -> str:
     """The grid model a seed replicate belongs to: "lstm_s2" -> "lstm"."""
     m = re.fullmatch(r"(.+)_s(\d+)", name)
     return m.group(1) if m and m.group(1) in GRID else name
+
+
+def rate_source(name: str) -> str:
+    """The grid model whose swept learning rate `name` trains at: itself, or the model it is a variant of."""
+    base = base_name(name)
+    return GRID[base].get("rate_of", base)
 
 
 def replicate_names(cfg: Config, models: tuple[str, ...] | None = None) -> list[str]:
