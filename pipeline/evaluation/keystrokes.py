@@ -34,15 +34,17 @@ from pipeline.evaluation.sampling import sample_of, sampled_documents
 from pipeline.evaluation.scorer import Key, Scorer
 
 
-def simulate(words: list[str], suggest: Callable[[list[int], list[str]], list[list[str]]], slots: int
+def simulate(words: list[str], suggest: Callable[[list[int], list[str], bool], list[list[str]]], slots: int
              ) -> tuple[list[int], list[list[str]]]:
-    """The typist on N words at once. suggest(rows, prefixes) gives the bar (top `slots`) for words[rows[i]] with
-    prefixes[i] typed. Returns per word the characters typed before it was tapped (-1: never offered) and the bar
-    shown before its first character. Rounds go by characters typed, so each call holds every word still typed."""
+    """The typist on N words at once. suggest(rows, prefixes, settle) gives the bar (top `slots`) for words[rows[i]]
+    with prefixes[i] typed; with `settle` the bar only has to settle whether the word is in it (the whole bar is
+    wanted before the first character, where it is reported). Returns per word the characters typed before it was
+    tapped (-1: never offered) and the bar shown before its first character. Rounds go by characters typed, so each
+    call holds every word still typed."""
     typed, first = [-1] * len(words), [[] for _ in words]
     active, c = list(range(len(words))), 0
     while active:
-        bars = suggest(active, [words[i][:c] for i in active])
+        bars = suggest(active, [words[i][:c] for i in active], c > 0)
         later = []
         for i, bar in zip(active, bars):
             if c == 0:
@@ -63,7 +65,8 @@ def type_documents(scorer: Scorer, docs: list[list[str]], targets: list[list[int
     out = {}
     for batch in scorer.read(docs, targets, bos, logp=False):
         words = [docs[d][j] for d, j in batch.keys]
-        typed, first = simulate(words, lambda rows, prefixes: batch.words(slots, prefixes, rows), slots)
+        typed, first = simulate(words, lambda rows, prefixes, settle: batch.words(
+            slots, prefixes, rows, [words[i] for i in rows] if settle else None), slots)
         out.update(zip(batch.keys, zip(typed, first)))
         progress(len(batch.keys))
     return out

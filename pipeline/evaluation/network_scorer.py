@@ -3,7 +3,7 @@
 How a reading is batched (the state must be the one after the *whole* preceding document):
 
     documents sorted by length, B at a time, right-padded:  x (B, T) = bos pieces… pad…
-    step t = 0…T-1:  state_t = model(x[:, t], state_{t-1});  lp_t = log p(· | x[:, ≤t])   (B, V)
+    fused from one target's step to the next:  state_t = model(x[:, s:t+1], state_s-1);  lp_t = log p(· | x[:, ≤t])
         tok_lp[:, t] = lp_t[x[:, t+1]]      bnd[:, t] = log Σ_{b ∈ boundary} lp_t[b]
         rows whose next piece opens a target word: (state_t, lp_t) → pending
     pending ≥ eval.batch_size  →  yield a batch; its `top` is WordPredictor.top_words (beam search over pieces)
@@ -18,6 +18,7 @@ A warm start (warm.py) is read once per stream, keeping the state at every cut s
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from pipeline.evaluation.predict import WordPredictor, cat_states, select_state
 from pipeline.evaluation.scorer import Key, Ranking, Reading, TargetBatch
 from pipeline.evaluation.warm import Stream, Warm
 
+# A reading that keeps every step's log-probabilities computes them for at most this many pieces at a time
+READ_TOKENS = 2048
 STEP_TOKENS = 16384  # documents per teacher-forcing batch: B * T at most this many pieces (one doc at least)
 # A loss-only batch: at most LOSS_ROWS rows and LOSS_TOKENS pieces (B * longest), read LOSS_CHUNK pieces at a time
 LOSS_ROWS, LOSS_TOKENS, LOSS_CHUNK = 512, 8_000_000, 256
@@ -123,12 +126,14 @@ class NeuralScorer:
         keys = [key for key, _, _ in pending]
         state, lp = cat_states([s for _, s, _ in pending]), torch.cat([l for _, _, l in pending])
 
-        def rank(k: int, prefixes: list[str] | None, rows: list[int] | None) -> Ranking:
+        def settling(k: int, prefixes: list[str] | None, rows: list[int] | None, settle: list[str] | None
+                     ) -> Ranking:
             if rows is None:
-                return self.pred.top_words(state, lp, k, prefixes)
+                return self.pred.top_words(state, lp, k, prefixes, settle=settle)
             idx = torch.tensor(rows, device=self.device)
-            return self.pred.top_words(select_state(state, idx), lp.index_select(0, idx), k, prefixes)
-        return NetworkBatch(keys, rank, state, lp, reading.vectors)
+            return self.pred.top_words(select_state(state, idx), lp.index_select(0, idx), k, prefixes, settle=settle)
+        return NetworkBatch(keys, lambda k, prefixes, rows: settling(k, prefixes, rows, None), settling, state, lp,
+                            reading.vectors)
 
     def read(self, docs: list[list[str]], targets: list[list[int]], bos: bool = True, logp: bool = True,
              warm: list[Warm | None] | None = None, rank: bool = True, vectors: bool = False) -> NetworkReading:
@@ -216,21 +221,34 @@ class NeuralScorer:
                 tok_lp = torch.zeros(n, longest, device=self.device)
                 bnd = torch.zeros(n, longest, device=self.device)
                 neg = torch.tensor(-math.inf, device=self.device)
-                for t in range(longest):
-                    f, state = self.model(x[:, t:t + 1], state)  # (B, 1, H)
+                # The recurrence runs fused from one step some target is read after to the next (a state is kept
+                # only there), in chunks of at most READ_TOKENS pieces when every step's log-probabilities are
+                # needed; with neither those nor the vectors it stops after the last target.
+                stops = sorted(at)
+                end_all = longest if logp or vectors else (stops[-1] + 1 if stops else 0)
+                chunk = max(1, READ_TOKENS // n) if logp else longest
+                t = 0
+                while t < end_all:
+                    nxt = stops[bisect.bisect_left(stops, t)] + 1 if stops and stops[-1] >= t else end_all
+                    end = min(nxt, t + chunk, end_all)
+                    f, state = self.model(x[:, t:end], state)  # (B, end - t, H)
                     if vectors:
-                        feats[:, t].copy_(f[:, 0])
-                    if logp or t in at:
-                        lp = self.model.log_probs(f).squeeze(1)  # (B, V)
+                        feats[:, t:end].copy_(f)
                     if logp:
-                        if t + 1 < longest:
-                            tok_lp[:, t] = lp.gather(1, x[:, t + 1:t + 2]).squeeze(1)
-                        bnd[:, t] = torch.logsumexp(torch.where(self.pred.masks.boundary, lp, neg), dim=1)
-                    if t not in at:
+                        lp = self.model.log_probs(f)  # (B, end - t, V)
+                        known = min(end, longest - 1) - t  # steps whose next piece is in x
+                        if known > 0:
+                            tok_lp[:, t:t + known] = lp[:, :known].gather(2, x[:, t + 1:t + 1 + known, None])[..., 0]
+                        bnd[:, t:end] = torch.logsumexp(torch.where(self.pred.masks.boundary, lp, neg), dim=2)
+                        lp = lp[:, -1]
+                    t = end
+                    if t - 1 not in at:
                         continue
-                    idx = torch.tensor([r for r, _ in at[t]], device=self.device)
+                    if not logp:
+                        lp = self.model.log_probs(f[:, -1:]).squeeze(1)  # (B, V)
+                    idx = torch.tensor([r for r, _ in at[t - 1]], device=self.device)
                     st, lps = select_state(state, idx), lp.index_select(0, idx)
-                    for m, (_, key) in enumerate(at[t]):
+                    for m, (_, key) in enumerate(at[t - 1]):
                         pending.append((key, select_state(st, torch.tensor([m])), lps[m:m + 1]))
                         if len(pending) >= self.ec.batch_size:
                             if vectors:  # the vectors read so far: a target's cache reads only earlier ones

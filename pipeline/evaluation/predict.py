@@ -160,14 +160,16 @@ class WordPredictor:
         self._inner_ids = order[self._inner_cols]                        # ... and their piece ids
         self._boundary_ranked = self.masks.boundary[order].float()       # (V,) 1 at boundary columns
         self._word_cache: dict[tuple[int, ...], str | None] = {}
+        self._piece_cache: dict[str, tuple[int, ...]] = {}
         self.spelled = piece_bytes(tokenizer)
         self.prefix_pieces = PrefixPieces(self.spelled)
         self._masks: dict[tuple, Tensor] = {}
         # piece id -> its column among the continuation columns (-1: not a continuation piece)
         self._inner_pos = torch.full((tokenizer.vocab_size,), -1, dtype=torch.long, device=self.device)
         self._inner_pos[self._inner_ids] = torch.arange(len(self._inner_ids), device=self.device)
-        # rows searched, rows searched again wider, rows still not proven exact at max_beam_width
-        self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0}
+        # rows searched, rows searched again wider, rows still not proven exact at max_beam_width, rows asked only
+        # to settle one word (top_words' `settle`)
+        self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0, "settled": 0}
 
     # --------------------------------------------------------------------------------------------- reading text
     def context_ids(self, text: str) -> list[int]:
@@ -209,24 +211,45 @@ class WordPredictor:
 
     @stepwise
     def top_words(self, state: State, next_lp: Tensor, k: int, prefixes: list[str] | None = None,
-                  prove: bool = True) -> list[list[tuple[str, float]]]:
+                  prove: bool = True, settle: list[str] | None = None) -> list[list[tuple[str, float]]]:
         """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
         words of at most max_word_pieces pieces with their log-probabilities, best first: exact (see the module
         docstring) unless a row stays unproven at max_beam_width (counted in search_stats["not_exact"]).
         `prefixes[i]` (cleaned, NFC; "" for none) keeps row i to words that start with it: pieces that cannot spell
-        it never enter a beam, so the search stays exact among the words that match."""
+        it never enter a beam, so the search stays exact among the words that match.
+
+        `settle[i]` (the typist's question): row i only has to settle whether that word is in its top k. Its own
+        score s is computed exactly, beams at or below s are not extended and the row stops once k words beat s: the
+        word is out when k words beat it, in when fewer do and nothing dropped beats it (then its row is the words
+        found above it and the word itself; else the k found). Same answer as the full search, much less search.
+        """
         n = next_lp.size(0)
         out: list[list[tuple[str, float]]] = [[] for _ in range(n)]
         want = [b" " + p.encode("utf-8") if p else b"" for p in prefixes] if prefixes else [b""] * n
-        todo, width = torch.arange(n), max(self.beam_width, k)
         self.search_stats["rows"] += n
-        while True:
+        todo, floor = torch.arange(n), None
+        if settle is not None:
+            todo, floor = self._settling(state, next_lp, settle, want)
+        width = max(self.beam_width, k)
+        while len(todo):
             sub = todo.to(self.device)
-            found, exact = self._search(select_state(state, sub), next_lp.index_select(0, sub), k, width,
-                                        [want[i] for i in todo.tolist()])
-            for i, row, ok in zip(todo.tolist(), found, exact):
+            found, bounds = self._search(select_state(state, sub), next_lp.index_select(0, sub), k, width,
+                                         [want[i] for i in todo.tolist()],
+                                         None if floor is None else [floor[i] for i in todo.tolist()])
+            again = []
+            for j, (i, row, bound) in enumerate(zip(todo.tolist(), found, bounds)):
                 out[i] = row
-            again = [j for j, ok in enumerate(exact) if not ok]
+                if floor is not None:  # settle[i] scores floor[i]: is it beaten k times, or by nothing unfound?
+                    above = [(w, v) for w, v in row if v > floor[i] and w != settle[i]]
+                    if len(above) >= k:
+                        continue
+                    if bound <= floor[i]:
+                        out[i] = above + [(settle[i], floor[i])]
+                        continue
+                # exact: the k-th word found beats everything dropped (fewer than k words: nothing may be dropped)
+                elif (row[-1][1] if len(row) == k else -math.inf) >= bound:
+                    continue
+                again.append(j)
             if not again:
                 break
             if not prove or width >= self.max_beam_width:
@@ -235,6 +258,39 @@ class WordPredictor:
             self.search_stats["widened"] += len(again)
             todo, width = todo[again], min(width * 4, self.max_beam_width)
         return out
+
+    def _settling(self, state: State, next_lp: Tensor, settle: list[str], want: list[bytes]
+                  ) -> tuple[Tensor, list[float]]:
+        """For top_words' `settle`: the rows still to search and a floor per row, its word's own score (a word
+        beats it only above that; the word's own path is told by its name, as a near-tie is by the full search). A word the search can never reach (not under the row's prefix, not its
+        own segmentation, too many pieces, not a word) is never in a top k: its row is answered empty, unsearched."""
+        reach = []
+        for i, w in enumerate(settle):
+            pieces = self._pieces_of(w)
+            ok = pieces is not None and (b" " + w.encode("utf-8")).startswith(want[i]) and len(pieces) <= self.max_word_pieces and bool(self.masks.starts[pieces[0]]) \
+                and all(bool(self.masks.inner[p]) for p in pieces[1:]) and self._word(pieces) == w
+            if ok:
+                reach.append(i)
+        self.search_stats["settled"] += len(settle)
+        if not reach:
+            return torch.arange(0), []
+        rows = torch.tensor(reach)
+        own = self.word_log_prob(select_state(state, rows.to(self.device)), next_lp.index_select(0, rows.to(
+            self.device)), [settle[i] for i in reach]).tolist()
+        floor = [math.inf] * len(settle)
+        for i, v in zip(reach, own):
+            floor[i] = v
+        return rows, floor
+
+    def _pieces_of(self, word: str) -> tuple[int, ...] | None:
+        if not word or word != word.strip():
+            return None
+        got = self._piece_cache.get(word)
+        if got is None:
+            if len(self._piece_cache) > 200_000:
+                self._piece_cache.clear()
+            got = self._piece_cache[word] = tuple(self.tok.encode(word))
+        return got or None
 
     def _allowed(self, rests: list[bytes], columns: int, pos: Tensor | None = None) -> Tensor:
         """(len(rests), columns) bool: the pieces each row may take next with `rests[r]` of its prefix unspelled
@@ -260,9 +316,10 @@ class WordPredictor:
             self._masks[key] = got
         return got
 
-    def _search(self, state: State, next_lp: Tensor, k: int, width: int, want: list[bytes]
-                ) -> tuple[list[list[tuple[str, float]]], list[bool]]:
-        """One beam search of `width`; per row the k best words found and whether they are proven exact. want[r]:
+    def _search(self, state: State, next_lp: Tensor, k: int, width: int, want: list[bytes],
+                floor: list[float] | None = None) -> tuple[list[list[tuple[str, float]]], list[float]]:
+        """One beam search of `width`; per row the k best words found and the best score it dropped (no word it
+        did not find scores higher, or the row's k words were found first and beat it). want[r]:
         the bytes row r's word must start with (b"" for any word); a beam that has spelled c bytes of it must spell
         want[r][c:] next, and only a beam that has spelled all of it can end in a word."""
         n = next_lp.size(0)
@@ -285,10 +342,14 @@ class WordPredictor:
         done: list[dict[str, float]] = [dict() for _ in range(n)]
         alive = list(range(n))  # the rows still searched; score/piece/beams/beam_state/kth hold only these
         kth = torch.full((n,), -math.inf, device=self.device)  # per alive row: its k-th best word so far
+        # floor[r]: row r only asks which words score above it: a beam at or below it is not extended, and the row
+        # is finished once k words beat it
+        low = torch.tensor(floor, device=self.device) if floor is not None else None
         for step in range(self.max_word_pieces):
             # Extending only lowers a prefix's probability, so a beam at or below its row's k-th word can add
             # nothing: the model runs on live beams only, and a row without one is finished and leaves the batch.
-            live_mask = score > kth.unsqueeze(1)  # (A, W)
+            limit = kth if low is None else torch.where(kth > low, math.inf, torch.maximum(kth, low))
+            live_mask = score > limit.unsqueeze(1)  # (A, W)
             keep = live_mask.any(dim=1).nonzero().flatten()
             if len(keep) == 0:
                 break
@@ -296,6 +357,7 @@ class WordPredictor:
                 alive, beams = [alive[i] for i in keep.tolist()], [beams[i] for i in keep.tolist()]
                 spelled = [spelled[i] for i in keep.tolist()]
                 score, piece, kth, live_mask = (t.index_select(0, keep) for t in (score, piece, kth, live_mask))
+                low = None if low is None else low.index_select(0, keep)
                 beam_rows = (keep.unsqueeze(1) * width + torch.arange(width, device=self.device)).reshape(-1)
                 beam_state = select_state(beam_state, beam_rows)
             a = len(alive)
@@ -344,10 +406,7 @@ class WordPredictor:
             slot[live] = torch.arange(len(live), device=self.device)
             gather = (torch.arange(a, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
             beam_state = select_state(live_state, slot.index_select(0, gather))
-        found = [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done]
-        # exact: the k-th word found beats everything dropped (fewer than k words: nothing may have been dropped)
-        exact = [(row[-1][1] if len(row) == k else -math.inf) >= b for row, b in zip(found, bound)]
-        return found, exact
+        return [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done], bound
 
     # ----------------------------------------------------------------------------------------------- scoring
     @torch.no_grad()

@@ -34,15 +34,21 @@ Ranking = list[list[tuple[str, float]]]  # per row, (word, score) best first
 class TargetBatch:
     """Targets whose contexts have been read, in the order the scorer reached them. `top(k, prefixes, rows)` ranks
     the next word at rows `rows` of the batch (all when None), completing `prefixes[i]` (typed characters of the
-    word; "" for none) — the scorer's own ranking, the one its server shows."""
+    word; "" for none) — the scorer's own ranking, the one its server shows. `settling`, when the scorer has it: the
+    same ranking for a caller that only asks whether `settle[i]` is in row i's top k (the typist): the answer is the
+    same, the rest of a row may be left unproven (a search can stop sooner)."""
     keys: list[Key]
     rank: Callable[[int, list[str] | None, list[int] | None], Ranking]
+    settling: Callable[[int, list[str] | None, list[int] | None, list[str]], Ranking] | None = None
 
     def top(self, k: int, prefixes: list[str] | None = None, rows: list[int] | None = None) -> Ranking:
         return self.rank(k, prefixes, rows)
 
-    def words(self, k: int, prefixes: list[str] | None = None, rows: list[int] | None = None) -> list[list[str]]:
-        return [[w for w, _ in row] for row in self.rank(k, prefixes, rows)]
+    def words(self, k: int, prefixes: list[str] | None = None, rows: list[int] | None = None,
+              settle: list[str] | None = None) -> list[list[str]]:
+        ranked = self.rank(k, prefixes, rows) if settle is None or self.settling is None \
+            else self.settling(k, prefixes, rows, settle)
+        return [[w for w, _ in row] for row in ranked]
 
 
 @dataclass

@@ -12,7 +12,8 @@ def bar_from(table):
     """suggest() from {(word, prefix): bar}; any other prefix gets an empty bar. Records every call."""
     calls = []
 
-    def suggest(rows, prefixes):
+    def suggest(rows, prefixes, settle):
+        assert settle == any(prefixes)  # the whole bar before the first character, where it is reported
         calls.append(list(zip(rows, prefixes)))
         return [table.get((words[i], p), ["x", "y", "z"]) for i, p in zip(rows, prefixes)]
     words: list[str] = []
@@ -100,6 +101,25 @@ def test_the_networks_bar_is_its_own_completions(net, tiny_corpus):
                 for c in range(1, len(word))]
         offered = [c for c, bar in enumerate([first] + bars) if word in bar]
         assert typed == (offered[0] if offered else -1)
+
+
+def test_the_settling_typist_types_as_the_full_search_does(net, tiny_corpus, monkeypatch):
+    """The typist asks each search only whether its word is in the bar (after the first character): the same
+    characters typed and the same first bars as when every bar is searched in full, on every test word."""
+    from pipeline.corpus.cleaning import clean_text
+    from pipeline.evaluation.sampling import targets_of
+    from tests.support import sample_texts
+
+    docs = [clean_text(t).split() for t in sample_texts("test", 6)]
+    targets = [targets_of(d) for d in docs]
+    fast = type_documents(net, docs, targets, 3)
+    settled = dict(net.search_stats)
+    search = net.pred.top_words
+    monkeypatch.setattr(net.pred, "top_words", lambda *a, settle=None, **kw: search(*a, **kw))  # every bar in full
+    full = type_documents(net, docs, targets, 3)
+    assert fast == full and len(fast) == sum(map(len, targets)) > 50
+    assert settled["settled"] > 0 and net.search_stats["settled"] == settled["settled"]  # the second never settled
+    assert any(t > 0 for t, _ in fast.values()) and any(t == -1 for t, _ in fast.values())
 
 
 def _small(cfg, words=60):

@@ -78,6 +78,25 @@ def test_completions_equal_brute_force_under_a_prefix(bundle, prefix):
     assert pred.search_stats["not_exact"] == 0
 
 
+@pytest.mark.parametrize("prefix", ["", "क", "प्र", "स"])
+def test_settling_a_word_answers_whether_it_is_in_the_exact_top_k(bundle, prefix):
+    # the typist's question, for every word under the prefix (ranks 1 … 40 by brute force) and for words no search
+    # can reach: in the settled row exactly when it is in the brute-force top 3, with a narrow beam that has to widen
+    pred = WordPredictor(bundle.model, bundle.tokenizer, beam_width=2, max_word_pieces=2, max_beam_width=4096)
+    ids = pred.context_ids(CONTEXTS[1])
+    ranked = brute_force_completions(bundle.model, bundle.tokenizer, ids, prefix, 40)
+    asked = [w for w, _ in ranked] + ["क.ख", "x" * 30]  # not a word; more pieces than max_word_pieces
+    state, lp = pred.read([ids] * len(asked))
+    rows = torch.zeros(len(asked), dtype=torch.long)
+    got = pred.top_words(select_state(state, rows), lp.index_select(0, rows), 3, [prefix] * len(asked),
+                         settle=asked)
+    top3 = {w for w, _ in ranked[:3]}
+    assert [w in [x for x, _ in row] for w, row in zip(asked, got)] == [w in top3 for w in asked]
+    assert pred.search_stats["settled"] == len(asked) and pred.search_stats["not_exact"] == 0
+    assert got[-2:] == [[], []]  # unreachable words are answered without a search
+    assert pred.search_stats["rows"] == len(asked)
+
+
 def test_a_conjunct_prefix_matches_words_that_continue_it(bundle):
     pred = WordPredictor(bundle.model, bundle.tokenizer, beam_width=8, max_word_pieces=6)
     out = pred.predict(["आज क्"], k=10)[0]
