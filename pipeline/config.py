@@ -187,6 +187,9 @@ class EvalConfig:
     # Context-length curve per text kind on every scored position with at least this many words before it; the curve
     # reads c = each context_length up to that many words. A kind left out gets no curve; {} draws none.
     context_curves: dict[Str, Int] = field(default_factory=lambda: {"verse": 256, "prose": 64, "all": 256})
+    # At most this many of those positions per kind, a seeded sample, the same for every model (null: all). Each
+    # truncated context is a read of its own: a mixture reads ~100 a second, so a long file's curves took hours.
+    curve_positions: Int | None = Field(None, ge=1)
     # Text kinds (pipeline/evaluation/text_kinds.py): a document's `source_field` value is matched against each
     # kind's glob patterns in order, the first match wins; a document without one is of kind "all".
     source_field: Str | None = "source"

@@ -224,7 +224,9 @@ def format_tables(results: dict[str, Any]) -> str:
         lines += [""] + kind_lines(results, kind)
     for kind, t in results.get("curves", {}).items():
         cs = list(t["curve"])
-        lines += ["", f"{kind}: top-1 % when only the last c words are read, on all {t['positions']:,} scored words "
+        on = f"all {t['positions']:,}" if t.get("eligible", t["positions"]) == t["positions"] else \
+            f"a seeded sample of {t['positions']:,} (eval.curve_positions) of the {t['eligible']:,}"
+        lines += ["", f"{kind}: top-1 % when only the last c words are read, on {on} scored words "
                       f"with >= {t['min_context_words']} words before them, in {t['documents']} documents",
                   f"{'c':<22}" + "".join(f"{c:>{CELL}}" for c in cs)]
         lines += [f"{name:<22}" + "".join(f"{acc_text(t['curve'][c], name):>{CELL}}" for c in cs)

@@ -16,6 +16,7 @@ that its buckets differ by distance and not by which texts fill them.
 from __future__ import annotations
 
 import fnmatch
+import zlib
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -165,13 +166,23 @@ def kind_tables(words: ScoredWords, hits: dict[str, dict[str, str]], ec: EvalCon
 def curve_positions(words: ScoredWords, ec: EvalConfig, minimum: dict[str, int] | None = None
                     ) -> dict[str, np.ndarray]:
     """Per kind with a context curve: the indices (into `words`) of every scored word with a letter and at least
-    eval.context_curves[kind] (or minimum[kind]) words before it."""
+    eval.context_curves[kind] (or minimum[kind]) words before it; for the curves (no `minimum`), at most
+    eval.curve_positions of them, a sample seeded by eval.sample_seed and the kind (`eligible_positions` counts all)."""
     out = {}
     for kind in words.kinds():
         need = (ec.context_curves if minimum is None else minimum).get(kind)
         if need is not None:
             out[kind] = np.flatnonzero((words.kind == kind) & ~words.numeral & (words.word >= need))
+            if minimum is None and ec.curve_positions is not None and len(out[kind]) > ec.curve_positions:
+                rng = np.random.default_rng([ec.sample_seed, zlib.crc32(kind.encode("utf-8"))])
+                out[kind] = np.sort(rng.choice(out[kind], ec.curve_positions, replace=False))
     return out
+
+
+def eligible_positions(words: ScoredWords, ec: EvalConfig, kind: str) -> int:
+    """How many positions of `kind` could be on its curve (the sample's population when eval.curve_positions cuts)."""
+    need = ec.context_curves[kind]
+    return int(((words.kind == kind) & ~words.numeral & (words.word >= need)).sum())
 
 
 def curve_lengths(ec: EvalConfig, kind: str) -> list[int]:
@@ -190,6 +201,7 @@ def curve_tables(words: ScoredWords, curves: dict[str, dict[str, Any]], ec: Eval
         every = np.ones(len(pos), bool)
         lengths = list(next(iter(models.values()))["hits"])
         out[kind] = {"min_context_words": ec.context_curves[kind], "positions": int(len(pos)),
+                     "eligible": eligible_positions(words, ec, kind),
                      "documents": int(len(np.unique(sub.doc))), "curve": {
                          c: cell(sub, every, {m: hit_array(r["hits"][c]) for m, r in models.items()}, ec,
                                  f"curve/{kind}/{c}") for c in lengths}}

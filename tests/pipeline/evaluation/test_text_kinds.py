@@ -125,6 +125,21 @@ def test_curves_score_every_eligible_position_per_kind():
     assert "short" not in res["curves"]
 
 
+def test_curves_on_a_seeded_sample_when_capped_the_same_for_every_model():
+    docs, sources = _docs()
+    ec = EvalConfig(k=1, kinds=KINDS, context_lengths=(1, 4), context_curves={"prose": 4}, curve_positions=20,
+                    bootstrap_replicates=200)
+    res = {"k": 1, "split": "test", "models": {m.name: evaluate_scorer(m, docs, ec, sources=sources)
+                                               for m in (Echo(), Never())}}
+    add_kind_tables(res, docs, sources, ec)
+    prose = res["curves"]["prose"]
+    assert prose["positions"] == 20 and prose["eligible"] == 3 * (40 - 4)
+    assert all(len(res["models"][m]["context"]["prose"]["hits"]["1"]) == 20 for m in ("echo", "never"))
+    again = evaluate_scorer(Echo(), docs, ec, sources=sources)["context"]["prose"]
+    assert again == res["models"]["echo"]["context"]["prose"]  # seeded: the same sample every time
+    assert "a seeded sample of 20 (eval.curve_positions) of the 108 scored words" in format_tables(res)
+
+
 def test_models_scored_on_different_words_are_refused():
     ec = EvalConfig(k=1, kinds={"short": ("*",)}, bootstrap_replicates=100)
     tokens, targets, chosen, _ = sampled_targets(["मी घरी गेलो"] * 20, ec)
