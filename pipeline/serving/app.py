@@ -5,8 +5,9 @@
                          -> {"words": [{"word", "prob"}, ...], "completing": str | null, "model": str}
     POST /predict/batch  {"texts": [str, ...], "k": ..., "mix": ..., "mode": ...}
                          -> {"results": [[{"word", "prob"}, ...], ...], "completing": [str | null, ...], "model": str}
-    POST /explain        {"text": str, "k": 1..serve.max_k = 5} -> {"models": [{"model", "cell", "words", "top", "context":
-                         [{"word", "distance", "influence"}, ...], "looks_back"}, ...]}  (serve.explain's networks)
+    POST /explain        {"text": str, "k": 1..serve.max_k = 5} -> {"models": [{"model", "cell", "words", "completing",
+                         "top", "context": [{"word", "distance", "influence"}, ...], "looks_back"}, ...]}
+                         (serve.explain's networks; completions of a half-typed word, as /predict)
     GET  /health         model name, version, run id, cache figures
     GET  /               the page (pipeline/serving/static/index.html, read once at start-up)
 

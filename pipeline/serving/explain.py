@@ -1,5 +1,5 @@
 """`POST /explain`: for each network named in `serve.explain` (by default the RNN and LSTM champions), its own top-k
-words after the text and how strongly its top suggestion depends on each typed word (pipeline/evaluation/
+words after the text (completions of the word being typed, as the bar above reads it) and how strongly its top suggestion depends on each typed word (pipeline/evaluation/
 attribution.py), with the distance of the farthest word that still matters ("looks back 41 words").
 
 The networks are explained alone, not mixed: the point is to see what each recurrence keeps. The context is read as
@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.checkpoints import ModelBundle
 from pipeline.evaluation.attribution import looks_back, piece_influence, word_influence
+from pipeline.evaluation.predict import typed_word
 from pipeline.serving.mixed import predictor_for
 
 
@@ -26,9 +27,13 @@ class Explainer:
         self.lock = threading.Lock()
 
     def explain(self, text: str, k: int) -> dict[str, Any]:
-        ids = self.engine.ids([text])[0]
+        # as the bar above it reads the text: completions of the word being typed, or the next word after a space;
+        # the attribution is over the words before the typed prefix, the context the suggestions are read after
+        context_words, _ = typed_word(text, "auto")
+        ids = self.engine.ids([" ".join(context_words)])[0]
         with self.lock:
-            words = self.served.predict([text], k, "net", "next")[0]["words"]  # what the whole text makes next
+            got = self.served.predict([text], k, "net", "auto")[0]
+            words, completing = got["words"], got["completing"]
             spans = self.engine.word_spans(ids)
             context = [{"word": self.pred.tok.decode(ids[a:b]).strip(), "distance": len(spans) - i}
                        for i, (a, b) in enumerate(spans)]
@@ -41,6 +46,7 @@ class Explainer:
                 for c in context:
                     c["influence"] = 0.0
         infl = [c["influence"] for c in context]
-        return {"model": self.label, "cell": self.cell, "words": words, "top": words[0]["word"] if words else None,
+        return {"model": self.label, "cell": self.cell, "words": words, "completing": completing,
+                "top": words[0]["word"] if words else None,
                 "context": context, "looks_back": looks_back(infl, self.threshold), "threshold": self.threshold,
                 "read_from_start": bool(ids) and ids[0] == self.pred.tok.bos_id}

@@ -129,6 +129,13 @@ def test_side_by_side_columns_shade_the_typed_words(server):
             word = cols.nth(1).locator("button.suggestion").first.get_attribute("data-word")
             cols.nth(1).locator("button.suggestion").first.click()
             expect(page.locator("#text")).to_have_value(f"{LONG} {word} ")
+            # half a word typed: each column completes it, and a click replaces the typed prefix
+            page.locator("#text").type("सं")
+            expect(cols.nth(1)).to_have_attribute("data-completing", "सं", timeout=15_000)
+            done = cols.nth(1).locator("button.suggestion").first.get_attribute("data-word")
+            assert done.startswith("सं")
+            cols.nth(1).locator("button.suggestion").first.click()
+            expect(page.locator("#text")).to_have_value(f"{LONG} {word} {done} ")
             print(f"screenshot: {shot}")
         finally:
             browser.close()

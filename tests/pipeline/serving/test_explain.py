@@ -32,13 +32,14 @@ def client(trained_checkpoint, explainers):
 
 
 def test_explain_gives_each_network_its_words_and_the_reach_of_its_top_one(client, explainers):
-    r = client.post("/explain", json={"text": LONG, "k": 3})
+    r = client.post("/explain", json={"text": LONG + " ", "k": 3})  # after a space: the next word
     assert r.status_code == 200, r.text
     models = r.json()["models"]
     assert [m["cell"] for m in models] == ["rnn_tanh", "lstm"]
     words = LONG.split()
     for m, e in zip(models, explainers):
         assert len(m["words"]) == 3 and m["top"] == m["words"][0]["word"] and m["read_from_start"]
+        assert m["completing"] is None
         assert [c["word"] for c in m["context"]] == words
         assert [c["distance"] for c in m["context"]] == list(range(len(words), 0, -1))
         infl = [c["influence"] for c in m["context"]]
@@ -61,10 +62,23 @@ def test_explain_gives_each_network_its_words_and_the_reach_of_its_top_one(clien
     assert [w["prob"] for w in models[1]["words"]] == pytest.approx([w["prob"] for w in alone], rel=1e-5)
 
 
+def test_inside_a_word_each_network_completes_it_as_the_bar_does(client, explainers):
+    # the text ends in a half-typed word: each column completes it (what /predict gives with mix "net", mode auto),
+    # and the attribution is over the words before it, the context the completions are read after
+    text = LONG + " सं"
+    models = client.post("/explain", json={"text": text, "k": 3}).json()["models"]
+    bar = client.post("/predict", json={"text": text, "k": 3, "mix": "net"}).json()
+    assert bar["completing"] == "सं"
+    for m in models:
+        assert m["completing"] == "सं" and m["words"] and all(w["word"].startswith("सं") for w in m["words"])
+        assert [c["word"] for c in m["context"]] == LONG.split()
+    assert [w["word"] for w in models[1]["words"]] == [w["word"] for w in bar["words"]]
+
+
 def test_a_long_text_is_explained_over_what_is_read(trained_checkpoint):
     bundle, _ = _load(str(trained_checkpoint))
     e = Explainer(bundle, "lstm", 40, 0.1)
-    out = e.explain(LONG, 2)
+    out = e.explain(LONG + " ", 2)
     assert not out["read_from_start"] and 0 < len(out["context"]) < len(LONG.split())
     assert [c["word"] for c in out["context"]] == LONG.split()[-len(out["context"]):]
 
