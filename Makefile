@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-slow test-all test-browser prepare train evaluate ablate probe mix mix-report keystrokes-report experiment longrange gradients ui serve bench bench-report clean
+.PHONY: help setup run served test test-slow test-all test-browser prepare train evaluate ablate probe mix mix-report keystrokes-report experiment longrange gradients ui serve bench bench-report clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ run: setup ## the main job: prepare, train RNN + LSTM, evaluate, register, print
 
 # The quick loop is `make test`; the tests marked slow (training runs, kills, subprocesses, MLflow jobs) run under
 # `make test-slow`, and CI runs both, then the browser test.
+served: setup ## the served LSTM on the full corpus (configs/served.yaml): train <= 60 min (resumable), fit its mixture, evaluate every test word, register marathi-nwp-served
+	$(PY) -m pipeline run --config configs/served.yaml --cells lstm $(ARGS)
+
 test: setup ## the import contracts (lint-imports), then the fast tests (~1.5 min on 2 cores; not slow, not browser)
 	.venv/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -m "not slow and not browser" $(ARGS)

@@ -249,6 +249,9 @@ class TrackingConfig:
     tracking_uri: Str | None = None  # default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     artifact_location: Str = "mlartifacts"
     register: Bool = True
+    # the registry name a trained network goes to; default marathi-nwp-<cell> (make run's demo models). The served
+    # model (configs/served.yaml) has its own, so its champion is never weighed against a demo's
+    registered_name: Str | None = None
 
 
 @section("serve")

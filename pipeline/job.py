@@ -31,10 +31,12 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         save_mixture,
         word_perplexity,
     )
-    from pipeline.experiments.trained_run import log_evaluation, train_run
+    from pipeline.experiments.trained_run import ValidationCheckpoints, log_evaluation, train_run
     from pipeline.training.train import run_dir_for
 
-    run = train_run(cfg, prepared, client)
+    # the weights at every validation beside its loss: a run's time-to-quality curve can be scored afterwards
+    validations = ValidationCheckpoints(run_dir_for(cfg) / "checkpoints", cfg.data.batch_size * cfg.data.bptt)
+    run = train_run(cfg, prepared, client, extra_callbacks=[validations])
     run_id, result, run_dir = run.run_id, run.result, run_dir_for(cfg)
     with tracking.terminated_on_interrupt(client, run_id):
         bundle = load_checkpoint(run.checkpoint)
@@ -62,7 +64,8 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
                        {**metrics, **{f"mixture/{k}": v for k, v in mix_metrics.items()}},
                        int(bundle.meta.get("global_step") or 0), "evaluation")
         uri = tracking.log_pyfunc(bundle, run_id, mixture_dir)
-        reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id)
+        reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id,
+                                cfg.tracking.registered_name)
     hits = {name: r["hits"] for name, r in test["models"].items()}
     keys = {name: r.get("keystrokes") for name, r in test["models"].items()}
     return {"cell": cfg.model.cell, "run_id": run_id, "metrics": metrics, "registry": reg, "hits": hits[net.name],

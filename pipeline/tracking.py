@@ -364,9 +364,11 @@ def _requirements() -> list[str]:
                                               "numpy", "pandas")]
 
 
-def register(client: MlflowClient, model_uri: str, cell: str, score: float, run_id: str) -> dict[str, Any]:
-    """Register a new version; it takes `champion` only if its validation word perplexity beats the champion's."""
-    name = f"marathi-nwp-{cell}"
+def register(client: MlflowClient, model_uri: str, cell: str, score: float, run_id: str, name: str | None = None
+             ) -> dict[str, Any]:
+    """Register a new version (under `name`, default marathi-nwp-<cell>); it takes `champion` only if its validation
+    word perplexity beats the champion's."""
+    name = name or f"marathi-nwp-{cell}"
     mv = mlflow.register_model(model_uri, name, tags={SCORE_TAG: f"{score:.6g}", "run_id": run_id})
     try:
         champ = client.get_model_version_by_alias(name, CHAMPION)

@@ -116,6 +116,11 @@ def test_a_worse_model_does_not_take_the_champion_alias(tracked):
     better = tracking.register(client, uri, "lstm", row["metrics"]["validation/word_ppl"] / 2, row["run_id"])
     assert better["promoted"]
     assert client.get_model_version_by_alias(name, tracking.CHAMPION).version == better["version"]
+    # a registry name of its own (tracking.registered_name: the served model) is weighed against its own champion
+    served = tracking.register(client, uri, "lstm", row["metrics"]["validation/word_ppl"] * 4, row["run_id"],
+                               "marathi-nwp-served")
+    assert served["name"] == "marathi-nwp-served" and served["promoted"]
+    assert client.get_model_version_by_alias(name, tracking.CHAMPION).version == better["version"]
 
 
 @pytest.mark.slow
