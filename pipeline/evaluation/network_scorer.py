@@ -126,12 +126,18 @@ class NeuralScorer:
         keys = [key for key, _, _ in pending]
         state, lp = cat_states([s for _, s, _ in pending]), torch.cat([l for _, _, l in pending])
 
+        beaten: dict[tuple[int, str], list[tuple[str, float]]] = {}  # (row, word): the words found to beat it
+
         def settling(k: int, prefixes: list[str] | None, rows: list[int] | None, settle: list[str] | None
                      ) -> Ranking:
-            if rows is None:
-                return self.pred.top_words(state, lp, k, prefixes, settle=settle)
+            rows = list(range(len(keys))) if rows is None else rows
+            known = None if settle is None else [beaten.get((r, w), []) for r, w in zip(rows, settle)]
             idx = torch.tensor(rows, device=self.device)
-            return self.pred.top_words(select_state(state, idx), lp.index_select(0, idx), k, prefixes, settle=settle)
+            got = self.pred.top_words(select_state(state, idx), lp.index_select(0, idx), k, prefixes, settle=settle,
+                                      beaten=known)
+            for r, w, b in zip(rows, settle or (), known or ()):
+                beaten[(r, w)] = b
+            return got
         return NetworkBatch(keys, lambda k, prefixes, rows: settling(k, prefixes, rows, None), settling, state, lp,
                             reading.vectors)
 

@@ -168,8 +168,8 @@ class WordPredictor:
         self._inner_pos = torch.full((tokenizer.vocab_size,), -1, dtype=torch.long, device=self.device)
         self._inner_pos[self._inner_ids] = torch.arange(len(self._inner_ids), device=self.device)
         # rows searched, rows searched again wider, rows still not proven exact at max_beam_width, rows asked only
-        # to settle one word (top_words' `settle`)
-        self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0, "settled": 0}
+        # to settle one word (top_words' `settle`) and of those the ones answered by words known to beat it
+        self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0, "settled": 0, "known_out": 0}
 
     # --------------------------------------------------------------------------------------------- reading text
     def context_ids(self, text: str) -> list[int]:
@@ -211,7 +211,8 @@ class WordPredictor:
 
     @stepwise
     def top_words(self, state: State, next_lp: Tensor, k: int, prefixes: list[str] | None = None,
-                  prove: bool = True, settle: list[str] | None = None) -> list[list[tuple[str, float]]]:
+                  prove: bool = True, settle: list[str] | None = None,
+                  beaten: list[list[tuple[str, float]]] | None = None) -> list[list[tuple[str, float]]]:
         """For N starting points (state after the context, log-probs of the next piece), the k most probable whole
         words of at most max_word_pieces pieces with their log-probabilities, best first: exact (see the module
         docstring) unless a row stays unproven at max_beam_width (counted in search_stats["not_exact"]).
@@ -221,7 +222,10 @@ class WordPredictor:
         `settle[i]` (the typist's question): row i only has to settle whether that word is in its top k. Its own
         score s is computed exactly, beams at or below s are not extended and the row stops once k words beat s: the
         word is out when k words beat it, in when fewer do and nothing dropped beats it (then its row is the words
-        found above it and the word itself; else the k found). Same answer as the full search, much less search.
+        found above it and the word itself; else the words found that beat it). Same answer as the full search, much
+        less search. `beaten[i]`, kept by the caller across calls on the same context: the words found to beat
+        settle[i] so far; under a longer prefix, k of them that still match answer "out" without a search, and a
+        search that finds more adds them.
         """
         n = next_lp.size(0)
         out: list[list[tuple[str, float]]] = [[] for _ in range(n)]
@@ -230,19 +234,31 @@ class WordPredictor:
         todo, floor = torch.arange(n), None
         if settle is not None:
             todo, floor = self._settling(state, next_lp, settle, want)
+            if beaten is not None:  # k known to beat it under this prefix too: out, unsearched
+                for i in todo.tolist():
+                    still = [(w, v) for w, v in beaten[i] if w.startswith(prefixes[i] if prefixes else "")]
+                    if len(still) >= k:
+                        out[i] = still
+                        self.search_stats["known_out"] += 1
+                todo = torch.tensor([i for i in todo.tolist() if not out[i]], dtype=torch.long)
         width = max(self.beam_width, k)
         while len(todo):
             sub = todo.to(self.device)
             found, bounds = self._search(select_state(state, sub), next_lp.index_select(0, sub), k, width,
                                          [want[i] for i in todo.tolist()],
-                                         None if floor is None else [floor[i] for i in todo.tolist()])
+                                         None if floor is None else [floor[i] for i in todo.tolist()],
+                                         every=floor is not None)
             again = []
             for j, (i, row, bound) in enumerate(zip(todo.tolist(), found, bounds)):
                 out[i] = row
                 if floor is not None:  # settle[i] scores floor[i]: is it beaten k times, or by nothing unfound?
                     above = [(w, v) for w, v in row if v > floor[i] and w != settle[i]]
                     if len(above) >= k:
+                        out[i] = above
+                        if beaten is not None:
+                            beaten[i] = above
                         continue
+                    out[i] = row[:k]
                     if bound <= floor[i]:
                         out[i] = above + [(settle[i], floor[i])]
                         continue
@@ -317,10 +333,11 @@ class WordPredictor:
         return got
 
     def _search(self, state: State, next_lp: Tensor, k: int, width: int, want: list[bytes],
-                floor: list[float] | None = None) -> tuple[list[list[tuple[str, float]]], list[float]]:
-        """One beam search of `width`; per row the k best words found and the best score it dropped (no word it
-        did not find scores higher, or the row's k words were found first and beat it). want[r]:
-        the bytes row r's word must start with (b"" for any word); a beam that has spelled c bytes of it must spell
+                floor: list[float] | None = None, every: bool = False
+                ) -> tuple[list[list[tuple[str, float]]], list[float]]:
+        """One beam search of `width`; per row the k best words found (`every`: all of them, best first) and the best
+        score it dropped (no word it did not find scores higher, or the row's k words were found first and beat it).
+        want[r]: the bytes row r's word must start with (b"" for any word); a beam that has spelled c bytes of it must spell
         want[r][c:] next, and only a beam that has spelled all of it can end in a word."""
         n = next_lp.size(0)
         neg = torch.tensor(-math.inf, device=self.device)
@@ -406,7 +423,7 @@ class WordPredictor:
             slot[live] = torch.arange(len(live), device=self.device)
             gather = (torch.arange(a, device=self.device).unsqueeze(1) * width + parent).reshape(-1)
             beam_state = select_state(live_state, slot.index_select(0, gather))
-        return [sorted(d.items(), key=lambda kv: -kv[1])[:k] for d in done], bound
+        return [sorted(d.items(), key=lambda kv: -kv[1])[:None if every else k] for d in done], bound
 
     # ----------------------------------------------------------------------------------------------- scoring
     @torch.no_grad()
