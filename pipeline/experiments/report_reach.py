@@ -7,6 +7,7 @@ from typing import Any
 
 from pipeline.evaluation.ablation_tables import COPY_BUCKETS
 from pipeline.evaluation.intervals import MIN_N
+from pipeline.experiments.grid import GRID
 
 
 def _t(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -20,6 +21,12 @@ def _ci(cell: dict | None, digits: int = 3) -> str:
     return f"{mean:+.{digits}f} [{cell['low']:+.{digits}f}, {cell['high']:+.{digits}f}]"
 
 
+def _inherited(sweep: dict[str, Any]) -> str:
+    """The one-factor variants that train at the rate swept for the model they vary (grid.GRID's rate_of)."""
+    varied = [(n, spec["rate_of"]) for n, spec in GRID.items() if spec.get("rate_of") in sweep["models"]]
+    return "; " + ", ".join(f"{n} at {parent}'s" for n, parent in varied) + " (one factor changed)" if varied else ""
+
+
 def sweep_section(sweep: dict[str, Any] | None) -> list[str]:
     if not sweep or not sweep.get("models"):
         return []
@@ -27,7 +34,7 @@ def sweep_section(sweep: dict[str, Any] | None) -> list[str]:
     L = ["## Learning-rate sweep", "",
          f"Each comparison cell trained once per rate on the first {sweep['pieces']:,} pieces (Adam, seed as the grid's "
          "first); validation loss per piece at the end (lower is better); the grid trains each cell at its best rate "
-         "(**bold**).", ""]
+         "(**bold**)" + _inherited(sweep) + ".", ""]
     rows = []
     for name, m in sweep["models"].items():
         cells = []

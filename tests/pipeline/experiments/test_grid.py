@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.experiments.grid import match_parameters, plan_budget
+from pipeline.experiments.grid import match_parameters, plan_budget, rate_source, variant_config
 from tests.support import overrides_of
 
 
@@ -67,6 +67,18 @@ def test_grid_parameter_counts_match_within_ten_percent(tiny_config):
     noclip = variant_config(cfg, "rnn_tanh_noclip")
     assert noclip.train.gradient_clip_val is None and variant_config(cfg, "rnn_tanh").train.gradient_clip_val
     assert variant_config(cfg, "irnn").model.init == "identity"
+
+
+def test_one_factor_variants_train_at_the_rate_swept_for_the_model_they_vary(tiny_config):
+    from pipeline.experiments.report_reach import sweep_section
+
+    assert [rate_source(n) for n in ("rnn_tanh_noclip", "rnn_tanh_residual", "irnn", "lstm_s2", "gru")] == \
+        ["rnn_tanh", "rnn_tanh", "irnn", "lstm", "gru"]
+    noclip = variant_config(tiny_config, "rnn_tanh_noclip", 16, lr=0.001, pieces=1000)
+    assert noclip.train.lr == 0.001 and noclip.train.gradient_clip_val is None and noclip.model.cell == "rnn_tanh"
+    text = "\n".join(sweep_section({"pieces": 10, "rates": [0.001], "models": {"rnn_tanh": {
+        "runs": {"0.001": {"val_loss": 6.0}}, "chosen_key": "0.001", "minutes": 1.0}}}))
+    assert "rnn_tanh_noclip at rnn_tanh's" in text and "rnn_tanh_residual at rnn_tanh's" in text
 
 
 def test_bad_experiment_settings_are_config_errors(tiny_config):
