@@ -18,6 +18,10 @@ Every scored word is typed (numerals too: they are typed); punctuation is typed 
 left out of both counts. The words are the evaluation's (every word of the split, or the seeded eval.max_words
 sample); the intervals are the document-clustered bootstrap of the ratio (pipeline/evaluation/bootstrap.py).
 
+How it is computed: the bar before a word is the scorer's full top W; after a typed character the typist only
+needs to know whether the word is in the bar, and a scorer may answer that alone (the network's `settle`:
+predict.WordPredictor.top_words), which is the same answer for much less search.
+
 The same bar also says how often a model echoes what was just typed: the top-W before a word that repeat one of the
 last 3 words, beside how often the text itself repeats one of its last 3 words.
 """

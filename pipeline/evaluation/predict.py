@@ -278,14 +278,15 @@ class WordPredictor:
     def _settling(self, state: State, next_lp: Tensor, settle: list[str], want: list[bytes]
                   ) -> tuple[Tensor, list[float]]:
         """For top_words' `settle`: the rows still to search and a floor per row, its word's own score (a word
-        beats it only above that; the word's own path is told by its name, as a near-tie is by the full search). A word the search can never reach (not under the row's prefix, not its
-        own segmentation, too many pieces, not a word) is never in a top k: its row is answered empty, unsearched."""
+        beats it only above that; the word's own path is told by its name). A word the search can never reach (not
+        under the row's prefix, not its own segmentation, too many pieces, not a word) is never in a top k: its row
+        is answered empty, unsearched."""
         reach = []
         for i, w in enumerate(settle):
             pieces = self._pieces_of(w)
-            ok = pieces is not None and (b" " + w.encode("utf-8")).startswith(want[i]) and len(pieces) <= self.max_word_pieces and bool(self.masks.starts[pieces[0]]) \
-                and all(bool(self.masks.inner[p]) for p in pieces[1:]) and self._word(pieces) == w
-            if ok:
+            if pieces is not None and (b" " + w.encode("utf-8")).startswith(want[i]) \
+                    and len(pieces) <= self.max_word_pieces and bool(self.masks.starts[pieces[0]]) \
+                    and all(bool(self.masks.inner[p]) for p in pieces[1:]) and self._word(pieces) == w:
                 reach.append(i)
         self.search_stats["settled"] += len(settle)
         if not reach:
@@ -337,8 +338,8 @@ class WordPredictor:
                 ) -> tuple[list[list[tuple[str, float]]], list[float]]:
         """One beam search of `width`; per row the k best words found (`every`: all of them, best first) and the best
         score it dropped (no word it did not find scores higher, or the row's k words were found first and beat it).
-        want[r]: the bytes row r's word must start with (b"" for any word); a beam that has spelled c bytes of it must spell
-        want[r][c:] next, and only a beam that has spelled all of it can end in a word."""
+        want[r]: the bytes row r's word must start with (b"" for any word); a beam that has spelled c bytes of it
+        must spell want[r][c:] next, and only a beam that has spelled all of it can end in a word."""
         n = next_lp.size(0)
         neg = torch.tensor(-math.inf, device=self.device)
         starts = self.masks.starts.expand(n, -1)
