@@ -273,3 +273,35 @@ def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, st
         if score:
             target_p.append(probs[scored[i].index(score[i])])
     return (out, target_p) if score else out
+
+
+def known_beaters(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, state, next_lp: torch.Tensor,
+                  contexts: list[list[str]], feats: list[dict], prefixes: list[str], k: int, targets: list[str],
+                  bos: bool = True) -> list[list[str] | None]:
+    """The typist's question without the network's beam, where it can be answered: per row, k words that `mixed_top`
+    would rank above targets[i] under prefixes[i] — words the n-gram's exact top K or the cache's K heaviest propose
+    (candidates of mixed_top whatever the beam finds) whose mixture probability beats the target's — or None when
+    fewer than k such words exist (then only mixed_top can say). Rows answered here need no beam search."""
+    n = len(contexts)
+    kn_top = lm.top_words(contexts, candidates, bos, prefixes) if "kn" in w.parts else [[] for _ in range(n)]
+    scored = []
+    for i in range(n):
+        cache_top = heaviest(feats[i]["cache"], candidates, prefixes[i]) if "cache" in w.parts else []
+        cands = [x for x in dict.fromkeys([x for x, _ in kn_top[i]] + cache_top) if x != targets[i]]
+        scored.append(cands + [targets[i]])
+    pairs = [(i, x) for i, ws in enumerate(scored) for x in ws]
+    rows = torch.tensor([i for i, _ in pairs], device=next_lp.device)
+    net = pred.word_log_prob(select_state(state, rows), next_lp.index_select(0, rows), [x for _, x in pairs]).tolist()
+    kn = [math.exp(v) if x in lm.index else 0.0 for (_, x), v in zip(
+        pairs, lm.log_prob([contexts[i] for i, _ in pairs], [x for _, x in pairs], bos))] if "kn" in w.parts \
+        else [0.0] * len(pairs)
+    out: list[list[str] | None] = []
+    pos = 0
+    for i, ws in enumerate(scored):
+        m = len(ws)
+        probs = mix_probs(w, lm, feats[i], contexts[i], ws, dict(zip(ws, net[pos:pos + m])), bos, kn[pos:pos + m])
+        pos += m
+        beat = [x for x, p in zip(ws[:-1], probs[:-1]) if p > probs[-1]]
+        out.append(beat if len(beat) >= k else None)
+    return out
+

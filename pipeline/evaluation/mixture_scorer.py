@@ -18,6 +18,7 @@ from pipeline.evaluation.mixture import (
     MixtureWeights,
     cache_distributions,
     cache_history,
+    known_beaters,
     mix_label,
     mix_probs,
     mixed_top,
@@ -41,6 +42,8 @@ class MixtureScorer:
         self.name = name or mix_label(net.name, weights.parts, lm.order if lm is not None else 0)
         self.pred = net.pred
         self.search_stats = net.search_stats  # the network's search ranks the mixture's network shortlist
+        # typist rows asked whether their word is in the bar, and those the n-gram's and cache's words answered
+        self.settle_stats = {"rows": 0, "known_out": 0}
 
     # -------------------------------------------------------------------------------------------- per target
     def features(self, docs, targets, vectors, bos: bool = True, theta: float | None = None,
@@ -122,7 +125,25 @@ class MixtureScorer:
                 return mixed_top(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
                                  nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows], [feats[i] for i in rows],
                                  prefixes or [""] * len(rows), k, bos)
-            yield TargetBatch(nb.keys, rank)
+            def settling(k: int, prefixes: list[str] | None, rows: list[int] | None, settle: list[str],
+                         nb=nb, feats=feats, ctxs=ctxs, rank=rank) -> Ranking:
+                # the typist's question: rows where the n-gram's and the cache's candidates already beat the word
+                # k times are answered without the network's beam; the others are ranked in full
+                rows = list(range(len(ctxs))) if rows is None else rows
+                prefixes = prefixes or [""] * len(rows)
+                idx = torch.tensor(rows, device=nb.next_lp.device)
+                known = known_beaters(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
+                                      nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows],
+                                      [feats[i] for i in rows], prefixes, k, settle, bos)
+                rest = [j for j, b in enumerate(known) if b is None]
+                self.settle_stats["rows"] += len(rows)
+                self.settle_stats["known_out"] += len(rows) - len(rest)
+                ranked = rank(k, [prefixes[j] for j in rest], [rows[j] for j in rest]) if rest else []
+                out: Ranking = [[(x, math.nan) for x in b] if b is not None else [] for b in known]
+                for j, r in zip(rest, ranked):
+                    out[j] = r
+                return out
+            yield TargetBatch(nb.keys, rank, settling)
             if logp and not scored:
                 rank(1, None, None)
 

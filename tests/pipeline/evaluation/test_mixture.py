@@ -139,6 +139,28 @@ def test_only_the_parts_candidates_are_ranked(net):
 
 
 @pytest.mark.slow
+def test_the_mixtures_typist_skips_the_beam_only_where_the_answer_is_known(net, monkeypatch):
+    """Rows whose n-gram and cache candidates already beat the typed word k times are answered without the
+    network's beam; the characters typed are those of the full ranking at every character."""
+    from pipeline.evaluation import type_documents
+    from pipeline.evaluation.scorer import TargetBatch
+
+    lm = KneserNey(3).fit(synthetic_docs(80, 3))
+    weights = MixtureWeights(("net", "kn", "cache"), {"all": [0.3, 0.5, 0.2]}, theta=0.5, window=50,
+                             context_dependent=False)
+    docs = [d.split() for d in synthetic_docs(6, 4)]
+    targets = [[j for j, t in enumerate(d) if t != "."] for d in docs]
+    mix = MixtureScorer(net, lm, weights, candidates=10)
+    fast = type_documents(mix, docs, targets, 3)
+    assert mix.settle_stats["known_out"] > 0 and mix.settle_stats["rows"] > mix.settle_stats["known_out"]
+    full_mix = MixtureScorer(net, lm, weights, candidates=10)
+    words = TargetBatch.words
+    monkeypatch.setattr(TargetBatch, "words", lambda self, k, prefixes=None, rows=None, settle=None:
+                        words(self, k, prefixes, rows))  # every bar ranked in full
+    assert type_documents(full_mix, docs, targets, 3) == fast and full_mix.settle_stats["rows"] == 0
+    assert any(t > 0 for t, _ in fast.values())
+
+
 def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, tmp_path):
     from types import SimpleNamespace
 
