@@ -26,6 +26,9 @@ class MixtureConfig:
     # the cache leaves out the last s words (what was just typed), s chosen on validation for the best (θ, W)
     cache_skips: tuple[Int, ...] = (0, 1, 2, 3)
     rank_words: Int = Field(2000, ge=1)   # validation words (a seeded sample) the skip is chosen on, by the bar's top 3
+    # ... among the skips whose bar repeats one of the last 3 words at most this many times as often as the text does
+    # (a bar that echoes what was just typed wastes its slots); none qualifying: the skip that echoes least
+    echo_limit: Float = Field(2.0, gt=0)
     fit_words: Int = Field(20000, ge=1)   # validation words (seeded, word-weighted sample) the weights are fitted on
     em_iterations: Int = Field(100, ge=1)
 

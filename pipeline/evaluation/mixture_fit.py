@@ -100,8 +100,9 @@ def fit(net, lm: KneserNey | None, parts: tuple[str, ...], docs: list[str], mc, 
     n = len(next(iter(next(iter(classes.values())).values())))
     about: dict[str, Any] = {"validation_words": n, "validation_word_ppl": math.exp(-ll), **info}
     if "cache" in parts and any(mc.cache_skips):
-        weights, ll, about["skips"] = choose_skip(net, lm, parts, docs, mc, ec, context_dependent, weights, measure,
-                                                  probs, classes)
+        weights, ll, about["skips"], about["skip_choice"] = choose_skip(net, lm, parts, docs, mc, ec,
+                                                                        context_dependent, weights, measure, probs,
+                                                                        classes)
         about["validation_word_ppl"] = math.exp(-ll)
     return weights, about
 
@@ -110,10 +111,11 @@ def choose_skip(net, lm, parts, docs, mc, ec, context_dependent, best: MixtureWe
     """The cache's skip for the best (θ, W) (a third grid axis would triple the fit for a parameter that hardly
     interacts with them). Likelihood does not see echo — a cache that gives the last word high mass costs little
     log-likelihood on the 99 % of words that do not repeat it and gains much on the 1 % that do — but the bar does:
-    each skip's λ are fitted by EM, then the skip whose mixture puts the next word in its top 3 most often on
-    mixture.rank_words validation words (a seeded sample) is kept; ties go to the lower echo rate (a bar that repeats
-    what was just typed is not better for it), then to the higher likelihood. The bar is eval.keystroke_slots wide,
-    the one the typist measures."""
+    each skip's λ are fitted by EM, then among the skips whose bar repeats one of the last 3 words at most
+    mixture.echo_limit times as often as the text itself does (the goal the keystroke table reports against), the
+    one whose mixture puts the next word in its top 3 most often on mixture.rank_words validation words (a seeded
+    sample) is kept; ties go to the lower echo rate, then to the higher likelihood; when no skip qualifies, the one
+    that echoes least. The bar is eval.keystroke_slots wide, the one the typist measures."""
     slots = ec.keystroke_slots
     for skip in mc.cache_skips:
         if (best.window, skip) not in probs[best.theta]:
@@ -126,20 +128,24 @@ def choose_skip(net, lm, parts, docs, mc, ec, context_dependent, best: MixtureWe
         w, ll = fit_weights(parts, {best.theta: {key: probs[best.theta][key]}}, {best.theta: classes[best.theta]},
                             context_dependent, mc.em_iterations)
         top, _ = read_all(MixtureScorer(net, lm, w, mc.candidates), cut, want, slots)
-        hits = echo = 0
+        hits = echo = repeats = 0
         for d, ts in enumerate(want):
             positions = [j for j, t in enumerate(cut[d]) if is_word(t)]
             index = {j: i for i, j in enumerate(positions)}
             for j in ts:
                 bar, i = top[(d, j)][:slots], index[j]
+                recent = {cut[d][p] for p in positions[max(0, i - ECHO_WINDOW):i]}
                 hits += cut[d][j] in bar
-                echo += sum(x in {cut[d][p] for p in positions[max(0, i - ECHO_WINDOW):i]} for x in bar)
+                echo += sum(x in recent for x in bar)
+                repeats += cut[d][j] in recent
         total = sum(map(len, want))
         report[str(skip)] = {"validation_word_ppl": math.exp(-ll), f"top{slots}": hits / total,
-                             "echo_rate": echo / (slots * total), "rank_words": total}
-        candidates.append((hits, -echo, ll, w))
-    *_, ll, w = max(candidates, key=lambda c: c[:3])
-    return w, ll, report
+                             "echo_rate": echo / (slots * total), "text_repeat_rate": repeats / total,
+                             "rank_words": total}
+        candidates.append((echo / (slots * total) <= mc.echo_limit * repeats / total, hits, -echo, ll, w))
+    qualified = [c for c in candidates if c[0]]
+    *_, ll, w = max(qualified, key=lambda c: c[1:4]) if qualified else max(candidates, key=lambda c: (c[2], c[1], c[3]))
+    return w, ll, report, {"skip": w.skip, "echo_limit": mc.echo_limit, "within_limit": bool(qualified)}
 
 
 # ---------------------------------------------------------------------------------------------------- the command
@@ -162,7 +168,7 @@ def fit_all(net, lm: KneserNey, validation: list[str], cfg, log=print, served_on
         for skip, v in info.get("skips", {}).items():
             slots = cfg.eval.keystroke_slots
             log(f"    skip {skip}: top-{slots} {100 * v[f'top{slots}']:.2f} %, "
-                f"echo {100 * v['echo_rate']:.2f} % of the bar, "
+                f"echo {100 * v['echo_rate']:.2f} % of the bar (the text repeats {100 * v['text_repeat_rate']:.2f} %), "
                 f"validation word ppl {v['validation_word_ppl']:.1f} ({v['rank_words']:,} ranking words)")
         log(f"fitted {name}: validation word ppl {info['validation_word_ppl']:.1f} on {info['validation_words']:,} "
             f"words; θ={weights[name].theta}, W={weights[name].window}, skip={weights[name].skip}")

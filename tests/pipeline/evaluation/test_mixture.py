@@ -209,11 +209,23 @@ def test_the_fit_chooses_a_skip_on_validation(net, tiny_config):
     mc = MixtureConfig(thetas=(0.3,), windows=(50,), fit_words=200, cache_skips=(0, 2), rank_words=60)
     w, info = fit(net, lm, ("net", "kn", "cache"), documents(tiny_config, "validation"), mc, tiny_config.eval)
     assert w.skip in (0, 2) and w.window == 50 and info["validation_words"] == 200
-    # chosen by the bar: the skip whose top 3 holds the next word most often on the ranking sample
+    # chosen by the bar: among the skips that echo at most echo_limit × as often as the text repeats itself, the one
+    # whose top 3 holds the next word most often on the ranking sample; none within the limit: the least echo
     skips = info["skips"]
     assert set(skips) == {"0", "2"} and all(v["rank_words"] == 60 and 0 <= v["echo_rate"] <= 1 for v in skips.values())
-    assert skips[str(w.skip)]["top3"] == max(v["top3"] for v in skips.values())
+    within = [v for v in skips.values() if v["echo_rate"] <= mc.echo_limit * v["text_repeat_rate"]]
+    assert info["skip_choice"] == {"skip": w.skip, "echo_limit": mc.echo_limit, "within_limit": bool(within)}
+    if within:
+        assert skips[str(w.skip)]["top3"] == max(v["top3"] for v in within)
+    else:
+        assert skips[str(w.skip)]["echo_rate"] == min(v["echo_rate"] for v in skips.values())
     assert load_roundtrip(w).skip == w.skip
+    # a limit no skip meets: the skip that echoes least
+    strict = dataclasses.replace(mc, echo_limit=1e-9)
+    w2, info2 = fit(net, lm, ("net", "kn", "cache"), documents(tiny_config, "validation"), strict, tiny_config.eval)
+    echoes = {k: v["echo_rate"] for k, v in info2["skips"].items()}
+    assert min(echoes.values()) > 0 and len(set(echoes.values())) > 1  # the fixture's skips echo, and differently
+    assert not info2["skip_choice"]["within_limit"] and echoes[str(w2.skip)] == min(echoes.values())
 
 
 def load_roundtrip(w):
