@@ -5,8 +5,8 @@ config's test split, one model, the process's threads. Three timings on the same
                word is in the bar (WordPredictor.top_words' `settle`)
     full       every bar searched in full (the typist before issue 29), on BENCH_TYPIST_FULL_WORDS of the words
                (default 2000; "all" for every one): must type exactly the same characters
-    forward    the reference: one plain teacher-forced pass over the same documents (every target's log-probability,
-               no search), the cost of reading the words at all
+    forward    the reference: one plain teacher-forced pass over the same documents, cut after their last scored word
+               (bench/ablation.py's: every piece's log-probability, no search), the cost of reading the words at all
 
 Model: BENCH_TYPIST_MODEL (run id, models:/NAME@ALIAS or checkpoint), else the experiment's LSTM
 (runs/experiment-lstm-lstm-*/checkpoints/best.ckpt). Words: BENCH_WORDS, a seeded sample (default "all": the whole
@@ -37,9 +37,19 @@ def _model_ref(cfg) -> str:
     return str(found[0])
 
 
+def _plain_forward(scorer, tokens, targets):
+    """bench/ablation.py's reference: one teacher-forced pass over the documents' pieces (seconds, pieces)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_ablation", Path(__file__).with_name("ablation.py"))
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    return ablation._plain_forward(scorer, tokens, targets)
+
+
 def run(cfg) -> dict:
     from pipeline.corpus.prepare import documents
-    from pipeline.evaluation import NeuralScorer, load_model, read_all, run_scorer, sampled_targets
+    from pipeline.evaluation import NeuralScorer, load_model, run_scorer, sampled_targets
     from pipeline.evaluation.sampling import sample_of, sampled_documents
 
     words = os.environ.get("BENCH_WORDS", "all")
@@ -58,10 +68,8 @@ def run(cfg) -> dict:
     out["typist"] = {"seconds": round(time.perf_counter() - t0, 1), "searches": dict(net.search_stats)}
 
     keep, cut, want = sampled_documents(tokens, targets, chosen)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        read_all(NeuralScorer(bundle, ec, "network"), cut, want, 0)
-    out["forward"] = {"seconds": round(time.perf_counter() - t0, 1)}
+    seconds, pieces = _plain_forward(NeuralScorer(bundle, ec, "network"), cut, want)
+    out["forward"] = {"seconds": round(seconds, 1), "pieces": pieces}
 
     # the full search on a sample of the same words: same characters typed, and its cost
     n_full = os.environ.get("BENCH_TYPIST_FULL_WORDS", "2000")
