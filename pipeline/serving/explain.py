@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.checkpoints import ModelBundle
 from pipeline.evaluation.attribution import looks_back, piece_influence, word_influence
-from pipeline.evaluation.predict import typed_word
+from pipeline.evaluation.typed import typed_word
 from pipeline.serving.mixed import predictor_for
 
 

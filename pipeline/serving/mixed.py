@@ -24,7 +24,8 @@ from pipeline.evaluation.mixture import (  # noqa: F401 - mixture_dir: where the
     mixture_dir,
     mixture_of,
 )
-from pipeline.evaluation.predict import cat_states, completions, typed_word
+from pipeline.evaluation.predict import cat_states, completions
+from pipeline.evaluation.typed import typed_word
 from pipeline.serving.statecache import IncrementalPredictor
 
 Mix = Literal["mixture", "net"]

@@ -8,7 +8,7 @@ import numbers
 from typing import Any
 
 from pipeline.config import ServeConfig
-from pipeline.evaluation.predict import typed_word
+from pipeline.evaluation.typed import typed_word
 
 MODES = ("auto", "next", "complete")
 LIMITS = ("max_k", "max_text_chars", "max_word_chars")  # the serve.* keys this check reads

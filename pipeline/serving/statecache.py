@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from models.recurrent import State
-from pipeline.evaluation.predict import WordPredictor, cat_states, completions, stepwise, typed_word
+from pipeline.evaluation.predict import WordPredictor, cat_states, completions, stepwise
+from pipeline.evaluation.typed import typed_word
 
 
 def _state_bytes(state: State) -> int:

@@ -106,7 +106,7 @@ def test_a_conjunct_prefix_matches_words_that_continue_it(bundle):
 
 
 def test_typed_word_readings():
-    from pipeline.evaluation.predict import typed_word
+    from pipeline.evaluation.typed import typed_word
 
     assert typed_word("आज सकाळी मी") == (["आज", "सकाळी"], "मी")
     assert typed_word("आज सकाळी मी ") == (["आज", "सकाळी", "मी"], "")

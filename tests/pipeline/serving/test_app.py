@@ -362,7 +362,7 @@ def test_fuzz_from_the_openapi_schema(client, data):
     """Bodies generated from the app's own OpenAPI schema: never a 5xx; a body the schema admits that also keeps
     the documented limits (non-blank texts, serve.max_text_chars, serve.max_request_chars, a word to complete for
     "mode": "complete", one of at most serve.max_word_chars) gets a 200."""
-    from pipeline.evaluation.predict import typed_word
+    from pipeline.evaluation.typed import typed_word
 
     def completes(t: str, mode: str) -> bool:
         try:
