@@ -224,6 +224,30 @@ def heaviest(cache: dict[str, float], n: int, prefix: str = "") -> list[str]:
     return [w for _, w in heapq.nlargest(n, got)]
 
 
+def candidate_probs(w: MixtureWeights, lm: KneserNey | None, pred, state, next_lp: torch.Tensor,
+                    contexts: list[list[str]], feats: list[dict], words: list[list[str]],
+                    net_lp: list[dict[str, float]], bos: bool = True) -> list[list[float]]:
+    """Mixture probabilities of words[i] after context i: the network's log-probability from net_lp[i] where the
+    search already gave it, else exactly (one word_log_prob call for every row's other words), the n-gram's in one
+    vectorised call, the cache's from feats[i]."""
+    asked = [(i, x) for i, ws in enumerate(words) for x in ws if x not in net_lp[i]]
+    if asked:
+        rows = torch.tensor([i for i, _ in asked], device=next_lp.device)
+        got = pred.word_log_prob(select_state(state, rows), next_lp.index_select(0, rows),
+                                 [x for _, x in asked]).tolist()
+        for (i, x), v in zip(asked, got):
+            net_lp[i][x] = v
+    kn_all: list[list[float]] = [[0.0] * len(ws) for ws in words]
+    if "kn" in w.parts:  # one vectorised n-gram call for every (row, word)
+        pairs = [(i, x) for i, ws in enumerate(words) for x in ws]
+        lp = lm.log_prob([contexts[i] for i, _ in pairs], [x for _, x in pairs], bos)
+        pos = 0
+        for i, ws in enumerate(words):
+            kn_all[i] = [math.exp(v) if x in lm.index else 0.0 for x, v in zip(ws, lp[pos:pos + len(ws)])]
+            pos += len(ws)
+    return [mix_probs(w, lm, feats[i], contexts[i], ws, net_lp[i], bos, kn_all[i]) for i, ws in enumerate(words)]
+
+
 def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, state, next_lp: torch.Tensor,
               contexts: list[list[str]], feats: list[dict], prefixes: list[str], k: int, bos: bool = True,
               score: list[str] | None = None) -> list[list[tuple[str, float]]] | tuple[list, list[float]]:
@@ -240,33 +264,15 @@ def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, st
     # while every candidate's probability below is exact whichever way it was found.
     net_top = pred.top_words(state, next_lp, max(k, candidates), prefixes, prove=False)
     kn_top = lm.top_words(contexts, candidates, bos, prefixes) if "kn" in w.parts else [[] for _ in range(n)]
-    cands, asked, scored = [], [], []
+    cands, scored = [], []
     for i in range(n):
         cache_top = heaviest(feats[i]["cache"], candidates, prefixes[i]) if "cache" in w.parts else []
         cands.append(list(dict.fromkeys([x for x, _ in net_top[i]] + [x for x, _ in kn_top[i]] + cache_top)))
-        ranked = dict(net_top[i])
-        extra = cands[-1] + ([score[i]] if score and score[i] not in cands[-1] else [])
-        scored.append(extra)
-        asked += [(i, x) for x in extra if x not in ranked]
-    net_lp = [dict(t) for t in net_top]
-    if asked:
-        rows = torch.tensor([i for i, _ in asked], device=next_lp.device)
-        got = pred.word_log_prob(select_state(state, rows), next_lp.index_select(0, rows),
-                                 [x for _, x in asked]).tolist()
-        for (i, x), v in zip(asked, got):
-            net_lp[i][x] = v
-    kn_all: list[list[float]] = [[0.0] * len(ws) for ws in scored]
-    if "kn" in w.parts:  # one vectorised n-gram call for every (row, word)
-        pairs = [(i, x) for i, ws in enumerate(scored) for x in ws]
-        lp = lm.log_prob([contexts[i] for i, _ in pairs], [x for _, x in pairs], bos)
-        pos = 0
-        for i, ws in enumerate(scored):
-            kn_all[i] = [math.exp(v) if x in lm.index else 0.0 for x, v in zip(ws, lp[pos:pos + len(ws)])]
-            pos += len(ws)
+        scored.append(cands[-1] + ([score[i]] if score and score[i] not in cands[-1] else []))
+    all_probs = candidate_probs(w, lm, pred, state, next_lp, contexts, feats, scored, [dict(t) for t in net_top], bos)
     out, target_p = [], []
     for i in range(n):
-        probs = mix_probs(w, lm, feats[i], contexts[i], scored[i], net_lp[i], bos, kn_all[i])
-        words = cands[i]
+        probs, words = all_probs[i], cands[i]
         total = sum(probs[:len(words)]) if prefixes[i] else 1.0
         best = sorted(range(len(words)), key=lambda j: -probs[j])[:k]
         out.append([(words[j], probs[j] / total if total > 0 else 0.0) for j in best])
@@ -289,19 +295,9 @@ def known_beaters(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int
         cache_top = heaviest(feats[i]["cache"], candidates, prefixes[i]) if "cache" in w.parts else []
         cands = [x for x in dict.fromkeys([x for x, _ in kn_top[i]] + cache_top) if x != targets[i]]
         scored.append(cands + [targets[i]])
-    pairs = [(i, x) for i, ws in enumerate(scored) for x in ws]
-    rows = torch.tensor([i for i, _ in pairs], device=next_lp.device)
-    net = pred.word_log_prob(select_state(state, rows), next_lp.index_select(0, rows), [x for _, x in pairs]).tolist()
-    kn = [math.exp(v) if x in lm.index else 0.0 for (_, x), v in zip(
-        pairs, lm.log_prob([contexts[i] for i, _ in pairs], [x for _, x in pairs], bos))] if "kn" in w.parts \
-        else [0.0] * len(pairs)
     out: list[list[str] | None] = []
-    pos = 0
-    for i, ws in enumerate(scored):
-        m = len(ws)
-        probs = mix_probs(w, lm, feats[i], contexts[i], ws, dict(zip(ws, net[pos:pos + m])), bos, kn[pos:pos + m])
-        pos += m
+    for ws, probs in zip(scored, candidate_probs(w, lm, pred, state, next_lp, contexts, feats, scored,
+                                                 [{} for _ in scored], bos)):
         beat = [x for x, p in zip(ws[:-1], probs[:-1]) if p > probs[-1]]
         out.append(beat if len(beat) >= k else None)
     return out
-

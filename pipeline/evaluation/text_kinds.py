@@ -172,7 +172,7 @@ def curve_positions(words: ScoredWords, ec: EvalConfig, minimum: dict[str, int] 
     for kind in words.kinds():
         need = (ec.context_curves if minimum is None else minimum).get(kind)
         if need is not None:
-            out[kind] = np.flatnonzero((words.kind == kind) & ~words.numeral & (words.word >= need))
+            out[kind] = np.flatnonzero(_eligible(words, kind, need))
             if minimum is None and ec.curve_positions is not None and len(out[kind]) > ec.curve_positions:
                 rng = np.random.default_rng([ec.sample_seed, zlib.crc32(kind.encode("utf-8"))])
                 out[kind] = np.sort(rng.choice(out[kind], ec.curve_positions, replace=False))
@@ -181,8 +181,12 @@ def curve_positions(words: ScoredWords, ec: EvalConfig, minimum: dict[str, int] 
 
 def eligible_positions(words: ScoredWords, ec: EvalConfig, kind: str) -> int:
     """How many positions of `kind` could be on its curve (the sample's population when eval.curve_positions cuts)."""
-    need = ec.context_curves[kind]
-    return int(((words.kind == kind) & ~words.numeral & (words.word >= need)).sum())
+    return int(_eligible(words, kind, ec.context_curves[kind]).sum())
+
+
+def _eligible(words: ScoredWords, kind: str, need: int) -> np.ndarray:
+    """The scored words of `kind` with a letter and at least `need` words before them (a boolean mask)."""
+    return (words.kind == kind) & ~words.numeral & (words.word >= need)
 
 
 def curve_lengths(ec: EvalConfig, kind: str) -> list[int]:
