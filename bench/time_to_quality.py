@@ -6,6 +6,12 @@ Environment knobs (so `make bench` stays one command): TTQ_CELLS (default "lstm,
 names of VARIANTS below), TTQ_MINUTES (training budget per entry, default 30; "lstm=30,gru=15" sets it per entry),
 TTQ_EVERY_MINUTES (default 3), TTQ_SAMPLE_WORDS (default 3000: a seeded, word-weighted sample, long documents keeping their share). Evaluation time is excluded from the training clock.
 
+TTQ_RUN=runs/<run> scores a finished run instead (no training): the weights it kept at each validation, by text
+kind, each with its paired difference from the 4-gram (`make served` keeps them; kept_checkpoints below):
+
+    TTQ_RUN=runs/served-lstm-<hash> TTQ_SAMPLE_WORDS=10000 python -m pipeline bench --only time_to_quality \
+        --config configs/served.yaml
+
 The variants answer the output-layer and vocabulary questions at equal wall time: each changes one thing in the
 config (a different vocabulary retrains the tokenizer; the adaptive cutoffs keep the same share of the vocabulary).
 
@@ -15,8 +21,10 @@ config (a different vocabulary retrains the tokenizer; the adaptive cutoffs keep
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -53,14 +61,20 @@ def budgets(entries: list[str], spec: str) -> dict[str, float]:
     return {e: given[e] for e in entries}
 
 
-def top1(scorer, docs: list[str], ec, sources: list[str] | None = None) -> dict:
-    """Top-1 on the words with a letter of the seeded, word-weighted sample of eval.max_words words
-    (pipeline/evaluation/sampling.py), overall and where more than 256 words of context exist (the long documents,
-    where the 4-gram has no memory), each with its document-clustered 95 % interval."""
+def sample_hits(scorer, docs: list[str], ec, sources: list[str] | None = None):
+    """The seeded, word-weighted sample of eval.max_words words (pipeline/evaluation/sampling.py) as ScoredWords, and
+    whether the scorer's top-1 is the word, per word."""
     tokens, targets, chosen, keep, top, _, info = _score(scorer, docs, ec, 1, "ttq")
     words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
     hits = np.array([top[(r, targets[d][i])][:1] == [tokens[d][targets[d][i]]]
                      for r, d in enumerate(keep) for i in chosen[d]], dtype=bool)
+    return words, hits
+
+
+def top1(scorer, docs: list[str], ec, sources: list[str] | None = None) -> dict:
+    """Top-1 on the sample's words with a letter, overall and where more than 256 words of context exist (the long
+    documents, where the 4-gram has no memory), each with its document-clustered 95 % interval."""
+    words, hits = sample_hits(scorer, docs, ec, sources)
     out = {}
     for key, mask in (("", ~words.numeral), ("_pos257", ~words.numeral & (words.position == "257+"))):
         c = clustered_cell(words.cluster[mask].tolist(), {"top1": hits[mask]}, ec.bootstrap_replicates,
@@ -114,8 +128,51 @@ class QualityCurve(pl.Callback):
         self._measure(trainer, pl_module)
 
 
+def kept_checkpoints(cfg: Config, run_dir: Path) -> dict:
+    """TTQ_RUN: a finished run's curve, from the weights it kept at every validation (checkpoints/validations.json,
+    written by trained_run.ValidationCheckpoints): each scored on the sample by text kind, beside the 4-gram on the
+    same words, with the paired difference from it (clustered 95 % intervals); where each kind first passes it."""
+    kept = json.loads((run_dir / "checkpoints" / "validations.json").read_text())
+    docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
+    ec = cfg.eval
+    words, ngram = sample_hits(NgramScorer(build_baseline(cfg)), docs, ec, sources)
+    masks = {"all": ~words.numeral, **{k: ~words.numeral & (words.kind == k) for k in ec.kinds}}
+    curve, passed = [], {}
+    for entry in kept:
+        t = time.perf_counter()
+        net = NeuralScorer(load_checkpoint(entry["checkpoint"]), ec, "net")
+        with torch.no_grad():
+            _, hits = sample_hits(net, docs, ec, sources)
+        point = {"step": entry["step"], "pieces": entry["pieces"], "val_loss": entry["val_loss"], "kinds": {}}
+        for kind, mask in masks.items():
+            c = clustered_cell(words.cluster[mask].tolist(), {"net": hits[mask], "kn4gram": ngram[mask]},
+                               ec.bootstrap_replicates, ec.bootstrap_seed, f"ttq-{kind}", "kn4gram")
+            if not c["n"]:
+                continue
+            point["kinds"][kind] = {"n": c["n"], "documents": int(len(np.unique(words.doc[mask]))),
+                                    "top1": c["models"]["net"], "kn4gram": c["models"]["kn4gram"],
+                                    "minus_kn4gram": c["paired"]["net"]}
+            if kind not in passed and c["paired"]["net"]["low"] > 0:
+                passed[kind] = {"step": entry["step"], "pieces": entry["pieces"]}
+        curve.append(point)
+        print(f"  step {entry['step']:>6} ({entry['pieces'] / 1e6:5.1f} M pieces, val loss {entry['val_loss']:.3f}, "
+              f"scored in {time.perf_counter() - t:.0f} s): "
+              + ", ".join(f"{k} {v['top1']['acc']:.4f} (4-gram {v['kn4gram']['acc']:.4f})"
+                          for k, v in point["kinds"].items()), flush=True)
+    return {"run": str(run_dir), "sample": {"words": int(masks["all"].sum()), "seed": ec.sample_seed,
+                                           "how": "word-weighted, stratified by length; numerals left out"},
+            "curve": curve, "passed_ngram": passed,
+            "passed_rule": "the first kept checkpoint whose paired difference from the 4-gram has its 95 % interval "
+                           "above 0"}
+
+
 def run(cfg: Config) -> dict:
     from pipeline.training.train import train
+
+    if os.environ.get("TTQ_RUN"):
+        cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, max_words=int(os.environ.get("TTQ_SAMPLE_WORDS",
+                                                                                          "3000"))))
+        return kept_checkpoints(cfg, Path(os.environ["TTQ_RUN"]))
 
     entries = os.environ.get("TTQ_CELLS", "lstm,rnn_tanh,gru").split(",")
     minutes = budgets(entries, os.environ.get("TTQ_MINUTES", "30"))

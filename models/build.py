@@ -2,7 +2,12 @@
 arguments that checkpoints and exports store (so loading needs no config class)."""
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Any
+
+import torch
+from torch import nn
 
 from models.recurrent import RecurrentLM
 
@@ -17,3 +22,17 @@ def model_args(mc: Any, vocab_size: int) -> dict[str, Any]:
 
 def build_model(args: dict[str, Any]) -> RecurrentLM:
     return RecurrentLM(**{**args, "cutoffs": tuple(args.get("cutoffs", ()))})
+
+
+def int8_copy(model: RecurrentLM) -> RecurrentLM:
+    """An inference copy whose LSTM/GRU and linear layers (the adaptive softmax's included) hold int8 weights, their
+    activations quantized per call (dynamic quantization): on 2 CPU cores the served extension ~1.35x faster
+    (bench/serve.py measures it, with its accuracy on the same words). The embedding stays float (a lookup); a tanh
+    or ReLU `nn.RNN` has no dynamic int8 kernel and stays float too. No gradients flow through the copy."""
+    with warnings.catch_warnings():
+        # torch 2.x deprecates eager quantization in favour of torchao, which has no dynamic int8 LSTM; the eager one
+        # still ships and is what quantizes nn.LSTM / nn.GRU
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.LSTM, nn.GRU, nn.Linear},
+                                                      dtype=torch.qint8)

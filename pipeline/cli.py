@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", _lazy("pipeline.experiments.report:cli"),
             "regenerate an experiment report from its summary.json (and <report>/mixture/results.json when there)")
     p.add_argument("--report", default="reports/experiment.md")
+    add("served-report", _lazy("pipeline.experiments.served_report:cli"),
+        "reports/served.md from the served run's evaluation and its time-to-quality record (make served writes it)"
+        ).add_argument("--out", default="reports/served.md")
     p = add("predict", _lazy("pipeline.serving.app:predict_cli"),
             "next words after each text, or completions of the word it ends in (what /predict answers)")
     p.add_argument("text", nargs="*", help="texts (default: one per line on stdin); end one with a space for the "

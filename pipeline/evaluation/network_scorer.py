@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from models.build import int8_copy
 from models.recurrent import State
 from pipeline.checkpoints import ModelBundle
 from pipeline.config import EvalConfig
@@ -64,7 +65,8 @@ class NeuralScorer:
 
     def __init__(self, bundle: ModelBundle, ec: EvalConfig, name: str):
         self.name, self.ec = name, ec
-        self.pred = WordPredictor(bundle.model, bundle.tokenizer, ec.beam_width, ec.max_word_pieces, ec.max_beam_width)
+        model = int8_copy(bundle.model) if ec.int8 else bundle.model
+        self.pred = WordPredictor(model, bundle.tokenizer, ec.beam_width, ec.max_word_pieces, ec.max_beam_width)
         self.model, self.tok = self.pred.model, self.pred.tok
         self.device = self.pred.device
         self.search_stats = self.pred.search_stats  # the predictor's own counters, shared

@@ -253,6 +253,37 @@ def mixture_section(results: dict[str, Any], assets: str) -> list[str]:
     return L + ["", f"The n-gram row is {kn}.", ""]
 
 
+def keystroke_tables_md(tables: dict[str, Any]) -> list[str]:
+    """Keystroke savings by kind (evaluation results' "keystrokes"): per model KSR with its clustered interval, its
+    paired difference from the reference, when it was tapped, never offered and echo."""
+    from pipeline.evaluation import ksr_text
+    from pipeline.evaluation.keystroke_figures import ECHO_WINDOW
+
+    out = []
+    for kind, c in tables.items():
+        out += [f"**{kind}**: {c['n']:,} words in {c['documents']:,} documents ({c['clusters']:,} clusters), "
+                f"{c['keystrokes_without']:,} keystrokes without the bar; the text repeats one of its last "
+                f"{ECHO_WINDOW} words {100 * c['text_repeat_rate']:.1f} % of the time", ""]
+        out += _table(["model", "KSR % [95 %]", f"− {c['reference']} (points)", "tapped after 0 / 1 / 2 chars %",
+                       "never offered %", "echo %"],
+                      [[name, ksr_text(v), (lambda p: "—" if p is None else
+                                           f"{100 * p['diff']:+.1f} [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]")
+                        (c["paired"].get(name)),
+                        " / ".join(f"{100 * v['tapped_after'][x]:.1f}" for x in ("0", "1", "2")),
+                        f"{100 * v['never_offered']:.1f}", f"{100 * v['echo_rate']:.1f}"]
+                       for name, v in c["models"].items()]) + [""]
+    return out
+
+
+KEYSTROKES_HOW = (
+    "A typist replays each test word with a suggestion bar of W words (pipeline/evaluation/keystrokes.py): before "
+    "the word and after each character typed the bar shows the model's top W for the prefix; a word in the bar "
+    "is tapped (1 keystroke, the space comes with it), a word never offered costs its characters and a space. "
+    "KSR = 1 − keystrokes with the bar / without; keystrokes are Unicode code points. Echo: the share of the bar's "
+    "words before a word that repeat one of the last {window} words. Intervals: document-clustered "
+    "bootstrap of the ratio; differences paired on the same words.")
+
+
 def keystroke_section(grid: dict[str, Any] | None, full_file: Path) -> list[str]:
     """## Keystroke savings: every grid model and the n-gram on the grid's sample, then (when `make keystrokes-report`
     has run) the LSTM, its mixture and the n-gram on the whole test split."""
@@ -260,37 +291,15 @@ def keystroke_section(grid: dict[str, Any] | None, full_file: Path) -> list[str]
 
     from pipeline.evaluation import sample_line
     from pipeline.evaluation.keystroke_figures import ECHO_WINDOW
-    from pipeline.evaluation import ksr_text
 
-    def block(tables: dict[str, Any]) -> list[str]:
-        out = []
-        for kind, c in tables.items():
-            out += [f"**{kind}**: {c['n']:,} words in {c['documents']:,} documents ({c['clusters']:,} clusters), "
-                    f"{c['keystrokes_without']:,} keystrokes without the bar; the text repeats one of its last "
-                    f"{ECHO_WINDOW} words {100 * c['text_repeat_rate']:.1f} % of the time", ""]
-            out += _table(["model", "KSR % [95 %]", f"− {c['reference']} (points)", "tapped after 0 / 1 / 2 chars %",
-                           "never offered %", "echo %"],
-                          [[name, ksr_text(v), (lambda p: "—" if p is None else
-                                               f"{100 * p['diff']:+.1f} [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]")
-                            (c["paired"].get(name)),
-                            " / ".join(f"{100 * v['tapped_after'][x]:.1f}" for x in ("0", "1", "2")),
-                            f"{100 * v['never_offered']:.1f}", f"{100 * v['echo_rate']:.1f}"]
-                           for name, v in c["models"].items()]) + [""]
-        return out
-
-    L = ["## Keystroke savings", "",
-         "A typist replays each test word with a suggestion bar of W words (pipeline/evaluation/keystrokes.py): before "
-         "the word and after each character typed the bar shows the model's top W for the prefix; a word in the bar "
-         "is tapped (1 keystroke, the space comes with it), a word never offered costs its characters and a space. "
-         "KSR = 1 − keystrokes with the bar / without; keystrokes are Unicode code points. Echo: the share of the bar's "
-         f"words before a word that repeat one of the last {ECHO_WINDOW} words. Intervals: document-clustered "
-         "bootstrap of the ratio; differences paired on the same words.", ""]
+    L = ["## Keystroke savings", "", KEYSTROKES_HOW.format(window=ECHO_WINDOW), ""]
     if grid and grid.get("tables"):
-        L += [f"Every grid model, W = {grid['slots']}, {sample_line(grid['sample'])}.", ""] + block(grid["tables"])
+        L += [f"Every grid model, W = {grid['slots']}, {sample_line(grid['sample'])}.", ""]
+        L += keystroke_tables_md(grid["tables"])
     if full_file.is_file():
         got = json.loads(full_file.read_text(encoding="utf-8"))
         L += [f"The LSTM alone, with its fitted mixture (what `serve` suggests from) and the n-gram, W = {got['slots']}, "
-              f"{sample_line(got['sample'])} (`{full_file.parent}`):", ""] + block(got["tables"])
+              f"{sample_line(got['sample'])} (`{full_file.parent}`):", ""] + keystroke_tables_md(got["tables"])
     return L
 
 

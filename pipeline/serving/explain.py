@@ -20,7 +20,8 @@ class Explainer:
     """One network behind /explain; thread-safe (its own lock: a model call is not re-entrant)."""
 
     def __init__(self, bundle: ModelBundle, label: str, max_context_pieces: int | None, threshold: float):
-        self.served = predictor_for(bundle, None, label, None, max_context_pieces)
+        # float weights whatever the model was evaluated with: the attribution differentiates through the network
+        self.served = predictor_for(bundle, None, label, None, max_context_pieces, int8=False)
         self.engine, self.pred = self.served.engine, self.served.pred
         self.label, self.threshold = label, threshold
         self.cell = bundle.model_args["cell"]

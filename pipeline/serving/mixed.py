@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from models.build import int8_copy
 from pipeline.checkpoints import ModelBundle
 from pipeline.evaluation.mixture import (  # noqa: F401 - mixture_dir: where the server finds it, re-exported
     Mixture,
@@ -109,12 +110,15 @@ class ServedPredictor:
 
 
 def predictor_for(bundle: ModelBundle, mixture: Mixture | None, name: str, cache=None,
-                  max_context_pieces: int | None = None) -> ServedPredictor:
-    """The ServedPredictor of a loaded model, with the search settings it was evaluated with."""
+                  max_context_pieces: int | None = None, int8: bool | None = None) -> ServedPredictor:
+    """The ServedPredictor of a loaded model, with the search settings it was evaluated with (int8 weights too, unless
+    `int8` says otherwise: /explain needs gradients)."""
     from pipeline.evaluation.predict import WordPredictor
 
     ev = bundle.config.get("eval", {}) if isinstance(bundle.config, dict) else {}
-    pred = WordPredictor(bundle.model, bundle.tokenizer, int(ev.get("beam_width", 8)),
+    quantized = bool(ev.get("int8", False)) if int8 is None else int8
+    pred = WordPredictor(int8_copy(bundle.model) if quantized else bundle.model, bundle.tokenizer,
+                         int(ev.get("beam_width", 8)),
                          int(ev.get("max_word_pieces", 12)), int(ev.get("max_beam_width", 128)))
     engine = IncrementalPredictor(pred, cache, max_context_pieces, keep_ends=mixture is not None)
     return ServedPredictor(engine, mixture, name)

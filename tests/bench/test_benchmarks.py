@@ -74,6 +74,31 @@ def test_time_to_quality_curve_on_a_tiny_run(tiny_config, monkeypatch):
         assert passed == pytest.approx(first_above, abs=0.06)
 
 
+def test_time_to_quality_of_a_finished_run_scores_its_kept_checkpoints(tiny_config, trained_checkpoint, tmp_path,
+                                                                       monkeypatch):
+    import json
+
+    kept = tmp_path / "run" / "checkpoints"
+    kept.mkdir(parents=True)
+    (kept / "validations.json").write_text(json.dumps([
+        {"step": s, "pieces": s * 64, "val_loss": 5.0 - s / 100, "checkpoint": str(trained_checkpoint)}
+        for s in (20, 40)]))
+    monkeypatch.setenv("TTQ_RUN", str(tmp_path / "run"))
+    monkeypatch.setenv("TTQ_SAMPLE_WORDS", "120")
+    out = time_to_quality.run(tiny_config)
+    assert [p["step"] for p in out["curve"]] == [20, 40] and 100 < out["sample"]["words"] <= 120
+    first, second = out["curve"]
+    assert first["kinds"].keys() == second["kinds"].keys() and "all" in first["kinds"]
+    for kind, c in first["kinds"].items():
+        assert c == second["kinds"][kind]  # the same weights at both steps: the same words, hits and intervals
+        assert c["minus_kn4gram"]["diff"] == pytest.approx(c["top1"]["acc"] - c["kn4gram"]["acc"])
+        assert c["minus_kn4gram"]["low"] <= c["minus_kn4gram"]["diff"] <= c["minus_kn4gram"]["high"]
+    assert sum(c["n"] for k, c in first["kinds"].items() if k != "all") == first["kinds"]["all"]["n"]
+    for kind, at in out["passed_ngram"].items():
+        assert at["step"] == 20 and first["kinds"][kind]["minus_kn4gram"]["low"] > 0
+    assert all(c["minus_kn4gram"]["low"] <= 0 for k, c in first["kinds"].items() if k not in out["passed_ngram"])
+
+
 @pytest.mark.slow
 def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, trained_checkpoint, monkeypatch):
     import dataclasses

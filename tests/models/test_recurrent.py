@@ -196,3 +196,26 @@ def test_orthogonal_recurrent_init_is_orthogonal(cell):
             torch.testing.assert_close(w @ w.T, torch.eye(16), atol=1e-5, rtol=0)
     w = make(cell, hidden_dim=16, embedding_dim=8).layers[0].weight_hh_l0[:16]  # the default is not
     assert (w @ w.T - torch.eye(16)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("cell,output", [("lstm", "adaptive"), ("gru", "softmax"), ("rnn_tanh", "adaptive")])
+def test_int8_copy_quantizes_what_has_a_kernel_and_stays_close(cell, output):
+    from models.build import int8_copy
+
+    # 32 wide: the adaptive softmax's second tail is hidden / 16 wide (a 12-wide model's is empty)
+    m = make(cell, tie_weights=False, output=output, cutoffs=(10, 30) if output == "adaptive" else (),
+             embedding_dim=32, hidden_dim=32)
+    q = int8_copy(m)
+    dynamic = torch.ao.nn.quantized.dynamic
+    want = {"lstm": dynamic.LSTM, "gru": dynamic.GRU, "rnn_tanh": torch.nn.RNN}[cell]
+    assert all(type(layer) is want for layer in q.layers)
+    linears = [x for x in q.modules() if isinstance(x, (torch.nn.Linear, dynamic.Linear))]
+    assert linears and all(isinstance(x, dynamic.Linear) for x in linears)
+    assert all(type(layer) in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN) for layer in m.layers)  # the original is kept
+    tokens = torch.randint(0, V, (3, 20))
+    with torch.no_grad():
+        lp, lq = m.log_probs(m(tokens)[0]), q.log_probs(q(tokens)[0])
+    assert lq.exp().sum(-1) == pytest.approx(torch.ones(3, 20), abs=1e-4)
+    # int8 weights move log-probabilities by a few hundredths, not more
+    assert (lp - lq).abs().max() < 0.1
+    assert (lp.argmax(-1) == lq.argmax(-1)).float().mean() > 0.8

@@ -198,10 +198,10 @@ def test_the_run_hashes_of_the_shipped_configs_are_stable():
     and context ablation (eval.warm_*, eval.ablation*, eval.copy_targets, eval.effective_*) and training parity
     (experiment.train_pieces, lr_sweep*, seeds, rnn_init, decision_*) from 535d309627ffc2bc, eval.curve_positions
     with make run's 2,000 from 3e56f7b7641750e8, tracking.registered_name from d665e17c09fedb17,
-    mixture.echo_limit from f022cee3551efcf4; the run hash below stayed)."""
+    mixture.echo_limit from f022cee3551efcf4, eval.int8 from d4d8a6fd3a9234cc; the run hash below stayed)."""
     default = load_config(PROJECT_ROOT / "configs" / "default.yaml")
     assert default.hash("data", "tokenizer", "model", "train") == "d196ee4be914e52e"
-    assert default.hash() == "d4d8a6fd3a9234cc"
+    assert default.hash() == "a298156d887d7e56"
     # val_check_interval: 1000 in the file is read as 1000.0, as it always was; that is part of the run hash
     experiment = load_config(PROJECT_ROOT / "configs" / "experiment.yaml")
     assert experiment.train.val_check_interval == 1000.0 and isinstance(experiment.train.val_check_interval, float)

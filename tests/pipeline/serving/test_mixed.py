@@ -2,6 +2,7 @@
 a cache that reads only what was typed, the network alone on request, and stored mixtures that fail clearly."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -9,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from pipeline.checkpoints import load_local
+from pipeline.checkpoints import ModelBundle, load_local
 from pipeline.corpus.cleaning import clean_text, is_word
 from pipeline.evaluation import MixtureScorer, NeuralScorer
 from pipeline.evaluation.mixture import ARPA_FILE, WEIGHTS_FILE, MixtureError, load_mixture
@@ -53,6 +54,31 @@ def test_served_suggestions_are_the_evaluated_mixtures(served, bundle, tiny_conf
             logp = scorer.score([text], [want])[0]
             assert [w["prob"] for w in got["words"]] == pytest.approx([float(torch.tensor(v).exp()) for v in logp],
                                                                       rel=1e-4)
+
+
+def test_an_int8_model_is_served_as_it_was_evaluated(bundle, tiny_config):
+    """eval.int8 in the model's own config: the server quantizes the network as the evaluator does and ranks the same
+    words with the same probabilities; the loaded model itself stays float (/explain differentiates through it)."""
+    ec = dataclasses.replace(tiny_config.eval, int8=True)
+    int8_bundle = ModelBundle(bundle.model, bundle.tokenizer, {**bundle.config, "eval": {**bundle.config["eval"],
+                                                                                         "int8": True}}, bundle.meta)
+    served = predictor_for(int8_bundle, load_for(bundle), "lstm")
+    assert all(isinstance(layer, torch.ao.nn.quantized.dynamic.LSTM) for layer in served.pred.model.layers)
+    assert all(isinstance(layer, torch.nn.LSTM) for layer in bundle.model.layers)
+    assert all(isinstance(layer, torch.nn.LSTM)
+               for layer in predictor_for(int8_bundle, None, "lstm", int8=False).pred.model.layers)
+    scorer = MixtureScorer(NeuralScorer(bundle, ec, "lstm"), served.mixture.lm, served.mixture.weights,
+                           served.mixture.candidates)
+    with torch.no_grad():
+        for text in TEXTS:
+            got = served.predict([text + " "], 5)[0]
+            want = scorer.top_words([clean_text(text).split()], 5)[0]
+            assert [w["word"] for w in got["words"]] == want, text
+            logp = scorer.score([text], [want])[0]
+            # int8 activations are quantized per call, on the range of what that call reads: the server reads the
+            # text in one call, the evaluator piece by piece, so probabilities agree to ~3e-4, not 1e-6
+            assert [w["prob"] for w in got["words"]] == pytest.approx([float(torch.tensor(v).exp()) for v in logp],
+                                                                      rel=2e-3)
 
 
 @pytest.mark.parametrize("prefix", ["स", "प्र", "क्", "आ"])

@@ -1,0 +1,154 @@
+"""reports/served.md (`make served` writes it; `python -m pipeline served-report --config configs/served.yaml`): the
+served model on the test split it was evaluated on (the whole split in configs/served.yaml), from its run's
+evaluation/results.json: top-1 and top-k and keystroke savings by kind of text for the network, its mixture and the
+4-gram, each with a document-clustered interval and its paired difference from the 4-gram on the same words; the
+issue's goals, met or not; and the time-to-quality curve (bench/time_to_quality.py run on the weights the run kept at
+each validation, TTQ_RUN) with the 4-gram's level drawn."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.evaluation import acc_text, diff_text, sample_line
+from pipeline.evaluation.keystroke_figures import ECHO_WINDOW
+from pipeline.experiments.figures import pyplot, save_figure
+from pipeline.experiments.report import KEYSTROKES_HOW, _table, keystroke_tables_md
+
+# issue 29's goals, written before the run
+NETWORK_VS_NGRAM = 1.0     # the network alone: top-1 on all text at least the 4-gram's
+MIXTURE_VS_NGRAM = 1.25    # the served mixture: top-1 at least 1.25 x the 4-gram's
+MIXTURE_KSR = 0.45         # and at least 45 % keystroke savings with the config's slots
+
+
+def curve_record(bench_results: Path, run_dir: Path) -> dict[str, Any] | None:
+    """The newest time_to_quality record that scored this run's kept checkpoints."""
+    if not bench_results.is_file():
+        return None
+    records = [r for r in json.loads(bench_results.read_text(encoding="utf-8"))
+               if r.get("name") == "time_to_quality" and Path(str(r["figures"].get("run", ""))).name == run_dir.name]
+    return records[-1] if records else None
+
+
+def goals(results: dict[str, Any], net: str, mixed: str, ngram: str) -> list[list[str]]:
+    """One row per goal: what it asks, the figures, met or not (the point estimate; the paired interval beside)."""
+    top1, keys = results["kinds"]["all"]["top1"], results.get("keystrokes", {}).get("all")
+    ng = top1["models"][ngram]["acc"]
+    rows = [[f"network top-1 ≥ {NETWORK_VS_NGRAM:g} × the 4-gram's (all text)",
+             f"{acc_text(top1, net)} vs {acc_text(top1, ngram)}; paired {diff_text(top1, net)} points",
+             "met" if top1["models"][net]["acc"] >= NETWORK_VS_NGRAM * ng else
+             f"not met ({top1['models'][net]['acc'] / ng:.2f} ×)"],
+            [f"mixture top-1 ≥ {MIXTURE_VS_NGRAM:g} × the 4-gram's (all text)",
+             f"{acc_text(top1, mixed)}: {top1['models'][mixed]['acc'] / ng:.2f} ×; paired {diff_text(top1, mixed)} "
+             "points", "met" if top1["models"][mixed]["acc"] >= MIXTURE_VS_NGRAM * ng else "not met"]]
+    if keys:
+        m = keys["models"][mixed]
+        rows.append([f"mixture keystroke savings ≥ {100 * MIXTURE_KSR:.0f} % (all text)",
+                     f"{100 * m['ksr']:.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] %; 4-gram "
+                     f"{100 * keys['models'][ngram]['ksr']:.1f} %", "met" if m["ksr"] >= MIXTURE_KSR else "not met"])
+    return rows
+
+
+def curve_section(record: dict[str, Any] | None, run_dir: Path, figure: Path, link: str) -> list[str]:
+    L = ["## Time to quality", ""]
+    if record is None:
+        return L + ["Not scored yet. The run kept its weights at every validation; score them with",
+                    "", f"    TTQ_RUN={run_dir} TTQ_SAMPLE_WORDS=10000 python -m pipeline bench --only "
+                    "time_to_quality --config configs/served.yaml", "", "and run this report again.", ""]
+    f = record["figures"]
+    kinds = list(f["curve"][0]["kinds"]) if f["curve"] else []
+    L += [f"Each kept checkpoint scored on a seeded, word-weighted sample of {f['sample']['words']:,} test words "
+          f"(seed {f['sample']['seed']}; `{record['command']}`, commit `{record['commit']}`), beside the 4-gram on "
+          "the same words. Top-1 in % with its clustered 95 % interval; the network's paired difference from the "
+          "4-gram in points below it.", ""]
+    head = ["step", "pieces (M)", "val loss / piece"] + [
+        f"{k} (n={f['curve'][0]['kinds'][k]['n']:,}; 4-gram {100 * f['curve'][0]['kinds'][k]['kn4gram']['acc']:.1f})"
+        for k in kinds]
+    rows = []
+    for p in f["curve"]:
+        cells = []
+        for k in kinds:
+            c = p["kinds"].get(k)
+            d = c and c["minus_kn4gram"]
+            cells.append("—" if c is None else f"{100 * c['top1']['acc']:.1f} ({100 * d['diff']:+.1f} "
+                         f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}])")
+        rows.append([f"{p['step']:,}", f"{p['pieces'] / 1e6:.1f}", f"{p['val_loss']:.3f}", *cells])
+    L += _table(head, rows) + [""]
+    passed = f.get("passed_ngram", {})
+    L += [("Passed the 4-gram (" + f["passed_rule"] + "): "
+           + "; ".join(f"{k} at step {passed[k]['step']:,} ({passed[k]['pieces'] / 1e6:.1f} M pieces)" if k in passed
+                       else f"{k} never" for k in kinds)) + ".", ""]
+    plot_curve(f, figure)
+    return L + [f"![time to quality]({link})", ""]
+
+
+def plot_curve(figures: dict[str, Any], path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    curve = figures["curve"]
+    x = [p["pieces"] / 1e6 for p in curve]
+    for i, kind in enumerate(curve[0]["kinds"] if curve else []):
+        colour = f"C{i}"
+        pts = [p["kinds"].get(kind) for p in curve]
+        ax.plot(x, [100 * c["top1"]["acc"] for c in pts], "o-", color=colour, label=f"{kind} (network)")
+        ax.fill_between(x, [100 * c["top1"]["low"] for c in pts], [100 * c["top1"]["high"] for c in pts],
+                        color=colour, alpha=0.15)
+        ax.axhline(100 * pts[-1]["kn4gram"]["acc"], color=colour, linestyle="--", linewidth=1,
+                   label=f"{kind} (4-gram)")
+    ax.set_xlabel("pieces read in training (millions)")
+    ax.set_ylabel("top-1 %")
+    ax.set_title(f"Served network's top-1 on {figures['sample']['words']:,} sampled test words; dashed: the 4-gram")
+    ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+def write(cfg: Config, run_dir: Path, out: Path, bench_results: Path, config_file: str) -> Path:
+    results_file = run_dir / "evaluation" / "results.json"
+    if not results_file.is_file():
+        raise FileNotFoundError(f"{results_file} does not exist: the served model has not been evaluated; run "
+                                "`make served` (it resumes a killed run) first")
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    names = list(results["models"])
+    ngram = next(n for n in names if n.startswith("kn"))
+    net, mixed = names[0], next(n for n in names if "+" in n)
+    order = [net, mixed, ngram]
+    k = results["k"]
+    L = ["# The served model", "",
+         f"Generated by `python -m pipeline served-report --config {config_file}` from "
+         f"`{results_file}` (`make served`); every figure comes from that run.", "",
+         f"- model: {cfg.model.num_layers} × {cfg.model.hidden_dim} {cfg.model.cell.upper()}, "
+         f"{cfg.tokenizer.vocab_size:,} pieces, {cfg.model.output} output; registered as "
+         f"`{cfg.tracking.registered_name}`",
+         f"- test split `{cfg.data.test}`: {sample_line(results['models'][net])}",
+         f"- models: `{net}` (the network alone), `{mixed}` (what the server suggests from), `{ngram}` (the "
+         "Kneser-Ney 4-gram on the same training text)",
+         "- accuracies in % with a 95 % document-clustered bootstrap interval; every difference is paired on the same "
+         f"words, minus `{ngram}`, in points", "", "## Goals (issue 29)", ""]
+    L += _table(["goal", "figures", ""], goals(results, net, mixed, ngram)) + [""]
+    L += ["## Top-1 and top-" + str(k) + " by kind of text", ""]
+    kinds = results["kinds"]
+    head = ["model"] + [f"{kind} n={t['top1']['n']:,} ({t['top1']['documents']:,} docs)" for kind, t in kinds.items()]
+    for metric in ("top1", f"top{k}"):
+        L += [f"**{metric}**", ""]
+        L += _table(head, [[n, *(acc_text(t[metric], n) for t in kinds.values())] for n in order]
+                    + [[f"{n} − {ngram}", *(diff_text(t[metric], n) for t in kinds.values())]
+                       for n in (net, mixed)]) + [""]
+    if results.get("keystrokes"):
+        L += [f"## Keystroke savings, W = {cfg.eval.keystroke_slots}", "", KEYSTROKES_HOW.format(window=ECHO_WINDOW),
+              "", f"The typist's words: {sample_line(results['keystroke_sample'])}.", ""]
+        L += keystroke_tables_md(results["keystrokes"])
+    L += curve_section(curve_record(bench_results, run_dir), run_dir, out.parent / out.stem / "time_to_quality.png",
+                       f"{out.stem}/time_to_quality.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(L), encoding="utf-8")
+    return out
+
+
+def cli(args, cfg: Config) -> int:
+    from pipeline.config import PROJECT_ROOT
+    from pipeline.training.train import run_dir_for
+
+    path = write(cfg, run_dir_for(cfg), Path(args.out), PROJECT_ROOT / "bench" / "results.json", args.config)
+    print(f"wrote {path}")
+    return 0

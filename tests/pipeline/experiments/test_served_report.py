@@ -1,0 +1,88 @@
+"""reports/served.md: the goals read off the served run's evaluation, the tables by kind against the 4-gram, and the
+time-to-quality curve when a record of the run's kept checkpoints exists."""
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.evaluation import sampled_targets
+from pipeline.evaluation.text_kinds import hit_string
+from pipeline.experiments.served_report import write
+from pipeline.job import tables_of_rows
+
+NET, MIXED, NGRAM = "lstm", "lstm + 4-gram + cache", "kn4gram"
+
+
+@pytest.fixture()
+def served_run(tmp_path):
+    prose = [" ".join(f"w{i % 7}a" for i in range(60))] * 4
+    docs = prose + ["मी घरी गेलो", "तो घरी आला"] * 10
+    sources = ["mahasquad-wiki-paragraphs"] * 4 + ["mahasent-tweets"] * 20
+    cfg = load_config("configs/served.yaml", ["eval.bootstrap_replicates=200"])
+    tokens, targets, chosen, _ = sampled_targets(docs, cfg.eval)
+    words = [tokens[d][targets[d][i]] for d in range(len(docs)) for i in chosen[d]]
+    n = len(words)
+
+    def hits(share):
+        h = np.zeros(n, bool)
+        h[np.random.default_rng(0).permutation(n)[:int(share * n)]] = True
+        return hit_string(h)
+
+    def typist(tapped_before):  # -1: never offered; 0: tapped before its first character
+        return {"slots": 3, "typed": [0 if i < tapped_before * n else -1 for i in range(n)],
+                "length": [len(w) for w in words], "echo": [0] * n, "repeat": [False] * n}
+    rows = [{"cell": name, "hits": {"top1": hits(s), "top5": hits(min(1.0, 2 * s))}, "keystrokes": typist(t)}
+            for name, s, t in ((NET, 0.2, 0.3), (MIXED, 0.5, 0.6), (NGRAM, 0.3, 0.4))]
+    results = tables_of_rows(rows, docs, sources, cfg)
+    results["models"][NET].update(words=n, words_available=n, documents=len(docs), documents_available=len(docs),
+                                  seed=1234)
+    results["keystroke_sample"] = {k: results["models"][NET][k] for k in
+                                   ("words", "words_available", "documents", "documents_available", "seed")}
+    run = tmp_path / "runs" / "served-lstm-abc"
+    (run / "evaluation").mkdir(parents=True)
+    (run / "evaluation" / "results.json").write_text(json.dumps(results, ensure_ascii=False))
+    return cfg, run, results
+
+
+def test_the_report_reads_the_goals_and_the_tables_off_the_run(served_run, tmp_path):
+    cfg, run, results = served_run
+    out = write(cfg, run, tmp_path / "reports" / "served.md", tmp_path / "no-bench.json", "configs/served.yaml")
+    text = out.read_text()
+    goals = text[text.index("## Goals"):text.index("## Top-1")]
+    assert "network top-1" in goals and "not met (0.67 ×)" in goals       # 20 % against the 4-gram's 30 %
+    assert "mixture top-1 ≥ 1.25" in goals and "1.67 ×" in goals and "| met |" in goals
+    ksr = results["keystrokes"]["all"]["models"][MIXED]["ksr"]
+    row = next(line for line in goals.splitlines() if "keystroke savings" in line)
+    assert f"{100 * ksr:.1f} [" in row and row.endswith("| met |" if ksr >= 0.45 else "| not met |")
+    assert f"{NET} − {NGRAM}" in text and "**top5**" in text and "## Keystroke savings, W = 3" in text
+    assert "Not scored yet" in text and f"TTQ_RUN={run}" in text
+
+
+def test_the_report_draws_the_curve_of_the_runs_kept_checkpoints(served_run, tmp_path):
+    cfg, run, _ = served_run
+
+    def point(step, acc):
+        c = {"n": 500, "documents": 40, "top1": {"acc": acc, "low": acc - 0.01, "high": acc + 0.01},
+             "kn4gram": {"acc": 0.09, "low": 0.08, "high": 0.1},
+             "minus_kn4gram": {"diff": acc - 0.09, "low": acc - 0.1, "high": acc - 0.08}}
+        return {"step": step, "pieces": step * 2048, "val_loss": 5.0, "kinds": {"all": c}}
+    other = {"name": "time_to_quality", "command": "old", "commit": "x", "figures": {"run": "runs/other"}}
+    mine = {"name": "time_to_quality", "command": "TTQ_RUN=... bench", "commit": "abc1234",
+            "figures": {"run": str(run), "sample": {"words": 500, "seed": 1234},
+                        "curve": [point(1525, 0.05), point(3050, 0.12)], "passed_ngram": {"all": {
+                            "step": 3050, "pieces": 3050 * 2048}}, "passed_rule": "the rule"}}
+    bench = tmp_path / "results.json"
+    bench.write_text(json.dumps([mine, other]))
+    out = write(cfg, run, tmp_path / "reports" / "served.md", bench, "configs/served.yaml")
+    text = out.read_text()
+    curve = text[text.index("## Time to quality"):]
+    assert "`abc1234`" in curve and "| 3,050 | 6.2 | 5.000 | 12.0 (+3.0 [+2.0, +4.0]) |" in curve
+    assert "all at step 3,050 (6.2 M pieces)" in curve
+    assert (tmp_path / "reports" / "served" / "time_to_quality.png").stat().st_size > 1000
+
+
+def test_an_unevaluated_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make served"):
+        write(load_config("configs/served.yaml", []), tmp_path / "runs" / "nothing", tmp_path / "served.md",
+              tmp_path / "bench.json", "configs/served.yaml")
