@@ -15,7 +15,9 @@ request count and seconds.
     c1, c8     requests/s with 1 and 8 concurrent clients, each request a fresh 50-word context (the cold worst case)
 
 Model: $MARATHI_NWP_BENCH_MODEL, else the newest checkpoint under train.runs_dir (its mixture, runs/<run>/mixture/,
-comes with it); /explain serves the config's serve.explain networks. Goals: issue 9, p50 <= 20 ms for the cached
+comes with it); /explain serves the config's serve.explain networks. Then the same phases with the model's int8 twin
+(its config says eval.int8; MARATHI_NWP_BENCH_INT8=0 skips it), and the float and int8 networks' top-1 on the same
+BENCH_INT8_WORDS test words of the config (3000). Goals: issue 9, p50 <= 20 ms for the cached
 one-word extension, p99 <= 100 ms cold (met or not, for the default mixture and for the network alone), zero errors;
 issue 17, /explain p99 <= 150 ms; issue 22, one more typed character p50 <= 20 ms with the mixture of the same K as
 evaluation (mixture.candidates).
@@ -168,10 +170,74 @@ def _model(cfg) -> Path:
     return ckpt
 
 
+def int8_twin(model: Path, directory: Path) -> Path:
+    """The model as an export directory whose config says eval.int8 (what a model trained and evaluated with
+    eval.int8: true is registered as), its mixture inside it: the server quantizes it as it loads it."""
+    import shutil
+
+    from pipeline.checkpoints import export, load_local
+    from pipeline.serving.mixed import mixture_dir
+
+    bundle = load_local(model)
+    bundle.config = {**bundle.config, "eval": {**bundle.config.get("eval", {}), "int8": True}}
+    export(bundle, directory)
+    if mixture_dir(load_local(model)).is_dir():
+        shutil.copytree(mixture_dir(load_local(model)), directory, dirs_exist_ok=True)
+    return directory
+
+
+def int8_accuracy(model: Path, cfg) -> dict:
+    """Top-1 of the float and the int8 network on the same seeded sample of the config's test words (BENCH_INT8_WORDS,
+    default 3000), with the paired difference (document-clustered interval) and how often their top-1s agree."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from bench.time_to_quality import sample_hits
+    from pipeline.checkpoints import load_local
+    from pipeline.corpus.prepare import document_sources, documents
+    from pipeline.evaluation import NeuralScorer
+    from pipeline.evaluation.bootstrap import clustered_cell
+
+    ec = dataclasses.replace(cfg.eval, max_words=int(os.environ.get("BENCH_INT8_WORDS", "3000")))
+    docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
+    bundle, hits = load_local(model), {}
+    for name, int8 in (("float", False), ("int8", True)):
+        with torch.no_grad():
+            words, hits[name] = sample_hits(NeuralScorer(bundle, dataclasses.replace(ec, int8=int8), name), docs, ec,
+                                            sources)
+    keep = ~words.numeral
+    c = clustered_cell(words.cluster[keep].tolist(), {n: h[keep] for n, h in hits.items()}, ec.bootstrap_replicates,
+                       ec.bootstrap_seed, "int8", "float")
+    return {"words": int(keep.sum()), "documents": int(len(np.unique(words.doc[keep]))), "test": str(cfg.data.test),
+            "top1": c["models"], "int8_minus_float": c["paired"]["int8"],
+            "same_top1_hit": float(np.mean(hits["float"][keep] == hits["int8"][keep]))}
+
+
 def run(cfg) -> dict:
-    import httpx
+    import tempfile
 
     model = _model(cfg)
+    figures = serve_phases(model)
+    if os.environ.get("MARATHI_NWP_BENCH_INT8", "1") != "0":
+        with tempfile.TemporaryDirectory() as tmp:
+            q = serve_phases(int8_twin(model, Path(tmp) / "int8"))
+        figures["int8"] = {k: q[k] for k in ("cold_50w", "extension_1w", "char_1c", "cold_50w_net", "extension_1w_net",
+                                             "char_1c_net", "errors")}
+        figures["int8"]["p50_ratio_to_float"] = {k: round(q[k]["p50_ms"] / figures[k]["p50_ms"], 2)
+                                                 for k in ("extension_1w", "char_1c", "cold_50w")}
+        figures["int8"]["goals"] = {"extension_p50_le_20ms": q["extension_1w"]["p50_ms"] <= 20,
+                                    "char_p50_le_20ms": q["char_1c"]["p50_ms"] <= 20,
+                                    "cold_p99_le_100ms": q["cold_50w"]["p99_ms"] <= 100}
+        figures["int8"]["accuracy"] = int8_accuracy(model, cfg)
+    return figures
+
+
+def serve_phases(model: Path) -> dict:
+    """Every phase against `python -m pipeline serve --model MODEL`, and the goals."""
+    import httpx
+
     with running_server(["--model", str(model)]) as (_, base):
         url = base + "/"
         gen = subprocess.run([sys.executable, __file__, "--loadgen", url], cwd=ROOT, capture_output=True, text=True,

@@ -147,3 +147,28 @@ def test_mixture_shortlist_compares_the_one_beam_with_the_exact_search(mixed_che
     assert out["rows"] == 30 and out["k"] == tiny_config.mixture.candidates
     assert out["exact_search"]["rows"] == 30 and out["rows_the_one_beam_could_not_prove"] <= 30
     assert 0 <= out["same_set_of_k"] <= out["overlap_of_k"] <= 1 and out["one_beam_ms_per_row"] > 0
+
+
+def test_the_int8_twin_is_served_quantized_with_its_mixture(mixed_checkpoint, tmp_path):
+    from bench import serve as bench_serve
+    from pipeline.checkpoints import load_local
+    from pipeline.serving.mixed import load_for, predictor_for
+
+    twin = load_local(bench_serve.int8_twin(mixed_checkpoint, tmp_path / "int8"))
+    assert twin.config["eval"]["int8"] is True and load_local(mixed_checkpoint).config["eval"]["int8"] is False
+    mixture = load_for(twin)
+    assert mixture is not None and mixture.weights.parts == ("net", "kn", "cache")
+    served = predictor_for(twin, mixture, "lstm")
+    assert all(isinstance(x, torch.ao.nn.quantized.dynamic.LSTM) for x in served.pred.model.layers)
+
+
+def test_int8_accuracy_is_paired_on_the_same_words(tiny_config, trained_checkpoint, monkeypatch):
+    from bench import serve as bench_serve
+
+    monkeypatch.setenv("BENCH_INT8_WORDS", "150")
+    got = bench_serve.int8_accuracy(trained_checkpoint, tiny_config)
+    assert 100 < got["words"] <= 150 and 0 <= got["same_top1_hit"] <= 1
+    diff = got["top1"]["int8"]["acc"] - got["top1"]["float"]["acc"]
+    assert got["int8_minus_float"]["diff"] == pytest.approx(diff)
+    # hits that differ on a share s of words move the accuracy by at most s
+    assert abs(diff) <= 1 - got["same_top1_hit"] + 1e-9
