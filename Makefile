@@ -24,7 +24,7 @@ run: setup ## the main job: prepare, train RNN + LSTM, evaluate, register, print
 # `make test-slow`, and CI runs both, then the browser test.
 served: setup ## the served LSTM on the full corpus (configs/served.yaml): train <= 60 min (resumable), fit its mixture, evaluate every test word, register marathi-nwp-served -> reports/served.md
 	$(PY) -m pipeline run --config configs/served.yaml --cells lstm $(ARGS)
-	$(PY) -m pipeline served-report --config configs/served.yaml
+	$(PY) -m pipeline served-report --config configs/served.yaml $(ARGS)
 
 test: setup ## the import contracts (lint-imports), then the fast tests (~1.5 min on 2 cores; not slow, not browser)
 	.venv/bin/lint-imports --no-cache

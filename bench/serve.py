@@ -170,23 +170,25 @@ def _model(cfg) -> Path:
     return ckpt
 
 
-def int8_twin(model: Path, directory: Path) -> Path:
+def int8_twin(bundle, directory: Path) -> Path:
     """The model as an export directory whose config says eval.int8 (what a model trained and evaluated with
-    eval.int8: true is registered as), its mixture inside it: the server quantizes it as it loads it."""
+    eval.int8: true is registered as), its mixture's files inside it: the server quantizes it as it loads it."""
     import shutil
 
-    from pipeline.checkpoints import export, load_local
+    from pipeline.checkpoints import ModelBundle, export
+    from pipeline.evaluation.mixture import ARPA_FILE, WEIGHTS_FILE
     from pipeline.serving.mixed import mixture_dir
 
-    bundle = load_local(model)
-    bundle.config = {**bundle.config, "eval": {**bundle.config.get("eval", {}), "int8": True}}
-    export(bundle, directory)
-    if mixture_dir(load_local(model)).is_dir():
-        shutil.copytree(mixture_dir(load_local(model)), directory, dirs_exist_ok=True)
+    export(ModelBundle(bundle.model, bundle.tokenizer, {**bundle.config, "eval": {**bundle.config.get("eval", {}),
+                                                                                   "int8": True}}, bundle.meta),
+           directory)
+    for name in (WEIGHTS_FILE, ARPA_FILE):  # only these: an export directory's own config.yaml must not come back
+        if (mixture_dir(bundle) / name).is_file():
+            shutil.copy2(mixture_dir(bundle) / name, directory / name)
     return directory
 
 
-def int8_accuracy(model: Path, cfg) -> dict:
+def int8_accuracy(bundle, cfg) -> dict:
     """Top-1 of the float and the int8 network on the same seeded sample of the config's test words (BENCH_INT8_WORDS,
     default 3000), with the paired difference (document-clustered interval) and how often their top-1s agree."""
     import dataclasses
@@ -195,14 +197,13 @@ def int8_accuracy(model: Path, cfg) -> dict:
     import torch
 
     from bench.time_to_quality import sample_hits
-    from pipeline.checkpoints import load_local
     from pipeline.corpus.prepare import document_sources, documents
     from pipeline.evaluation import NeuralScorer
     from pipeline.evaluation.bootstrap import clustered_cell
 
     ec = dataclasses.replace(cfg.eval, max_words=int(os.environ.get("BENCH_INT8_WORDS", "3000")))
     docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
-    bundle, hits = load_local(model), {}
+    hits = {}
     for name, int8 in (("float", False), ("int8", True)):
         with torch.no_grad():
             words, hits[name] = sample_hits(NeuralScorer(bundle, dataclasses.replace(ec, int8=int8), name), docs, ec,
@@ -218,11 +219,14 @@ def int8_accuracy(model: Path, cfg) -> dict:
 def run(cfg) -> dict:
     import tempfile
 
+    from pipeline.tracking import load_bundle
+
     model = _model(cfg)
     figures = serve_phases(model)
     if os.environ.get("MARATHI_NWP_BENCH_INT8", "1") != "0":
+        bundle, _ = load_bundle(str(model), cfg)  # a checkpoint, an export or a registry reference, as the server
         with tempfile.TemporaryDirectory() as tmp:
-            q = serve_phases(int8_twin(model, Path(tmp) / "int8"))
+            q = serve_phases(int8_twin(bundle, Path(tmp) / "int8"))
         figures["int8"] = {k: q[k] for k in ("cold_50w", "extension_1w", "char_1c", "cold_50w_net", "extension_1w_net",
                                              "char_1c_net", "errors")}
         figures["int8"]["p50_ratio_to_float"] = {k: round(q[k]["p50_ms"] / figures[k]["p50_ms"], 2)
@@ -230,7 +234,7 @@ def run(cfg) -> dict:
         figures["int8"]["goals"] = {"extension_p50_le_20ms": q["extension_1w"]["p50_ms"] <= 20,
                                     "char_p50_le_20ms": q["char_1c"]["p50_ms"] <= 20,
                                     "cold_p99_le_100ms": q["cold_50w"]["p99_ms"] <= 100}
-        figures["int8"]["accuracy"] = int8_accuracy(model, cfg)
+        figures["int8"]["accuracy"] = int8_accuracy(bundle, cfg)
     return figures
 
 

@@ -130,39 +130,51 @@ class QualityCurve(pl.Callback):
 
 def kept_checkpoints(cfg: Config, run_dir: Path) -> dict:
     """TTQ_RUN: a finished run's curve, from the weights it kept at every validation (checkpoints/validations.json,
-    written by trained_run.ValidationCheckpoints): each scored on the sample by text kind, beside the 4-gram on the
-    same words, with the paired difference from it (clustered 95 % intervals); where each kind first passes it."""
-    kept = json.loads((run_dir / "checkpoints" / "validations.json").read_text())
+    written by trained_run.ValidationCheckpoints): each scored on the sample by text kind (and pooled, as the
+    evaluation's tables are), beside the 4-gram on the same words, with the paired difference from it (clustered
+    95 % intervals); where each kind first passes it, and which point is the weights the run evaluated (best.ckpt)."""
+    from pipeline.evaluation.text_kinds import ALL, cell
+
+    ckpts = run_dir / "checkpoints"
+    kept = json.loads((ckpts / "validations.json").read_text())
     docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
-    ec = cfg.eval
-    words, ngram = sample_hits(NgramScorer(build_baseline(cfg)), docs, ec, sources)
-    masks = {"all": ~words.numeral, **{k: ~words.numeral & (words.kind == k) for k in ec.kinds}}
+    ngram_scorer = NgramScorer(build_baseline(cfg))
+    ngram = ngram_scorer.name
+    ec = dataclasses.replace(cfg.eval, paired_reference=ngram)
+    words, ngram_hits = sample_hits(ngram_scorer, docs, ec, sources)
+    kinds = words.kinds()
+    masks = {k: ~words.numeral & (words.kind == k) for k in kinds}
+    if len(kinds) > 1:
+        masks[ALL] = ~words.numeral
     curve, passed = [], {}
     for entry in kept:
         t = time.perf_counter()
-        net = NeuralScorer(load_checkpoint(entry["checkpoint"]), ec, "net")
+        # the file beside validations.json: the stored path is relative to where the run was trained
+        net = NeuralScorer(load_checkpoint(ckpts / Path(entry["checkpoint"]).name), ec, "net")
         with torch.no_grad():
             _, hits = sample_hits(net, docs, ec, sources)
         point = {"step": entry["step"], "pieces": entry["pieces"], "val_loss": entry["val_loss"], "kinds": {}}
         for kind, mask in masks.items():
-            c = clustered_cell(words.cluster[mask].tolist(), {"net": hits[mask], "kn4gram": ngram[mask]},
-                               ec.bootstrap_replicates, ec.bootstrap_seed, f"ttq-{kind}", "kn4gram")
-            if not c["n"]:
-                continue
-            point["kinds"][kind] = {"n": c["n"], "documents": int(len(np.unique(words.doc[mask]))),
-                                    "top1": c["models"]["net"], "kn4gram": c["models"]["kn4gram"],
-                                    "minus_kn4gram": c["paired"]["net"]}
+            c = cell(words, mask, {"net": hits, ngram: ngram_hits}, ec, f"ttq-{kind}")
+            if not c["models"]:
+                continue  # fewer words than a cell needs
+            point["kinds"][kind] = {"n": c["n"], "documents": c["documents"], "top1": c["models"]["net"],
+                                    "ngram": c["models"][ngram], "minus_ngram": c["paired"]["net"]}
             if kind not in passed and c["paired"]["net"]["low"] > 0:
                 passed[kind] = {"step": entry["step"], "pieces": entry["pieces"]}
         curve.append(point)
         print(f"  step {entry['step']:>6} ({entry['pieces'] / 1e6:5.1f} M pieces, val loss {entry['val_loss']:.3f}, "
               f"scored in {time.perf_counter() - t:.0f} s): "
-              + ", ".join(f"{k} {v['top1']['acc']:.4f} (4-gram {v['kn4gram']['acc']:.4f})"
+              + ", ".join(f"{k} {v['top1']['acc']:.4f} ({ngram} {v['ngram']['acc']:.4f})"
                           for k, v in point["kinds"].items()), flush=True)
-    return {"run": str(run_dir), "sample": {"words": int(masks["all"].sum()), "seed": ec.sample_seed,
-                                           "how": "word-weighted, stratified by length; numerals left out"},
+    best = ckpts / "best.ckpt"
+    return {"run": str(run_dir), "ngram": ngram,
+            "sample": {"words": int((~words.numeral).sum()), "seed": ec.sample_seed, "max_words": ec.max_words,
+                       "how": "word-weighted, stratified by length; numerals left out"},
+            "environment": {k: os.environ[k] for k in ("TTQ_RUN", "TTQ_SAMPLE_WORDS") if k in os.environ},
             "curve": curve, "passed_ngram": passed,
-            "passed_rule": "the first kept checkpoint whose paired difference from the 4-gram has its 95 % interval "
+            "evaluated_step": load_checkpoint(best).meta["global_step"] if best.is_file() else None,
+            "passed_rule": "the first kept checkpoint whose paired difference from the n-gram has its 95 % interval "
                            "above 0"}
 
 

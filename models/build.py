@@ -26,8 +26,8 @@ def build_model(args: dict[str, Any]) -> RecurrentLM:
 
 def int8_copy(model: RecurrentLM) -> RecurrentLM:
     """An inference copy whose LSTM/GRU and linear layers (the adaptive softmax's included) hold int8 weights, their
-    activations quantized per call (dynamic quantization): on 2 CPU cores the served extension ~1.35x faster
-    (bench/serve.py measures it, with its accuracy on the same words). The embedding stays float (a lookup); a tanh
+    activations quantized per call (dynamic quantization): faster matrix products on CPU (bench/serve.py times it
+    and pairs its accuracy with the float model's on the same words). The embedding stays float (a lookup); a tanh
     or ReLU `nn.RNN` has no dynamic int8 kernel and stays float too. No gradients flow through the copy."""
     with warnings.catch_warnings():
         # torch 2.x deprecates eager quantization in favour of torchao, which has no dynamic int8 LSTM; the eager one

@@ -204,11 +204,11 @@ class EvalConfig:
     probes: Str | None = "data/probes/probes.jsonl"
     ngram_order: Int = Field(4, ge=1, le=10)
     batch_size: Int = Field(64, ge=1)
-    # Keystroke savings (pipeline/evaluation/keystrokes.py): a typist with a bar of this many suggestions replays the
-    # scored words; off, evaluation skips it (it costs about as much as the top-k pass)
     # Score with int8 weights (models/build.py int8_copy): the server reads this key from the model's own config, so
     # a model evaluated int8 is served int8 and what is served is what was evaluated
     int8: Bool = False
+    # Keystroke savings (pipeline/evaluation/keystrokes.py): a typist with a bar of this many suggestions replays the
+    # scored words; off, evaluation skips it (it costs about as much as the top-k pass)
     keystrokes: Bool = True
     keystroke_slots: Int = Field(3, ge=1, le=10)
     # The typist's words: null = the evaluation's own (every word, or max_words); else a seeded sample of at most this

@@ -63,6 +63,10 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
         log_evaluation(client, run_id, test, run_dir / "evaluation",
                        {**metrics, **{f"mixture/{k}": v for k, v in mix_metrics.items()}},
                        int(bundle.meta.get("global_step") or 0), "evaluation")
+        # the registered model carries the evaluation settings it was scored with: the server takes its search
+        # settings and eval.int8 from there, and eval keys are not in the run hash (a resumed or re-evaluated run's
+        # checkpoint may hold older ones)
+        bundle.config = {**bundle.config, "eval": cfg.to_dict()["eval"]}
         uri = tracking.log_pyfunc(bundle, run_id, mixture_dir)
         reg = tracking.register(client, uri, cfg.model.cell, metrics.get("validation/word_ppl", float("inf")), run_id,
                                 cfg.tracking.registered_name)

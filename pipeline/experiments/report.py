@@ -266,9 +266,7 @@ def keystroke_tables_md(tables: dict[str, Any]) -> list[str]:
                 f"{ECHO_WINDOW} words {100 * c['text_repeat_rate']:.1f} % of the time", ""]
         out += _table(["model", "KSR % [95 %]", f"− {c['reference']} (points)", "tapped after 0 / 1 / 2 chars %",
                        "never offered %", "echo %"],
-                      [[name, ksr_text(v), (lambda p: "—" if p is None else
-                                           f"{100 * p['diff']:+.1f} [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]")
-                        (c["paired"].get(name)),
+                      [[name, ksr_text(v), diff_text(c, name),
                         " / ".join(f"{100 * v['tapped_after'][x]:.1f}" for x in ("0", "1", "2")),
                         f"{100 * v['never_offered']:.1f}", f"{100 * v['echo_rate']:.1f}"]
                        for name, v in c["models"].items()]) + [""]

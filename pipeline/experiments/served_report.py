@@ -13,8 +13,9 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.evaluation import acc_text, diff_text, sample_line
 from pipeline.evaluation.keystroke_figures import ECHO_WINDOW
+from pipeline.evaluation.tables import pooled_kind
 from pipeline.experiments.figures import pyplot, save_figure
-from pipeline.experiments.report import KEYSTROKES_HOW, _table, keystroke_tables_md
+from pipeline.experiments.report import KEYSTROKES_HOW, _cells_table, _table, keystroke_tables_md
 
 # issue 29's goals, written before the run
 NETWORK_VS_NGRAM = 1.0     # the network alone: top-1 on all text at least the 4-gram's
@@ -32,21 +33,24 @@ def curve_record(bench_results: Path, run_dir: Path) -> dict[str, Any] | None:
 
 
 def goals(results: dict[str, Any], net: str, mixed: str, ngram: str) -> list[list[str]]:
-    """One row per goal: what it asks, the figures, met or not (the point estimate; the paired interval beside)."""
-    top1, keys = results["kinds"]["all"]["top1"], results.get("keystrokes", {}).get("all")
+    """One row per goal: what it asks, the figures, met or not (the point estimate; the paired interval beside), on
+    the pooled table (every scored word)."""
+    pooled = pooled_kind(results)
+    top1, keys = results["kinds"][pooled]["top1"], results.get("keystrokes", {}).get(pooled)
     ng = top1["models"][ngram]["acc"]
-    rows = [[f"network top-1 ≥ {NETWORK_VS_NGRAM:g} × the 4-gram's (all text)",
+    rows = [[f"network top-1 ≥ {NETWORK_VS_NGRAM:g} × the 4-gram's ({pooled})",
              f"{acc_text(top1, net)} vs {acc_text(top1, ngram)}; paired {diff_text(top1, net)} points",
              "met" if top1["models"][net]["acc"] >= NETWORK_VS_NGRAM * ng else
              f"not met ({top1['models'][net]['acc'] / ng:.2f} ×)"],
-            [f"mixture top-1 ≥ {MIXTURE_VS_NGRAM:g} × the 4-gram's (all text)",
+            [f"mixture top-1 ≥ {MIXTURE_VS_NGRAM:g} × the 4-gram's ({pooled})",
              f"{acc_text(top1, mixed)}: {top1['models'][mixed]['acc'] / ng:.2f} ×; paired {diff_text(top1, mixed)} "
              "points", "met" if top1["models"][mixed]["acc"] >= MIXTURE_VS_NGRAM * ng else "not met"]]
     if keys:
         m = keys["models"][mixed]
-        rows.append([f"mixture keystroke savings ≥ {100 * MIXTURE_KSR:.0f} % (all text)",
+        rows.append([f"mixture keystroke savings ≥ {100 * MIXTURE_KSR:.0f} % ({pooled})",
                      f"{100 * m['ksr']:.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] %; 4-gram "
-                     f"{100 * keys['models'][ngram]['ksr']:.1f} %", "met" if m["ksr"] >= MIXTURE_KSR else "not met"])
+                     f"{100 * keys['models'][ngram]['ksr']:.1f} %; paired {diff_text(keys, mixed)} points",
+                     "met" if m["ksr"] >= MIXTURE_KSR else "not met"])
     return rows
 
 
@@ -58,22 +62,24 @@ def curve_section(record: dict[str, Any] | None, run_dir: Path, figure: Path, li
                     "time_to_quality --config configs/served.yaml", "", "and run this report again.", ""]
     f = record["figures"]
     kinds = list(f["curve"][0]["kinds"]) if f["curve"] else []
+    env = " ".join(f"{k}={v}" for k, v in f.get("environment", {}).items())
     L += [f"Each kept checkpoint scored on a seeded, word-weighted sample of {f['sample']['words']:,} test words "
-          f"(seed {f['sample']['seed']}; `{record['command']}`, commit `{record['commit']}`), beside the 4-gram on "
-          "the same words. Top-1 in % with its clustered 95 % interval; the network's paired difference from the "
-          "4-gram in points below it.", ""]
+          f"(seed {f['sample']['seed']}; `{env + ' ' if env else ''}{record['command']}`, commit `{record['commit']}`), "
+          "beside the 4-gram on the same words: top-1 in % with its clustered 95 % interval, and in brackets the "
+          "network's paired difference from the 4-gram in points. * marks the weights the run evaluated and serves "
+          "(its best validation loss).", ""]
     head = ["step", "pieces (M)", "val loss / piece"] + [
-        f"{k} (n={f['curve'][0]['kinds'][k]['n']:,}; 4-gram {100 * f['curve'][0]['kinds'][k]['kn4gram']['acc']:.1f})"
+        f"{k} (n={f['curve'][0]['kinds'][k]['n']:,}; 4-gram {100 * f['curve'][0]['kinds'][k]['ngram']['acc']:.1f})"
         for k in kinds]
     rows = []
     for p in f["curve"]:
         cells = []
         for k in kinds:
             c = p["kinds"].get(k)
-            d = c and c["minus_kn4gram"]
-            cells.append("—" if c is None else f"{100 * c['top1']['acc']:.1f} ({100 * d['diff']:+.1f} "
-                         f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}])")
-        rows.append([f"{p['step']:,}", f"{p['pieces'] / 1e6:.1f}", f"{p['val_loss']:.3f}", *cells])
+            cells.append("—" if c is None else f"{100 * c['top1']['acc']:.1f} "
+                         f"({diff_text({'paired': {'net': c['minus_ngram']}}, 'net')})")
+        star = "*" if p["step"] == f.get("evaluated_step") else ""
+        rows.append([f"{p['step']:,}{star}", f"{p['pieces'] / 1e6:.1f}", f"{p['val_loss']:.3f}", *cells])
     L += _table(head, rows) + [""]
     passed = f.get("passed_ngram", {})
     L += [("Passed the 4-gram (" + f["passed_rule"] + "): "
@@ -94,7 +100,7 @@ def plot_curve(figures: dict[str, Any], path: Path) -> Path:
         ax.plot(x, [100 * c["top1"]["acc"] for c in pts], "o-", color=colour, label=f"{kind} (network)")
         ax.fill_between(x, [100 * c["top1"]["low"] for c in pts], [100 * c["top1"]["high"] for c in pts],
                         color=colour, alpha=0.15)
-        ax.axhline(100 * pts[-1]["kn4gram"]["acc"], color=colour, linestyle="--", linewidth=1,
+        ax.axhline(100 * pts[-1]["ngram"]["acc"], color=colour, linestyle="--", linewidth=1,
                    label=f"{kind} (4-gram)")
     ax.set_xlabel("pieces read in training (millions)")
     ax.set_ylabel("top-1 %")
@@ -110,8 +116,12 @@ def write(cfg: Config, run_dir: Path, out: Path, bench_results: Path, config_fil
                                 "`make served` (it resumes a killed run) first")
     results = json.loads(results_file.read_text(encoding="utf-8"))
     names = list(results["models"])
-    ngram = next(n for n in names if n.startswith("kn"))
-    net, mixed = names[0], next(n for n in names if "+" in n)
+    ngram, mixed = results.get("paired_reference"), next((n for n in names if "+" in n), None)
+    if ngram not in names or mixed is None:
+        raise ValueError(f"{results_file} has no paired differences from the n-gram or no mixture (models "
+                         f"{names}, paired_reference {ngram!r}): the served report needs the run evaluated with "
+                         "eval.paired_reference set to the n-gram (configs/served.yaml does); run `make served` again")
+    net = names[0]
     order = [net, mixed, ngram]
     k = results["k"]
     L = ["# The served model", "",
@@ -122,18 +132,14 @@ def write(cfg: Config, run_dir: Path, out: Path, bench_results: Path, config_fil
          f"`{cfg.tracking.registered_name}`",
          f"- test split `{cfg.data.test}`: {sample_line(results['models'][net])}",
          f"- models: `{net}` (the network alone), `{mixed}` (what the server suggests from), `{ngram}` (the "
-         "Kneser-Ney 4-gram on the same training text)",
+         "Kneser-Ney n-gram on the same training text)",
          "- accuracies in % with a 95 % document-clustered bootstrap interval; every difference is paired on the same "
          f"words, minus `{ngram}`, in points", "", "## Goals (issue 29)", ""]
     L += _table(["goal", "figures", ""], goals(results, net, mixed, ngram)) + [""]
-    L += ["## Top-1 and top-" + str(k) + " by kind of text", ""]
-    kinds = results["kinds"]
-    head = ["model"] + [f"{kind} n={t['top1']['n']:,} ({t['top1']['documents']:,} docs)" for kind, t in kinds.items()]
+    L += [f"## Top-1 and top-{k} by kind of text", ""]
     for metric in ("top1", f"top{k}"):
-        L += [f"**{metric}**", ""]
-        L += _table(head, [[n, *(acc_text(t[metric], n) for t in kinds.values())] for n in order]
-                    + [[f"{n} − {ngram}", *(diff_text(t[metric], n) for t in kinds.values())]
-                       for n in (net, mixed)]) + [""]
+        table = {kind: t[metric] for kind, t in results["kinds"].items()}
+        L += [f"**{metric}**", ""] + _cells_table(table, list(table), order, ngram) + [""]
     if results.get("keystrokes"):
         L += [f"## Keystroke savings, W = {cfg.eval.keystroke_slots}", "", KEYSTROKES_HOW.format(window=ECHO_WINDOW),
               "", f"The typist's words: {sample_line(results['keystroke_sample'])}.", ""]

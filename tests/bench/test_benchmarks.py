@@ -74,29 +74,46 @@ def test_time_to_quality_curve_on_a_tiny_run(tiny_config, monkeypatch):
         assert passed == pytest.approx(first_above, abs=0.06)
 
 
-def test_time_to_quality_of_a_finished_run_scores_its_kept_checkpoints(tiny_config, trained_checkpoint, tmp_path,
-                                                                       monkeypatch):
+def test_time_to_quality_of_a_finished_run_scores_its_kept_checkpoints(tiny_config, trained_checkpoint,
+                                                                       tiny_rnn_checkpoint, tmp_path, monkeypatch):
+    import dataclasses
     import json
+    import shutil
+
+    from pipeline.checkpoints import load_checkpoint
+    from pipeline.corpus.prepare import document_sources, documents
+    from pipeline.evaluation import NeuralScorer
 
     kept = tmp_path / "run" / "checkpoints"
     kept.mkdir(parents=True)
+    steps = {20: tiny_rnn_checkpoint, 40: trained_checkpoint}  # two different networks, in training order
+    for step, ckpt in steps.items():
+        shutil.copy2(ckpt, kept / f"val-{step:07d}.ckpt")
+    shutil.copy2(trained_checkpoint, kept / "best.ckpt")
+    # as trained elsewhere: the stored paths do not exist here, the files sit beside validations.json
     (kept / "validations.json").write_text(json.dumps([
-        {"step": s, "pieces": s * 64, "val_loss": 5.0 - s / 100, "checkpoint": str(trained_checkpoint)}
-        for s in (20, 40)]))
+        {"step": s, "pieces": s * 64, "val_loss": 5.0 - s / 100, "checkpoint": f"/elsewhere/val-{s:07d}.ckpt"}
+        for s in steps]))
     monkeypatch.setenv("TTQ_RUN", str(tmp_path / "run"))
     monkeypatch.setenv("TTQ_SAMPLE_WORDS", "120")
     out = time_to_quality.run(tiny_config)
     assert [p["step"] for p in out["curve"]] == [20, 40] and 100 < out["sample"]["words"] <= 120
-    first, second = out["curve"]
-    assert first["kinds"].keys() == second["kinds"].keys() and "all" in first["kinds"]
-    for kind, c in first["kinds"].items():
-        assert c == second["kinds"][kind]  # the same weights at both steps: the same words, hits and intervals
-        assert c["minus_kn4gram"]["diff"] == pytest.approx(c["top1"]["acc"] - c["kn4gram"]["acc"])
-        assert c["minus_kn4gram"]["low"] <= c["minus_kn4gram"]["diff"] <= c["minus_kn4gram"]["high"]
-    assert sum(c["n"] for k, c in first["kinds"].items() if k != "all") == first["kinds"]["all"]["n"]
+    assert out["evaluated_step"] == load_checkpoint(trained_checkpoint).meta["global_step"]
+    assert out["environment"] == {"TTQ_RUN": str(tmp_path / "run"), "TTQ_SAMPLE_WORDS": "120"}
+    ec = dataclasses.replace(tiny_config.eval, max_words=120)
+    docs, sources = documents(tiny_config, "test"), document_sources(tiny_config, "test")
+    for point, ckpt in zip(out["curve"], steps.values()):
+        words, hits = time_to_quality.sample_hits(NeuralScorer(load_checkpoint(ckpt), ec, "net"), docs, ec, sources)
+        pooled = "all" if "all" in point["kinds"] else next(iter(point["kinds"]))
+        assert point["kinds"][pooled]["top1"]["acc"] == pytest.approx(hits[~words.numeral].mean())  # its own weights
+        for c in point["kinds"].values():
+            assert c["minus_ngram"]["diff"] == pytest.approx(c["top1"]["acc"] - c["ngram"]["acc"])
+            assert c["minus_ngram"]["low"] <= c["minus_ngram"]["diff"] <= c["minus_ngram"]["high"]
+    first = out["curve"][0]["kinds"]
     for kind, at in out["passed_ngram"].items():
-        assert at["step"] == 20 and first["kinds"][kind]["minus_kn4gram"]["low"] > 0
-    assert all(c["minus_kn4gram"]["low"] <= 0 for k, c in first["kinds"].items() if k not in out["passed_ngram"])
+        hit = next(p for p in out["curve"] if p["kinds"].get(kind, {}).get("minus_ngram", {}).get("low", 0) > 0)
+        assert at["step"] == hit["step"]
+    assert all(c["minus_ngram"]["low"] <= 0 for k, c in first.items() if k not in out["passed_ngram"])
 
 
 @pytest.mark.slow
@@ -154,21 +171,30 @@ def test_the_int8_twin_is_served_quantized_with_its_mixture(mixed_checkpoint, tm
     from pipeline.checkpoints import load_local
     from pipeline.serving.mixed import load_for, predictor_for
 
-    twin = load_local(bench_serve.int8_twin(mixed_checkpoint, tmp_path / "int8"))
-    assert twin.config["eval"]["int8"] is True and load_local(mixed_checkpoint).config["eval"]["int8"] is False
-    mixture = load_for(twin)
-    assert mixture is not None and mixture.weights.parts == ("net", "kn", "cache")
-    served = predictor_for(twin, mixture, "lstm")
-    assert all(isinstance(x, torch.ao.nn.quantized.dynamic.LSTM) for x in served.pred.model.layers)
+    export = bench_serve.int8_twin(load_local(mixed_checkpoint), tmp_path / "float")
+    (export / "config.yaml").write_text((export / "config.yaml").read_text().replace("int8: true", "int8: false"))
+    # twice: from a checkpoint, then from an export directory, whose own config.yaml must not replace the twin's
+    for source in (mixed_checkpoint, export):
+        twin = load_local(bench_serve.int8_twin(load_local(source), tmp_path / f"int8-{source.name}"))
+        assert twin.config["eval"]["int8"] is True and load_local(source).config["eval"]["int8"] is False
+        mixture = load_for(twin)
+        assert mixture is not None and mixture.weights.parts == ("net", "kn", "cache")
+        served = predictor_for(twin, mixture, "lstm")
+        assert all(isinstance(x, torch.ao.nn.quantized.dynamic.LSTM) for x in served.pred.model.layers)
 
 
-def test_int8_accuracy_is_paired_on_the_same_words(tiny_config, trained_checkpoint, monkeypatch):
+def test_int8_accuracy_pairs_the_float_and_the_int8_network_on_the_same_words(tiny_config, trained_checkpoint,
+                                                                            monkeypatch):
     from bench import serve as bench_serve
+    from models.build import int8_copy
+    from pipeline.checkpoints import load_local
+    from pipeline.evaluation import network_scorer
 
+    quantized = []
+    monkeypatch.setattr(network_scorer, "int8_copy", lambda m: quantized.append(int8_copy(m)) or quantized[-1])
     monkeypatch.setenv("BENCH_INT8_WORDS", "150")
-    got = bench_serve.int8_accuracy(trained_checkpoint, tiny_config)
+    got = bench_serve.int8_accuracy(load_local(trained_checkpoint), tiny_config)
+    assert len(quantized) == 1  # the second scorer, and only it, reads through int8 weights
     assert 100 < got["words"] <= 150 and 0 <= got["same_top1_hit"] <= 1
     diff = got["top1"]["int8"]["acc"] - got["top1"]["float"]["acc"]
     assert got["int8_minus_float"]["diff"] == pytest.approx(diff)
-    # hits that differ on a share s of words move the accuracy by at most s
-    assert abs(diff) <= 1 - got["same_top1_hit"] + 1e-9

@@ -76,7 +76,8 @@ def test_an_int8_model_is_served_as_it_was_evaluated(bundle, tiny_config):
             assert [w["word"] for w in got["words"]] == want, text
             logp = scorer.score([text], [want])[0]
             # int8 activations are quantized per call, on the range of what that call reads: the server reads the
-            # text in one call, the evaluator piece by piece, so probabilities agree to ~3e-4, not 1e-6
+            # text in one call, the evaluator piece by piece, so probabilities agree to ~3e-4 (measured on this
+            # model), not 1e-6; the tolerance leaves room for other tiny models
             assert [w["prob"] for w in got["words"]] == pytest.approx([float(torch.tensor(v).exp()) for v in logp],
                                                                       rel=2e-3)
 
