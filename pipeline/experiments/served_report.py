@@ -7,6 +7,7 @@ each validation, TTQ_RUN) with the 4-gram's level drawn."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,48 @@ def goals(results: dict[str, Any], net: str, mixed: str, ngram: str) -> list[lis
                      f"{100 * keys['models'][ngram]['ksr']:.1f} %; paired {diff_text(keys, mixed)} points",
                      "met" if m["ksr"] >= MIXTURE_KSR else "not met"])
     return rows
+
+
+FREQUENCY_BUCKETS = ((1, 100), (101, 1_000), (1_001, 10_000), (10_001, None))
+
+
+def by_word_form(results: dict[str, Any], cfg: Config, order: list[str], ngram: str) -> list[str]:
+    """Where the network gains or loses against the n-gram, on the same words (every scored word with a letter, all
+    kinds together): by the target's frequency rank in the training text (unseen: not in it) and by how many pieces
+    the tokenizer cuts it into. Diagnostics on the evaluated hits, not one-factor checks."""
+    import dataclasses
+
+    import numpy as np
+
+    from pipeline.corpus.prepare import document_sources, documents, prepare
+    from pipeline.corpus.tokenizer import Tokenizer
+    from pipeline.evaluation import sampled_targets
+    from pipeline.evaluation.text_kinds import cell, hit_array, scored_words
+
+    docs = documents(cfg, "test")
+    tokens, targets, chosen, _ = sampled_targets(docs, cfg.eval)
+    words = scored_words(tokens, targets, chosen, document_sources(cfg, "test"), cfg.eval)
+    target = [tokens[d][targets[d][i]] for d, idx in enumerate(chosen) for i in idx]  # scored_words' order
+    hits = {m: hit_array(results["models"][m]["hits"]["top1"]) for m in order}
+    ec = dataclasses.replace(cfg.eval, paired_reference=ngram)
+    rank = {w: r for r, (w, _) in enumerate(Counter(w for d in documents(cfg, "train") for w in d.split())
+                                             .most_common(), 1)}
+    ranks = np.array([rank.get(w, 0) for w in target])
+    tok = Tokenizer(prepare(cfg, log=lambda *a: None).tokenizer_path)
+    pieces = np.array([len(p) for p in tok.encode_batch(target)])
+    letter = ~words.numeral
+    by_rank = {f"{lo:,}–{hi:,}" if hi else f"> {lo - 1:,}": letter & (ranks >= lo) & ((ranks <= hi) if hi else True)
+               for lo, hi in FREQUENCY_BUCKETS} | {"unseen": letter & (ranks == 0)}
+    by_pieces = {f"{n} piece{'s' if n > 1 else ''}": letter & (pieces == n) for n in (1, 2)} | {
+        "3+ pieces": letter & (pieces >= 3)}
+    L = ["## Where the network stands against the 4-gram", "",
+         "Top-1 on the same words (all kinds, numerals apart), split by the target's frequency rank among the "
+         "training text's words and by how many pieces the tokenizer cuts it into; rows `− " + ngram + "` are paired "
+         "differences in points. Diagnostics of the evaluated hits, not one-factor checks.", ""]
+    for title, masks in (("by training frequency rank", by_rank), ("by pieces per word", by_pieces)):
+        table = {b: cell(words, m, hits, ec, f"served-{b}") for b, m in masks.items()}
+        L += [f"**{title}**", ""] + _cells_table(table, list(table), order, ngram) + [""]
+    return L
 
 
 def curve_section(record: dict[str, Any] | None, run_dir: Path, figure: Path, link: str) -> list[str]:
@@ -140,6 +183,7 @@ def write(cfg: Config, run_dir: Path, out: Path, bench_results: Path, config_fil
     for metric in ("top1", f"top{k}"):
         table = {kind: t[metric] for kind, t in results["kinds"].items()}
         L += [f"**{metric}**", ""] + _cells_table(table, list(table), order, ngram) + [""]
+    L += by_word_form(results, cfg, order, ngram)
     if results.get("keystrokes"):
         L += [f"## Keystroke savings, W = {cfg.eval.keystroke_slots}", "", KEYSTROKES_HOW.format(window=ECHO_WINDOW),
               "", f"The typist's words: {sample_line(results['keystroke_sample'])}.", ""]
