@@ -171,7 +171,6 @@ def kept_checkpoints(cfg: Config, run_dir: Path) -> dict:
     return {"run": str(run_dir), "ngram": ngram,
             "sample": {"words": int((~words.numeral).sum()), "seed": ec.sample_seed, "max_words": ec.max_words,
                        "how": "word-weighted, stratified by length; numerals left out"},
-            "environment": {k: os.environ[k] for k in ("TTQ_RUN", "TTQ_SAMPLE_WORDS") if k in os.environ},
             "curve": curve, "passed_ngram": passed,
             "evaluated_step": load_checkpoint(best).meta["global_step"] if best.is_file() else None,
             "passed_rule": "the first kept checkpoint whose paired difference from the n-gram has its 95 % interval "

@@ -105,9 +105,8 @@ def curve_section(record: dict[str, Any] | None, run_dir: Path, figure: Path, li
                     "time_to_quality --config configs/served.yaml", "", "and run this report again.", ""]
     f = record["figures"]
     kinds = list(f["curve"][0]["kinds"]) if f["curve"] else []
-    env = " ".join(f"{k}={v}" for k, v in f.get("environment", {}).items())
     L += [f"Each kept checkpoint scored on a seeded, word-weighted sample of {f['sample']['words']:,} test words "
-          f"(seed {f['sample']['seed']}; `{env + ' ' if env else ''}{record['command']}`, commit `{record['commit']}`), "
+          f"(seed {f['sample']['seed']}; `{record['command']}`, commit `{record['commit']}`), "
           "beside the 4-gram on the same words: top-1 in % with its clustered 95 % interval, and in brackets the "
           "network's paired difference from the 4-gram in points. * marks the weights the run evaluated and serves "
           "(its best validation loss).", ""]

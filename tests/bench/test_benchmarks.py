@@ -99,7 +99,6 @@ def test_time_to_quality_of_a_finished_run_scores_its_kept_checkpoints(tiny_conf
     out = time_to_quality.run(tiny_config)
     assert [p["step"] for p in out["curve"]] == [20, 40] and 100 < out["sample"]["words"] <= 120
     assert out["evaluated_step"] == load_checkpoint(trained_checkpoint).meta["global_step"]
-    assert out["environment"] == {"TTQ_RUN": str(tmp_path / "run"), "TTQ_SAMPLE_WORDS": "120"}
     ec = dataclasses.replace(tiny_config.eval, max_words=120)
     docs, sources = documents(tiny_config, "test"), document_sources(tiny_config, "test")
     for point, ckpt in zip(out["curve"], steps.values()):
