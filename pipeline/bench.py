@@ -27,11 +27,14 @@ from pipeline.tracking import git_commit, machine
 RESULTS = PROJECT_ROOT / "bench" / "results.json"
 
 
-def record(name: str, figures: dict[str, Any], command: str | None = None) -> dict[str, Any]:
-    """Append one benchmark record to bench/results.json (a JSON list) and return it."""
+def record(name: str, figures: dict[str, Any], command: str | None = None,
+           load_at_start: float | None = None) -> dict[str, Any]:
+    """Append one benchmark record to bench/results.json (a JSON list) and return it. `load_at_start`: the 1-minute
+    load average when the benchmark started (a timing taken beside another job says so)."""
     entry = {"name": name, "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
              "commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "machine": machine(), "figures": figures}
+             "machine": {**machine(), **({"load_1min_at_start": round(load_at_start, 2)}
+                                         if load_at_start is not None else {})}, "figures": figures}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     results.append(entry)
@@ -127,9 +130,11 @@ def cli(args, cfg) -> int:
         spec = importlib.util.spec_from_file_location(f"bench_{name}", PROJECT_ROOT / "bench" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+        load = os.getloadavg()[0]
         figures = module.run(cfg)
         knobs = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
                          if k.startswith(("BENCH_", "TTQ_", "SERVE_STARTUP_", "MARATHI_NWP_BENCH_")))
-        entry = record(name, figures, f"{knobs} python -m pipeline bench --only {name} --config {args.config}".strip())
+        entry = record(name, figures, f"{knobs} python -m pipeline bench --only {name} --config {args.config}".strip(),
+                       load)
         print(json.dumps(entry, indent=1, ensure_ascii=False))
     return 0

@@ -65,3 +65,13 @@ def test_the_committed_report_matches_the_record():
     expected = render(load_records(bench_report.RESULTS))
     assert bench_report.REPORT.read_text(encoding="utf-8") == expected, \
         "docs/benchmarks.md is stale: run `make bench-report`"
+
+
+def test_a_record_says_the_load_it_was_taken_under(tmp_path, monkeypatch):
+    from pipeline import bench
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results.json")
+    entry = bench.record("serve", {"p50_ms": 12.0}, "python -m pipeline bench --only serve", 1.234)
+    assert entry["machine"]["load_1min_at_start"] == 1.23
+    assert "load_1min_at_start 1.23" in render(load_records(tmp_path / "results.json"))
+    assert "load_1min_at_start" not in bench.record("serve", {}, "x")["machine"]  # not given, not invented
