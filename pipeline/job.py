@@ -48,13 +48,17 @@ def train_and_register(cfg: Config, prepared, client, documents: dict[str, list[
               f"{fitted['validation_word_ppl']:.0f} (network alone {val_ppl:.0f}); θ={weights.theta}, "
               f"W={weights.window}")
         mixed = MixtureScorer(net, lm, weights, cfg.mixture.candidates)
+        # each scorer's measurements are kept as it finishes: a killed run's evaluation resumes where it was
+        ckpt = Path(run.checkpoint)
+        kept = {"parts": run_dir / "evaluation-parts",
+                "identity": f"{ckpt.resolve()}:{ckpt.stat().st_size}:{ckpt.stat().st_mtime_ns}:{cfg.hash('mixture')}"}
         test = evaluate([net] + ([baseline] if baseline is not None else []), documents["test"], cfg, "test", probes,
-                        sources)
+                        sources, **kept)
         # the mixture's row without its context-length curves: thousands of mixed rankings per length would double
         # make run's time (`make mix` draws them)
         no_curve = cfg.replace(eval=dataclasses.replace(cfg.eval, context_curves={}))
         test["models"] = {net.name: test["models"][net.name],
-                          **evaluate([mixed], documents["test"], no_curve, "test", probes, sources)["models"],
+                          **evaluate([mixed], documents["test"], no_curve, "test", probes, sources, **kept)["models"],
                           **{n: r for n, r in test["models"].items() if n != net.name}}
         add_kind_tables(test, documents["test"], sources, cfg.eval)
         metrics = {"validation/word_ppl": val_ppl, **test["models"][net.name]["metrics"],

@@ -3,6 +3,9 @@ into scorers, the n-gram baseline, the documents and probes to score, every meas
 words, and where each model's figures are logged (its provenance)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +121,41 @@ def probes_of(cfg: Config) -> list[Probe] | None:
     return load_probes(path)
 
 
+def _part_key(identity: str, scorer: Scorer, docs: list[str], cfg: Config, probes: list[Probe] | None) -> str:
+    blob = json.dumps([identity, scorer.name, cfg.to_dict()["eval"], len(docs), [repr(p) for p in probes or []]],
+                      ensure_ascii=False, default=str)
+    docs_hash = hashlib.sha256("\x1e".join(docs).encode("utf-8")).hexdigest()
+    return hashlib.sha256((blob + docs_hash).encode("utf-8")).hexdigest()[:24]
+
+
+def _part_file(parts: Path, scorer: Scorer) -> Path:
+    return parts / (re.sub(r"[^0-9A-Za-z_.-]+", "_", scorer.name) + ".json")
+
+
 def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, probes: list[Probe] | None = None,
-             sources: list[str] | None = None) -> dict[str, Any]:
+             sources: list[str] | None = None, parts: Path | None = None, identity: str = "") -> dict[str, Any]:
     """Every measurement of every scorer on the same words, then the tables over them (tables.py). The context
     ablation runs for every scorer but a mixture: a mixture's probabilities come with its ranking, so it would cost a
-    full search per ablated context."""
+    full search per ablated context.
+
+    `parts`: a directory where each scorer's measurements are kept as it finishes, under a key of `identity` (what
+    the caller's model is, e.g. its checkpoint), the scorer's name, the eval settings, the documents and the probes:
+    an evaluation killed and started again (the served model's takes over an hour) reuses every scorer whose key
+    still matches and measures the rest."""
     results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
     counts = None
     for scorer in scorers:
+        key = _part_key(identity, scorer, docs, cfg, probes) if parts is not None else ""
+        kept = _part_file(parts, scorer) if parts is not None else None
+        if kept is not None and kept.is_file():
+            try:
+                blob = json.loads(kept.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # a file cut short by the kill: measure again
+                blob = {}
+            if blob.get("key") == key:
+                print(f"    {scorer.name}: reusing its measurements from {kept}", flush=True)
+                results["models"][scorer.name] = blob["result"]
+                continue
         r = evaluate_scorer(scorer, docs, cfg.eval, split, sources)
         if cfg.eval.ablation and len(docs) > 1 and not isinstance(scorer, MixtureScorer):  # it replaces with other docs
             counts = counts or train_word_counts(cfg)
@@ -137,6 +167,11 @@ def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, pr
             r["probes"] = summarize(probes, score_probes(scorer, probes))
         r["metrics"] = flat_metrics(r, split, cfg.eval.k)
         results["models"][scorer.name] = r
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            tmp = kept.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": key, "result": r}, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, kept)  # whole or not at all
     add_kind_tables(results, docs, sources, cfg.eval)
     return results
 

@@ -84,6 +84,17 @@ def test_one_run_with_params_tags_metrics_and_artifacts(tracked):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_the_job_keeps_each_scorers_measurements_and_registers_the_eval_settings(tracked):
+    from pipeline.training.train import run_dir_for
+
+    cfg, _, row, _ = tracked
+    kept = sorted(p.name for p in (run_dir_for(cfg) / "evaluation-parts").glob("*.json"))
+    assert kept == ["lstm.json", "lstm_4-gram_cache.json"]  # the job here runs without the n-gram baseline
+    bundle, _ = tracking.load_bundle("models:/marathi-nwp-lstm@champion", cfg)
+    assert bundle.config["eval"] == cfg.to_dict()["eval"]  # what the server reads its search settings and int8 from
+
+
 def test_registered_model_loads_in_a_fresh_process(tracked, tmp_path):
     cfg, _, row, _ = tracked
     assert row["registry"]["promoted"]

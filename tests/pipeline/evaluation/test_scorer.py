@@ -91,3 +91,30 @@ def test_evaluate_the_typist_and_the_tables_take_the_toy_as_it_is():
     assert any(line.startswith("frequent") and "0.0 [0.0, 0.0]" in line and "16.7 [16.7, 16.7]" in line
                for line in lines)
     assert any(line.split()[:4] == ["frequent", "18.2", "[18.2,", "18.2]"] for line in lines)
+
+
+def test_a_killed_evaluation_reuses_the_scorers_it_finished(tmp_path, monkeypatch):
+    import dataclasses
+
+    from pipeline.evaluation import assembly
+
+    cfg = Config(eval=EvalConfig(k=2, context_lengths=(1,), context_curves={"all": 1}, keystrokes=True,
+                                 keystroke_slots=1, bootstrap_replicates=100))
+    docs, parts = [DOC] * 6, tmp_path / "parts"
+    first = evaluate([MostFrequentSoFar()], docs, cfg, "test", parts=parts, identity="model-a")
+    assert (parts / "frequent.json").is_file()
+
+    def no_measuring(*a, **k):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(assembly, "evaluate_scorer", no_measuring)
+    again = evaluate([MostFrequentSoFar()], docs, cfg, "test", parts=parts, identity="model-a")
+    assert again["models"] == first["models"] and again["keystrokes"] == first["keystrokes"]
+    # another model, other settings or other documents: measured again, never reused
+    for changed in ({"identity": "model-b"}, {"cfg": cfg.replace(eval=dataclasses.replace(cfg.eval, k=3))},
+                    {"docs": docs[:5]}):
+        args = {"identity": "model-a", "cfg": cfg, "docs": docs} | changed
+        with pytest.raises(AssertionError, match="measured again"):
+            evaluate([MostFrequentSoFar()], args["docs"], args["cfg"], "test", parts=parts, identity=args["identity"])
+    (parts / "frequent.json").write_text('{"key": "')  # cut short by a kill
+    with pytest.raises(AssertionError, match="measured again"):
+        evaluate([MostFrequentSoFar()], docs, cfg, "test", parts=parts, identity="model-a")
