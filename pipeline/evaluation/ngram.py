@@ -197,17 +197,19 @@ class KneserNey:
                 out.append(t["w"][t["start"][ci]:t["start"][ci + 1]])
         return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
-    def _prefix_range(self, prefix: str) -> np.ndarray:
-        """Ids of the words (word_ok) that start with `prefix`: one contiguous run of the vocabulary sorted by code
-        point, found by bisection (built on first use)."""
+    def _prefix_range(self, prefix: str) -> tuple[np.ndarray, int, int]:
+        """Ids of the words (word_ok) that start with `prefix`: one contiguous run [lo, hi) of the vocabulary sorted
+        by code point, found by bisection (built on first use); `_alpha_pos[id]` is a word's place in that order."""
         if not hasattr(self, "_alpha"):
             ok = np.flatnonzero(self.word_ok)
             order = sorted(ok.tolist(), key=lambda i: self.vocab[i])
             self._alpha = np.array(order, np.int64)
             self._alpha_words = [self.vocab[i] for i in order]
+            self._alpha_pos = np.full(len(self.vocab), -1, np.int64)
+            self._alpha_pos[self._alpha] = np.arange(len(self._alpha))
         lo = bisect.bisect_left(self._alpha_words, prefix)
         hi = bisect.bisect_left(self._alpha_words, prefix + "\U0010ffff", lo)
-        return self._alpha[lo:hi]
+        return self._alpha[lo:hi], lo, hi
 
     def top_words(self, contexts: Sequence[Sequence[str]], k: int, bos: bool = True,
                   prefixes: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
@@ -222,8 +224,9 @@ class KneserNey:
             seen = seen[self.word_ok[seen]]
             prefix = prefixes[i] if prefixes else ""
             if prefix:
-                match = self._prefix_range(prefix)
-                seen = seen[np.isin(seen, match)]
+                match, lo, hi = self._prefix_range(prefix)
+                at = self._alpha_pos[seen]  # a range test on the sorted order: np.isin sorted both sides per call
+                seen = seen[(at >= lo) & (at < hi)]
                 head_n = k + len(seen)
                 head = match if len(match) <= head_n else \
                     match[np.argpartition(-self.p1[match], head_n - 1)[:head_n]]
