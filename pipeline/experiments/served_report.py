@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.evaluation import acc_text, diff_text, sample_line
-from pipeline.evaluation.keystroke_figures import ECHO_WINDOW
+from pipeline.evaluation.keystroke_figures import ECHO_WINDOW, ksr_text
 from pipeline.evaluation.tables import pooled_kind
 from pipeline.experiments.figures import pyplot, save_figure
 from pipeline.experiments.report import KEYSTROKES_HOW, _cells_table, _table, keystroke_tables_md
@@ -49,7 +49,7 @@ def goals(results: dict[str, Any], net: str, mixed: str, ngram: str) -> list[lis
     if keys:
         m = keys["models"][mixed]
         rows.append([f"mixture keystroke savings ≥ {100 * MIXTURE_KSR:.0f} % ({pooled})",
-                     f"{100 * m['ksr']:.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}] %; 4-gram "
+                     f"{ksr_text(m)} %; 4-gram "
                      f"{100 * keys['models'][ngram]['ksr']:.1f} %; paired {diff_text(keys, mixed)} points",
                      "met" if m["ksr"] >= MIXTURE_KSR else "not met"])
     return rows
