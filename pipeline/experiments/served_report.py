@@ -7,7 +7,6 @@ each validation, TTQ_RUN) with the 4-gram's level drawn."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +68,7 @@ def by_word_form(results: dict[str, Any], cfg: Config, order: list[str], ngram: 
     from pipeline.corpus.prepare import document_sources, documents, prepare
     from pipeline.corpus.tokenizer import Tokenizer
     from pipeline.evaluation import sampled_targets
+    from pipeline.evaluation.assembly import train_word_counts
     from pipeline.evaluation.text_kinds import cell, hit_array, scored_words
 
     docs = documents(cfg, "test")
@@ -77,8 +77,7 @@ def by_word_form(results: dict[str, Any], cfg: Config, order: list[str], ngram: 
     target = [tokens[d][targets[d][i]] for d, idx in enumerate(chosen) for i in idx]  # scored_words' order
     hits = {m: hit_array(results["models"][m]["hits"]["top1"]) for m in order}
     ec = dataclasses.replace(cfg.eval, paired_reference=ngram)
-    rank = {w: r for r, (w, _) in enumerate(Counter(w for d in documents(cfg, "train") for w in d.split())
-                                             .most_common(), 1)}
+    rank = {w: r for r, (w, _) in enumerate(train_word_counts(cfg).most_common(), 1)}
     ranks = np.array([rank.get(w, 0) for w in target])
     tok = Tokenizer(prepare(cfg, log=lambda *a: None).tokenizer_path)
     pieces = np.array([len(p) for p in tok.encode_batch(target)])
