@@ -144,7 +144,8 @@ def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, pr
     still matches and measures the rest."""
     results: dict[str, Any] = {"split": split, "k": cfg.eval.k, "documents": len(docs), "models": {}}
     counts = None
-    for scorer in scorers:
+    # Mixtures last: they are the slowest, so a kill during one loses the least; the tables keep the caller's order.
+    for scorer in sorted(scorers, key=lambda s: isinstance(s, MixtureScorer)):
         key = _part_key(identity, scorer, docs, cfg, probes) if parts is not None else ""
         kept = _part_file(parts, scorer) if parts is not None else None
         if kept is not None and kept.is_file():
@@ -172,6 +173,7 @@ def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, pr
             tmp = kept.with_suffix(".tmp")
             tmp.write_text(json.dumps({"key": key, "result": r}, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, kept)  # whole or not at all
+    results["models"] = {s.name: results["models"][s.name] for s in scorers}
     add_kind_tables(results, docs, sources, cfg.eval)
     return results
 

@@ -1,8 +1,10 @@
 """The mixture of the network, the n-gram and the cache (mixture.py) as a `Scorer` (scorer.py).
 
 It reads through the network's own reading (network_scorer.py) with the top-layer vectors that the cache keys on;
-each batch's ranking and every target's probability come from `mixture.mixed_top`, the function the server ranks
-with, so what is evaluated is what is served.
+each batch's ranking and every target's probability come from `mixture.mixed_search`, what the server ranks with
+(`mixed_top`), so what is evaluated is what is served. The typist's question under each typed prefix is answered
+from the row's search with nothing typed (an exact list and a bound on every word outside it) wherever that settles
+it, and by a search under the prefix only where it does not (settle_stats counts how often).
 """
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ import torch
 
 from pipeline.corpus.cleaning import clean_text, is_word
 from pipeline.evaluation.mixture import (
+    MixedRow,
     MixtureWeights,
     cache_distributions,
     cache_history,
-    known_beaters,
     mix_label,
     mix_probs,
-    mixed_top,
+    mixed_search,
+    ranked,
+    settle_rows,
+    word_probs,
 )
 from pipeline.evaluation.network_scorer import NeuralScorer
 from pipeline.evaluation.ngram import KneserNey, context_tail
@@ -41,9 +46,11 @@ class MixtureScorer:
         self.net, self.lm, self.w, self.K = net, lm, weights, candidates
         self.name = name or mix_label(net.name, weights.parts, lm.order if lm is not None else 0)
         self.pred = net.pred
-        self.search_stats = net.search_stats  # the network's search ranks the mixture's network shortlist
-        # typist rows asked whether their word is in the bar, and those the n-gram's and cache's words answered
-        self.settle_stats = {"rows": 0, "known_out": 0}
+        # rows searched (mixture.mixed_search), searched again wider, left unproven at the widest
+        self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0}
+        # typist rows asked whether their word is in the bar, and those neither the row's search with nothing typed
+        # nor settle_rows could settle (searched again in full under the prefix)
+        self.settle_stats = {"rows": 0, "searched": 0}
 
     # -------------------------------------------------------------------------------------------- per target
     def features(self, docs, targets, vectors, bos: bool = True, theta: float | None = None,
@@ -106,45 +113,84 @@ class MixtureScorer:
             feats = [every[key] for key in nb.keys]
             ctxs = [context_tail(docs[d], j) for d, j in nb.keys]
             words = [docs[d][j] for d, j in nb.keys]
-            scored: list[bool] = []
+            known: list[dict[str, float]] = [{} for _ in nb.keys]  # the network's log-probs per row, kept
+            first: dict[int, MixedRow] = {}  # each row's search with nothing typed: the typist filters it
+            own: dict[int, float] = {}       # the typed word's own mixture probability per row
+            beaten: dict[int, list[tuple[str, float]]] = {}  # words found to beat it, per row
 
-            def rank(k: int, prefixes: list[str] | None, rows: list[int] | None, nb=nb, feats=feats, ctxs=ctxs,
-                     words=words, scored=scored) -> Ranking:
-                if rows is None and not any(prefixes or ()):
-                    # the whole batch's next words: the targets' probabilities come with the ranking (the target
-                    # joins the candidates only when a part proposed it: ranking it regardless would let the answer
-                    # into the shortlist; it is scored in any case)
-                    got, p = mixed_top(self.w, self.lm, self.pred, self.K, nb.state, nb.next_lp, ctxs, feats,
-                                       [""] * len(ctxs), k, bos, score=words)
-                    if logp:
-                        reading.logp.update((key, math.log(v) if v > 0 else -math.inf) for key, v in zip(nb.keys, p))
-                        scored.append(True)
-                    return got
-                rows = list(range(len(ctxs))) if rows is None else rows
-                idx = torch.tensor(rows, device=nb.next_lp.device)
-                return mixed_top(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
-                                 nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows], [feats[i] for i in rows],
-                                 prefixes or [""] * len(rows), k, bos)
-            def settling(k: int, prefixes: list[str] | None, rows: list[int] | None, settle: list[str],
-                         nb=nb, feats=feats, ctxs=ctxs, rank=rank) -> Ranking:
-                # the typist's question: rows where the n-gram's and the cache's candidates already beat the word
-                # k times are answered without the network's beam; the others are ranked in full
-                rows = list(range(len(ctxs))) if rows is None else rows
+            def search(k: int, prefixes: list[str], rows: list[int], score: list[str] | None = None,
+                       nb=nb, feats=feats, ctxs=ctxs, known=known, first=first) -> list[MixedRow]:
+                idx = torch.tensor(rows, dtype=torch.long, device=nb.next_lp.device)
+                got = mixed_search(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
+                                   nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows], [feats[i] for i in rows],
+                                   prefixes, k, bos, [known[i] for i in rows], score, self.search_stats)
+                first.update((i, r) for i, p, r in zip(rows, prefixes, got) if not p)
+                return got
+
+            def rank(k: int, prefixes: list[str] | None, rows: list[int] | None, words=words, nb=nb,
+                     search=search) -> Ranking:
+                whole = rows is None and not any(prefixes or ())
+                rows = list(range(len(words))) if rows is None else rows
                 prefixes = prefixes or [""] * len(rows)
-                idx = torch.tensor(rows, device=nb.next_lp.device)
-                known = known_beaters(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
-                                      nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows],
-                                      [feats[i] for i in rows], prefixes, k, settle, bos)
-                rest = [j for j, b in enumerate(known) if b is None]
+                got = search(k, prefixes, rows, [words[i] for i in rows] if whole and logp else None)
+                if whole and logp:  # the batch's next words: the targets' probabilities come with the ranking
+                    reading.logp.update((nb.keys[i], math.log(r.scored) if r.scored > 0 else -math.inf)
+                                        for i, r in zip(rows, got))
+                return [ranked(r, k, p) for r, p in zip(got, prefixes)]
+
+            def settling(k: int, prefixes: list[str] | None, rows: list[int] | None, settle: list[str],
+                         nb=nb, feats=feats, ctxs=ctxs, known=known, first=first, own=own, beaten=beaten,
+                         search=search) -> Ranking:
+                # the typist's question, answered from the row's search with nothing typed where its exact list
+                # and bound settle it; a search under the prefix only where they do not
+                rows = list(range(len(nb.keys))) if rows is None else rows
+                prefixes = prefixes or [""] * len(rows)
+                fresh = [i for i in dict.fromkeys(rows) if i not in first]
+                if fresh:
+                    search(k, [""] * len(fresh), fresh)
+                fresh = [j for j, i in enumerate(rows) if i not in own]
+                if fresh:
+                    at = [rows[j] for j in fresh]
+                    idx = torch.tensor(at, dtype=torch.long, device=nb.next_lp.device)
+                    got = word_probs(self.w, self.lm, self.pred, select_state(nb.state, idx),
+                                     nb.next_lp.index_select(0, idx), [ctxs[i] for i in at], [feats[i] for i in at],
+                                     [settle[j] for j in fresh], bos, [known[i] for i in at])
+                    own.update(zip(at, got))
+                out: Ranking = []
+                open_rows = []
+                for j, (i, prefix, word) in enumerate(zip(rows, prefixes, settle)):
+                    p, row = own[i], first[i]
+                    beat = sorted({x: v for x, v in row.words + beaten.get(i, []) if v > p and x.startswith(prefix)}
+                                  .items(), key=lambda t: -t[1])
+                    if len(beat) >= k:  # k words it provably cannot pass (found under a shorter prefix, or listed)
+                        out.append(beat[:k])
+                    elif row.bound < p and any(x == word for x, _ in row.words):  # nothing unlisted beats it
+                        out.append(beat + [(word, p)])
+                    else:
+                        out.append([])
+                        open_rows.append(j)
                 self.settle_stats["rows"] += len(rows)
-                self.settle_stats["known_out"] += len(rows) - len(rest)
-                ranked = rank(k, [prefixes[j] for j in rest], [rows[j] for j in rest]) if rest else []
-                out: Ranking = [[(x, math.nan) for x in b] if b is not None else [] for b in known]
-                for j, r in zip(rest, ranked):
-                    out[j] = r
+                if open_rows:
+                    at = [rows[j] for j in open_rows]
+                    idx = torch.tensor(at, dtype=torch.long, device=nb.next_lp.device)
+                    got = settle_rows(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
+                                      nb.next_lp.index_select(0, idx), [ctxs[i] for i in at], [feats[i] for i in at],
+                                      [prefixes[j] for j in open_rows], k, [settle[j] for j in open_rows],
+                                      [own[i] for i in at], [first[i].net_bound for i in at], bos,
+                                      [known[i] for i in at])
+                    for j, answer in zip(open_rows, got):
+                        out[j] = (answer or [])[:k]
+                        if answer and len(answer) >= k and answer[-1][0] != settle[j]:
+                            beaten[rows[j]] = answer  # they still beat it under a longer prefix that they match
+                    open_rows = [j for j, answer in zip(open_rows, got) if answer is None]
+                self.settle_stats["searched"] += len(open_rows)
+                if open_rows:
+                    got = search(k, [prefixes[j] for j in open_rows], [rows[j] for j in open_rows])
+                    for j, r in zip(open_rows, got):
+                        out[j] = ranked(r, k, prefixes[j])
                 return out
             yield TargetBatch(nb.keys, rank, settling)
-            if logp and not scored:
+            if logp and not all(key in reading.logp for key in nb.keys):  # nobody asked for the ranking
                 rank(1, None, None)
 
     def top_words(self, contexts: list[list[str]], k: int, bos: bool = True, warm: list[Warm | None] | None = None,

@@ -188,15 +188,6 @@ class KneserNey:
         keys = np.repeat(self._context_keys([context]), len(self.vocab), axis=0)
         return self._prob(keys, np.arange(len(self.vocab), dtype=np.int64))
 
-    def followers(self, keys_row: np.ndarray) -> np.ndarray:
-        out = []
-        for n in range(2, self.order + 1):
-            t = self.tables[n]
-            ci = np.searchsorted(t["ctx"], keys_row[n - 1])
-            if ci < len(t["ctx"]) and t["ctx"][ci] == keys_row[n - 1]:
-                out.append(t["w"][t["start"][ci]:t["start"][ci + 1]])
-        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
-
     def _prefix_range(self, prefix: str) -> tuple[np.ndarray, int, int]:
         """Ids of the words (word_ok) that start with `prefix`: one contiguous run [lo, hi) of the vocabulary sorted
         by code point, found by bisection (built on first use); `_alpha_pos[id]` is a word's place in that order."""
@@ -213,30 +204,73 @@ class KneserNey:
 
     def top_words(self, contexts: Sequence[Sequence[str]], k: int, bos: bool = True,
                   prefixes: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
-        """The k most probable next *words* (punctuation, </s> and <unk> skipped) with log-probabilities, exactly:
-        a word seen after none of the context's suffixes scores (product of γ) · P_1, so beyond the followers only
-        the unigram ranking's head can enter the top k. With `prefixes`, row i ranks only the words that start with
-        prefixes[i] (its followers that match and the unigram head of the matching words)."""
+        """The k most probable next *words* (punctuation, </s> and <unk> skipped) with log-probabilities, exactly.
+        With `prefixes`, row i ranks only the words that start with prefixes[i].
+
+        Below its one-word context a word's probability is a product of γ times P(w | previous word) when the
+        previous word was seen before it, else times P_1(w): among the words that are no longer context's followers,
+        the ranking is the one-word context's own (kept per previous word, `_below`) and among the rest the unigram
+        ranking. So the candidates are the longer contexts' followers, the head of that kept ranking and the head of
+        the unigram ranking, all scored exactly at the end."""
         all_keys = self._context_keys(contexts, bos)
         out = []
         for i, keys in enumerate(all_keys):
-            seen = self.followers(keys)
-            seen = seen[self.word_ok[seen]]
             prefix = prefixes[i] if prefixes else ""
+            upper = [self._followers_at(n, keys[n - 1]) for n in range(3, self.order + 1)]
+            upper = np.concatenate(upper) if upper else np.zeros(0, np.int64)
+            upper = upper[self.word_ok[upper]]
+            below, rest = self._below(int(keys[1])) if self.order > 1 else (np.zeros(0, np.int64), self.ranked_words)
             if prefix:
-                match, lo, hi = self._prefix_range(prefix)
-                at = self._alpha_pos[seen]  # a range test on the sorted order: np.isin sorted both sides per call
-                seen = seen[(at >= lo) & (at < hi)]
-                head_n = k + len(seen)
-                head = match if len(match) <= head_n else \
-                    match[np.argpartition(-self.p1[match], head_n - 1)[:head_n]]
-            else:
-                head = self.ranked_words[:k + len(seen)]
-            cand = np.unique(np.concatenate([seen, head]))
+                _, lo, hi = self._prefix_range(prefix)
+                inside = lambda ids: ids[(self._alpha_pos[ids] >= lo) & (self._alpha_pos[ids] < hi)]  # noqa: E731
+                upper, below = inside(upper), inside(below)
+                rest = self._unigram_head(prefix, k, below)
+            if len(rest) < k and not prefix and len(rest) < len(self.ranked_words) - len(below):
+                rest = self._unigram_head("", k, below)
+            # k of each ranking suffice: a longer context's follower scores at least what its place in them says
+            # (α ≥ 0), so one ahead of a word of the top k is in the top k too
+            cand = np.unique(np.concatenate([upper, below[:k], rest[:k]]))
             p = self._prob(np.broadcast_to(keys, (len(cand), self.order)), cand)
             best = np.argsort(-p, kind="stable")[:k]
             out.append([(self.vocab[cand[i]], math.log(p[i])) for i in best])
         return out
+
+    def _followers_at(self, n: int, ck: int) -> np.ndarray:
+        """The words seen after the order-n context key ck (none when it was never seen)."""
+        t = self.tables[n]
+        ci = np.searchsorted(t["ctx"], ck)
+        return t["w"][t["start"][ci]:t["start"][ci + 1]] if ci < len(t["ctx"]) and t["ctx"][ci] == ck \
+            else np.zeros(0, np.int64)
+
+    _REST = 256  # how much of the unigram ranking beyond a previous word's followers `_below` keeps
+
+    def _below(self, ck: int) -> tuple[np.ndarray, np.ndarray]:
+        """For a one-word context key: the words seen after it, best first by P(w | it), and the head of the unigram
+        ranking without them. Kept per key (a server or an evaluation asks after the same words again and again)."""
+        memo = self.__dict__.setdefault("_below_memo", {})
+        got = memo.get(ck)
+        if got is None:
+            seen = self._followers_at(2, ck)
+            seen = seen[self.word_ok[seen]]
+            keys = np.full((len(seen), self.order), -1, np.int64)  # orders above 2 unseen: P(w | this word)
+            keys[:, 0], keys[:, 1] = 0, ck
+            below = seen[np.argsort(-self._prob(keys, seen), kind="stable")]
+            got = (below, self._unigram_head("", self._REST, below))
+            if len(memo) > 100_000:
+                memo.clear()
+            memo[ck] = got
+        return got
+
+    def _unigram_head(self, prefix: str, n: int, skip: np.ndarray) -> np.ndarray:
+        """The n best words by P_1 (that start with `prefix`) that are not in `skip`."""
+        if not prefix:
+            head = self.ranked_words[:n + len(skip)]
+        else:
+            match, _, _ = self._prefix_range(prefix)
+            m = n + len(skip)
+            head = match if len(match) <= m else match[np.argpartition(-self.p1[match], m - 1)[:m]]
+            head = head[np.argsort(-self.p1[head], kind="stable")]
+        return head[~np.isin(head, skip)][:n]
 
 
 # ------------------------------------------------------------------------------------------------------- ARPA files

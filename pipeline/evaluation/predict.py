@@ -206,6 +206,23 @@ class WordPredictor:
             todo, width = todo[again], min(width * 4, self.max_beam_width)
         return out
 
+    @stepwise
+    def search_words(self, state: State, next_lp: Tensor, width: int, prefixes: list[str],
+                     floors: list[float] | None = None) -> tuple[list[list[tuple[str, float]]], list[float]]:
+        """One beam search of `width` per row (under prefixes[i]): every word it finds with its exact log-probability,
+        best first, and a bound no word it did not find scores above (the best score it dropped, or its width-th
+        word: beams below that were not extended). What a caller that mixes the network with other parts needs:
+        whatever the beam missed is bounded, so the mixture's own top k can be proven (mixture.mixed_search).
+        `floors[i]`: row i only wants words above it (beams at or below it are not extended, and the row stops
+        once `width` words beat it); a word not found then scores at most max(bound, floor)."""
+        want = [b" " + p.encode("utf-8") if p else b"" for p in prefixes]
+        self.search_stats["rows"] += len(want)
+        found, dropped = self._search(state, next_lp, width, width, want, floors, every=True)
+        bounds = [max(b, row[width - 1][1] if len(row) >= width else -math.inf) for row, b in zip(found, dropped)]
+        if floors is not None:  # a row that found `width` words above its floor stopped with beams unextended
+            bounds = [0.0 if sum(v > f for _, v in row) >= width else b for row, b, f in zip(found, bounds, floors)]
+        return found, bounds
+
     def _settling(self, state: State, next_lp: Tensor, settle: list[str], want: list[bytes]
                   ) -> tuple[Tensor, list[float]]:
         """For top_words' `settle`: the rows still to search and a floor per row, its word's own score (a word

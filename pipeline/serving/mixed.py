@@ -3,11 +3,11 @@ the model carries a fitted mixture (pipeline/evaluation/mixture.py), mixed with 
 the typed text. The mixture is the default; `mix="net"` asks for the network alone, to compare.
 
 One request, mixed:  split off the word being typed (if any) → read the (new) pieces of the words before it →
-`mixture.mixed_top`, the same function the evaluation ranks with: the network's best K, the n-gram's exact top K and
-the cache's K heaviest words (keys: the top-layer output that preceded each typed word, kept by the state cache), all
-under the typed prefix → the network's exact probability of every candidate it did not rank → λ(context
-class)-weighted sum → top k. Each keystroke inside a word re-reads nothing: the words before it are unchanged, so the
-state cache serves them.
+`mixture.mixed_top`, the same function the evaluation ranks with: the mixture's exact top k under the typed prefix,
+from the network's beam, the n-gram's top K and the cache's K heaviest words (keys: the top-layer output that preceded
+each typed word, kept by the state cache), each with a bound on what it did not list, the network's exact probability
+of the listed words that could still reach the top k, λ(context class)-weighted sum → top k. Each keystroke inside
+a word re-reads nothing: the words before it are unchanged, so the state cache serves them.
 """
 from __future__ import annotations
 

@@ -139,9 +139,10 @@ def test_only_the_parts_candidates_are_ranked(net):
 
 
 @pytest.mark.slow
-def test_the_mixtures_typist_skips_the_beam_only_where_the_answer_is_known(net, monkeypatch):
-    """Rows whose n-gram and cache candidates already beat the typed word k times are answered without the
-    network's beam; the characters typed are those of the full ranking at every character."""
+def test_the_mixtures_typist_searches_again_only_where_its_first_list_cannot_say(net, monkeypatch):
+    """Under a typed prefix, the row's search with nothing typed (exact words and a bound on the rest) settles most
+    rows; a search under the prefix runs for the others; the characters typed are those of the full ranking under
+    every prefix."""
     from pipeline.evaluation import type_documents
     from pipeline.evaluation.scorer import TargetBatch
 
@@ -152,13 +153,50 @@ def test_the_mixtures_typist_skips_the_beam_only_where_the_answer_is_known(net, 
     targets = [[j for j, t in enumerate(d) if t != "."] for d in docs]
     mix = MixtureScorer(net, lm, weights, candidates=10)
     fast = type_documents(mix, docs, targets, 3)
-    assert mix.settle_stats["known_out"] > 0 and mix.settle_stats["rows"] > mix.settle_stats["known_out"]
+    assert 0 < mix.settle_stats["searched"] < mix.settle_stats["rows"]
     full_mix = MixtureScorer(net, lm, weights, candidates=10)
     words = TargetBatch.words
     monkeypatch.setattr(TargetBatch, "words", lambda self, k, prefixes=None, rows=None, settle=None:
                         words(self, k, prefixes, rows))  # every bar ranked in full
     assert type_documents(full_mix, docs, targets, 3) == fast and full_mix.settle_stats["rows"] == 0
     assert any(t > 0 for t, _ in fast.values())
+
+
+def test_the_mixtures_top_k_is_exact(net):
+    """mixed_search's top k is the top k of the mixture's exact probability over every word the parts can name: the
+    n-gram's vocabulary, the cache's words and a very wide network search, scored one by one."""
+    from pipeline.evaluation.mixture import mix_probs, mixed_search
+    from pipeline.evaluation.ngram import context_tail
+
+    lm = KneserNey(3).fit(synthetic_docs(80, 3))
+    weights = MixtureWeights(("net", "kn", "cache"), {"all": [0.5, 0.3, 0.2]}, theta=0.5, window=50,
+                             context_dependent=False)
+    mix = MixtureScorer(net, lm, weights, candidates=4)
+    doc = synthetic_docs(1, 5)[0].split()[:30] + ["क"]
+    targets = [[j for j, t in enumerate(doc) if t != "."][5:]]
+    checked = 0
+    for nb in net.read([doc], targets, logp=False, vectors=True):
+        feats = mix.features([doc], [[j for _, j in nb.keys]], nb.vectors, full=True)
+        for r, key in enumerate(nb.keys):
+            ctx, feat = context_tail(doc, key[1]), feats[key]
+            state = tuple(s[:, r:r + 1] for s in nb.state)
+            lp = nb.next_lp[r:r + 1]
+            for prefix in ("", doc[key[1]][:1]):
+                row = mixed_search(weights, lm, net.pred, 4, state, lp, [ctx], [feat], [prefix], 3)[0]
+                wide, _ = net.pred.search_words(state, lp, 128, [prefix])
+                names = {x for x, _ in wide[0]} | {x for x in feat["cache"] if x.startswith(prefix)} | \
+                    {lm.vocab[i] for i in np.flatnonzero(lm.word_ok) if lm.vocab[i].startswith(prefix)}
+                names = sorted(names)
+                net_lp = dict(zip(names, net.pred.word_log_prob(state.__class__(s.expand(-1, len(names), -1)
+                                                                                for s in state),
+                                                                 lp.expand(len(names), -1), names).tolist()))
+                probs = mix_probs(weights, lm, feat, ctx, names, net_lp, True)
+                best = sorted(zip(names, probs), key=lambda t: -t[1])[:3]
+                assert row.proven(3)
+                assert [x for x, _ in row.words[:3]] == [x for x, _ in best]
+                assert [p for _, p in row.words[:3]] == pytest.approx([p for _, p in best], rel=1e-4)
+                checked += 1
+    assert checked >= 40
 
 
 def test_mix_command_fits_and_writes_every_row(trained_checkpoint, tiny_config, tmp_path):

@@ -46,6 +46,32 @@ def test_top_words_under_a_prefix_are_the_exact_top_of_the_matching_words(lm, pr
         assert [s for _, s in got] == pytest.approx([math.log(p[i]) for i in ranked])
 
 
+def test_top_words_stay_exact_when_a_ranking_runs_past_what_is_kept():
+    """A larger vocabulary, and `_below` keeping only 5 words of the unigram ranking: every ranking, with or without
+    a prefix, is still the exact top of the distribution."""
+    import random
+
+    rng = random.Random(3)
+    letters = "कखगघचजटडतदनपबमयरलवसह"
+    words = list(dict.fromkeys("".join(rng.choice(letters) for _ in range(rng.randint(1, 3))) for _ in range(400)))
+    docs = [" ".join(rng.choice(words[:rng.choice((30, 400))]) for _ in range(rng.randint(3, 12))) for _ in range(300)]
+    lm = KneserNey(3).fit(docs)
+    lm._REST = 5
+    checked = 0
+    for doc in docs[:40]:
+        toks = doc.split()
+        for j in range(len(toks)):
+            context = toks[:j]
+            p = lm.distribution(context)
+            for prefix, k in (("", 3), ("", 25), (toks[j][:1], 12)):
+                ranked = [i for i in np.argsort(-p, kind="stable")
+                          if lm.word_ok[i] and lm.vocab[i].startswith(prefix)][:k]
+                got = lm.top_words([context], k, prefixes=[prefix])[0]
+                assert [s for _, s in got] == pytest.approx([math.log(p[i]) for i in ranked])
+                checked += 1
+    assert checked > 500
+
+
 def _count(lm, n, context, word):
     t = lm.tables[n]
     ck = lm._context_keys([context])[0, n - 1]
