@@ -1,8 +1,8 @@
 """The mixture's network shortlist (issue 22): `python -m pipeline bench --only mixture_shortlist --config
 configs/experiment.yaml`.
 
-mixture.mixed_top takes the network's best K words from one beam of width K instead of the proven-exact top K. This
-measures what that trades, on the same rows (the states before $BENCH_ROWS seeded test words, default 1000): search
+Until issue 29, mixture.mixed_top took the network's best K words from one beam of width K instead of the
+proven-exact top K (the mixture's ranking is now exact: mixture.mixed_search). This measures what that traded, on the same rows (the states before $BENCH_ROWS seeded test words, default 1000): search
 milliseconds per row both ways, how often the proof would have widened the beam, and how far the two shortlists
 agree (the whole set of K, and the network's top 5 in order).
 

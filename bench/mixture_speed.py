@@ -4,7 +4,7 @@
 The model's fitted mixture (network + n-gram + neural cache, the same K as it is served with) against the network
 alone, in the same run, on the config's test split:
 
-    evaluate    top-k over the scored words (exact for the network; the mixture's shortlist as in mixture.mixed_top)
+    evaluate    top-k over the scored words (exact for both: the mixture's by mixture.mixed_search)
     keystrokes  the typist of pipeline/evaluation/keystrokes.py with a bar of eval.keystroke_slots words
 
 Model: $MARATHI_NWP_BENCH_MODEL, else the newest checkpoint under train.runs_dir that carries a mixture. Words:
@@ -78,6 +78,9 @@ def _run(cfg) -> dict:
             out[f"{phase}_{name}"] = {"seconds": round(s, 1), "words_per_s": round(info["words"] / s, 1),
                                       "whole_split_minutes" + ("" if scale == 1 else "_extrapolated"):
                                       round(s * scale / 60, 2)}
+        out[f"{phase}_mixture"]["searches"] = dict(mixed.search_stats)
+        if phase == "keystrokes":  # typist rows, and those only a full search under the prefix settled
+            out["keystrokes_mixture"]["settle"] = dict(mixed.settle_stats)
         out[f"{phase}_mixture_over_network"] = round(out[f"{phase}_mixture"]["seconds"]
                                                      / out[f"{phase}_network"]["seconds"], 2)
     key = "whole_split_minutes" + ("" if scale == 1 else "_extrapolated")
