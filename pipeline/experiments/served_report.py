@@ -150,6 +150,26 @@ def plot_curve(figures: dict[str, Any], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def speed_section(results: dict[str, Any], order: list[str]) -> list[str]:
+    """How long each model's top-k pass and typist took in this run (wall clock of the run's own progress bars: a
+    run paused or sharing its cores shows slower than `make bench` measures on quiet cores)."""
+    rows = []
+    for name in order:
+        r = results["models"][name]
+        ks = r.get("keystrokes") or {}
+        cells = [f"`{name}`"]
+        for speed in (r.get("words_per_s"), ks.get("words_per_s")):
+            cells.append(f"{speed:,.0f} words/s ({r['words'] / speed / 60:.1f} min)" if speed else "—")
+        beam = r.get("beam") or {}
+        cells.append(", ".join(f"{k} {v:,}" for k, v in beam.items()) if beam else "—")
+        rows.append(cells)
+    return ["## How long it took", "",
+            "Each model's top-k pass over the scored words and its typist, as this run timed them (the run's own wall "
+            "clock; `make bench` times them on quiet cores: the `mixture_speed` and `typist` records). The search "
+            "counts: rows searched, searched again wider, left unproven at the widest beam.", ""] + \
+        _table(["model", "top-k pass", "typist", "search"], rows) + [""]
+
+
 def write(cfg: Config, run_dir: Path, out: Path, bench_results: Path, config_file: str) -> Path:
     results_file = run_dir / "evaluation" / "results.json"
     if not results_file.is_file():
@@ -186,6 +206,7 @@ def write(cfg: Config, run_dir: Path, out: Path, bench_results: Path, config_fil
         L += [f"## Keystroke savings, W = {cfg.eval.keystroke_slots}", "", KEYSTROKES_HOW.format(window=ECHO_WINDOW),
               "", f"The typist's words: {sample_line(results['keystroke_sample'])}.", ""]
         L += keystroke_tables_md(results["keystrokes"])
+    L += speed_section(results, order)
     L += curve_section(curve_record(bench_results, run_dir), run_dir, out.parent / out.stem / "time_to_quality.png",
                        f"{out.stem}/time_to_quality.png")
     out.parent.mkdir(parents=True, exist_ok=True)
