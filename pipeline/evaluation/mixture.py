@@ -235,7 +235,7 @@ def _weights(w: MixtureWeights, feat: dict) -> tuple[float, float, float]:
 class MixedRow:
     """One context's search: words with their exact mixture probabilities, best first, and a bound that no word
     outside the list exceeds. Its top k are proven when the k-th probability is at least the bound. `scored`: the
-    probability of the word the caller asked to score (listed or not)."""
+    natural log of the mixture probability of the word the caller asked to score (listed or not)."""
     words: list[tuple[str, float]]
     bound: float
     scored: float | None = None
@@ -260,8 +260,8 @@ def mixed_search(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int,
     (DESIGN §7), the n-gram's vocabulary and the cache's words.
 
     `known[i]`: the network's log-probabilities already computed for row i (kept by a caller that asks again under
-    longer prefixes of the same context); `score[i]`: a word whose exact probability is wanted (MixedRow.scored); it
-    is ranked only where a part lists it, as any other word."""
+    longer prefixes of the same context); `score[i]`: a word whose exact log-probability is wanted (MixedRow.scored);
+    it is ranked only where a part lists it, as any other word."""
     n = len(contexts)
     known = known if known is not None else [{} for _ in range(n)]
     lams = [_weights(w, f) for f in feats]
@@ -320,8 +320,9 @@ def mixed_search(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int,
                 else:  # left unscored: it cannot reach the top k, and the bound covers it
                     bound = max(bound, base[x] + ln * u_net)
             scored = None
-            if score:
-                scored = dict(listed).get(score[i], 0.0)
+            if score:  # in logs: a long unseen word's network probability underflows a float
+                x = score[i]
+                scored = _log_sum(base[x], ln, known[i].get(x, -math.inf) if ln else -math.inf)
                 if i in unlisted:
                     listed = [t for t in listed if t[0] != score[i]]  # no part lists it: scored, not ranked
             listed.sort(key=lambda t: -t[1])
@@ -336,6 +337,17 @@ def mixed_search(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int,
             stats["widened"] = stats.get("widened", 0) + len(again)
         todo, width = again, min(width * 4, pred.max_beam_width)
     return out
+
+
+def _log_sum(base: float, lam: float, log_p: float) -> float:
+    """log(base + lam·exp(log_p)), without underflow when log_p is very negative."""
+    terms = [math.log(base)] if base > 0 else []
+    if lam > 0 and log_p > -math.inf:
+        terms.append(math.log(lam) + log_p)
+    if not terms:
+        return -math.inf
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms))
 
 
 def settle_rows(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, state, next_lp: torch.Tensor,
@@ -442,17 +454,12 @@ def word_probs(w: MixtureWeights, lm: KneserNey | None, pred, state, next_lp: to
 
 def mixed_top(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int, state, next_lp: torch.Tensor,
               contexts: list[list[str]], feats: list[dict], prefixes: list[str], k: int, bos: bool = True,
-              score: list[str] | None = None, stats: dict[str, int] | None = None
-              ) -> list[list[tuple[str, float]]] | tuple[list, list[float]]:
+              stats: dict[str, int] | None = None) -> list[list[tuple[str, float]]]:
     """The mixture's top k after each context (`mixed_search`), completing prefixes[i] when it is not "": a
     completion's probabilities are renormalised over the words the search listed, all of which match the prefix.
-    The server and the evaluation both rank with this function: what is measured is what is served. `score[i]`: a
-    word whose mixture probability is also wanted (the evaluation's target; 0 when no part can name it); then (top
-    lists, probabilities of the scored words) is returned."""
-    rows = mixed_search(w, lm, pred, candidates, state, next_lp, contexts, feats, prefixes, k, bos, score=score,
-                        stats=stats)
-    out = [ranked(row, k, prefix) for row, prefix in zip(rows, prefixes)]
-    return (out, [row.scored for row in rows]) if score else out
+    The server and the evaluation both rank with `mixed_search`: what is measured is what is served."""
+    rows = mixed_search(w, lm, pred, candidates, state, next_lp, contexts, feats, prefixes, k, bos, stats=stats)
+    return [ranked(row, k, prefix) for row, prefix in zip(rows, prefixes)]
 
 
 def ranked(row: MixedRow, k: int, prefix: str = "") -> list[tuple[str, float]]:

@@ -134,7 +134,7 @@ class MixtureScorer:
                 prefixes = prefixes or [""] * len(rows)
                 got = search(k, prefixes, rows, [words[i] for i in rows] if whole and logp else None)
                 if whole and logp:  # the batch's next words: the targets' probabilities come with the ranking
-                    reading.logp.update((nb.keys[i], math.log(r.scored) if r.scored > 0 else -math.inf)
+                    reading.logp.update((nb.keys[i], r.scored)
                                         for i, r in zip(rows, got))
                 return [ranked(r, k, p) for r, p in zip(got, prefixes)]
 
