@@ -2,8 +2,9 @@
 configs/experiment.yaml`.
 
 Until issue 29, mixture.mixed_top took the network's best K words from one beam of width K instead of the
-proven-exact top K (the mixture's ranking is now exact: mixture.mixed_search). This measures what that traded, on the same rows (the states before $BENCH_ROWS seeded test words, default 1000): search
-milliseconds per row both ways, how often the proof would have widened the beam, and how far the two shortlists
+proven-exact top K (the mixture's ranking is now exact: mixture_search.mixed_search). This measures what that
+traded, on the same rows (the states before $BENCH_ROWS seeded test words, default 1000): search milliseconds per row
+both ways, how often the proof would have widened the beam, and how far the two shortlists
 agree (the whole set of K, and the network's top 5 in order).
 
 Model: $MARATHI_NWP_BENCH_MODEL, else the newest checkpoint with a mixture under train.runs_dir (mixture_speed's).

@@ -4,7 +4,7 @@
 The model's fitted mixture (network + n-gram + neural cache, the same K as it is served with) against the network
 alone, in the same run, on the config's test split:
 
-    evaluate    top-k over the scored words (exact for both: the mixture's by mixture.mixed_search)
+    evaluate    top-k over the scored words (exact for both: the mixture's by mixture_search.mixed_search)
     keystrokes  the typist of pipeline/evaluation/keystrokes.py with a bar of eval.keystroke_slots words
 
 Model: $MARATHI_NWP_BENCH_MODEL, else the newest checkpoint under train.runs_dir that carries a mixture. Words:

@@ -188,7 +188,7 @@ def run(cfg: Config) -> dict:
     entries = os.environ.get("TTQ_CELLS", "lstm,rnn_tanh,gru").split(",")
     minutes = budgets(entries, os.environ.get("TTQ_MINUTES", "30"))
     every = float(os.environ.get("TTQ_EVERY_MINUTES", "3")) * 60
-    prepared = prepare(cfg)
+    prepare(cfg)  # the tokenizer and token streams the runs below train on
     cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, max_words=int(os.environ.get("TTQ_SAMPLE_WORDS", "3000"))))
     docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
     t = time.perf_counter()

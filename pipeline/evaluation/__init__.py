@@ -3,8 +3,9 @@
     primitives        typed (what was typed: context and prefix, the pieces that spell it), then predict (whole
                       words from pieces), ngram, sampling, distance, bootstrap, intervals, text_kinds, attribution,
                       probe_constructions, probe_generation, warm (warm starts)
-    the served model  mixture: weights, storage, cache, mixing, `mixed_top` (all the server imports of this package
-                      besides predict, typed and attribution)
+    the served model  mixture: weights, storage, cache, mixing; then mixture_search: its exact top k (`mixed_top`)
+                      and the typist's settling (all the server imports of this package besides predict, typed and
+                      attribution)
     the protocol      scorer: `Scorer`, `TargetBatch`, `Reading`, `read_all`
     adapters          network_scorer, ngram_scorer, then mixture_scorer
     consumers         ablation (context ablation, copy test), then loop (the evaluation loop, context curves);

@@ -1,7 +1,7 @@
 """The mixture of the network, the n-gram and the cache (mixture.py) as a `Scorer` (scorer.py).
 
 It reads through the network's own reading (network_scorer.py) with the top-layer vectors that the cache keys on;
-each batch's ranking and every target's probability come from `mixture.mixed_search`, what the server ranks with
+each batch's ranking and every target's probability come from `mixture_search.mixed_search`, what the server ranks with
 (`mixed_top`), so what is evaluated is what is served. The typist's question under each typed prefix is answered
 from the row's search with nothing typed (an exact list and a bound on every word outside it) wherever that settles
 it, and by a search under the prefix only where it does not (settle_stats counts how often).
@@ -16,18 +16,8 @@ import numpy as np
 import torch
 
 from pipeline.corpus.cleaning import clean_text, is_word
-from pipeline.evaluation.mixture import (
-    MixedRow,
-    MixtureWeights,
-    cache_distributions,
-    cache_history,
-    mix_label,
-    mix_probs,
-    mixed_search,
-    ranked,
-    settle_rows,
-    word_probs,
-)
+from pipeline.evaluation.mixture import MixtureWeights, cache_distributions, cache_history, mix_label, mix_probs
+from pipeline.evaluation.mixture_search import MixedRow, mixed_search, ranked, settle_rows, word_probs
 from pipeline.evaluation.network_scorer import NeuralScorer
 from pipeline.evaluation.ngram import KneserNey, context_tail
 from pipeline.evaluation.predict import select_state
@@ -46,7 +36,7 @@ class MixtureScorer:
         self.net, self.lm, self.w, self.K = net, lm, weights, candidates
         self.name = name or mix_label(net.name, weights.parts, lm.order if lm is not None else 0)
         self.pred = net.pred
-        # rows searched (mixture.mixed_search), searched again wider, left unproven at the widest
+        # rows searched (mixture_search.mixed_search), searched again wider, left unproven at the widest
         self.search_stats = {"rows": 0, "widened": 0, "not_exact": 0}
         # typist rows asked whether their word is in the bar, and those neither the row's search with nothing typed
         # nor settle_rows could settle (searched again in full under the prefix)

@@ -212,7 +212,7 @@ class WordPredictor:
         """One beam search of `width` per row (under prefixes[i]): every word it finds with its exact log-probability,
         best first, and a bound no word it did not find scores above (the best score it dropped, or its width-th
         word: beams below that were not extended). What a caller that mixes the network with other parts needs:
-        whatever the beam missed is bounded, so the mixture's own top k can be proven (mixture.mixed_search).
+        whatever the beam missed is bounded, so the mixture's own top k can be proven (mixture_search.mixed_search).
         `floors[i]`: row i only wants words above it (beams at or below it are not extended, and the row stops
         once `width` words beat it); a word not found then scores at most max(bound, floor)."""
         want = [b" " + p.encode("utf-8") if p else b"" for p in prefixes]

@@ -3,7 +3,7 @@ the model carries a fitted mixture (pipeline/evaluation/mixture.py), mixed with 
 the typed text. The mixture is the default; `mix="net"` asks for the network alone, to compare.
 
 One request, mixed:  split off the word being typed (if any) → read the (new) pieces of the words before it →
-`mixture.mixed_top`, the same function the evaluation ranks with: the mixture's exact top k under the typed prefix,
+`mixture_search.mixed_top`, the same search the evaluation ranks with: the mixture's exact top k under the typed prefix,
 from the network's beam, the n-gram's top K and the cache's K heaviest words (keys: the top-layer output that preceded
 each typed word, kept by the state cache), each with a bound on what it did not list, the network's exact probability
 of the listed words that could still reach the top k, λ(context class)-weighted sum → top k. Each keystroke inside
@@ -21,10 +21,10 @@ from pipeline.evaluation.mixture import (  # noqa: F401 - mixture_dir: where the
     Mixture,
     cache_distributions,
     cache_history,
-    mixed_top,
     mixture_dir,
     mixture_of,
 )
+from pipeline.evaluation.mixture_search import mixed_top
 from pipeline.evaluation.predict import cat_states, completions
 from pipeline.evaluation.typed import typed_word
 from pipeline.serving.statecache import IncrementalPredictor

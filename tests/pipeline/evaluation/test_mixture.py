@@ -165,7 +165,8 @@ def test_the_mixtures_typist_searches_again_only_where_its_first_list_cannot_say
 def test_the_mixtures_top_k_is_exact(net):
     """mixed_search's top k is the top k of the mixture's exact probability over every word the parts can name: the
     n-gram's vocabulary, the cache's words and a very wide network search, scored one by one."""
-    from pipeline.evaluation.mixture import mix_probs, mixed_search
+    from pipeline.evaluation.mixture import mix_probs
+    from pipeline.evaluation.mixture_search import mixed_search
     from pipeline.evaluation.ngram import context_tail
 
     lm = KneserNey(3).fit(synthetic_docs(80, 3))

@@ -84,7 +84,7 @@ def test_text_ending_in_a_word_gets_its_completions_and_says_so(client, mixed_ch
     assert done["completing"] == prefix and done["words"]
     assert all(w["word"].startswith(prefix) for w in done["words"])
     assert sum(w["prob"] for w in done["words"]) <= 1 + 1e-9
-    # the evaluator's completions on the same text: the server ranks with the same function (mixture.mixed_top)
+    # the evaluator's completions on the same text: the server ranks with the same function (mixture_search.mixed_top)
     from pipeline.evaluation import NeuralScorer
     from pipeline.evaluation import MixtureScorer
 
