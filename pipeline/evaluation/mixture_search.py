@@ -105,7 +105,8 @@ def mixed_search(w: MixtureWeights, lm: KneserNey | None, pred, candidates: int,
             ln, lk, lc = lams[i]
             cache = feats[i]["cache"]
             base = {x: lk * p + lc * cache.get(x, 0.0) for x, p in zip(words, kp)}
-            low = sorted((base[x] + (ln * math.exp(known[i][x]) if x in known[i] else 0.0) for x in words),
+            ranked_words = words[:-1] if i in unlisted else words  # an unlisted scored word takes no place
+            low = sorted((base[x] + (ln * math.exp(known[i][x]) if x in known[i] else 0.0) for x in ranked_words),
                          reverse=True)
             floor = low[k - 1] if len(low) >= k else 0.0
             # the network's exact probability where the word could still reach the top k, or must be scored
