@@ -108,12 +108,16 @@ class MixtureScorer:
             own: dict[int, float] = {}       # the typed word's own mixture probability per row
             beaten: dict[int, list[tuple[str, float]]] = {}  # words found to beat it, per row
 
-            def search(k: int, prefixes: list[str], rows: list[int], score: list[str] | None = None,
-                       nb=nb, feats=feats, ctxs=ctxs, known=known, first=first) -> list[MixedRow]:
+            def at(rows: list[int], nb=nb, feats=feats, ctxs=ctxs) -> tuple:
+                """The network's states, next-piece log-probs, contexts and features of these rows of the batch."""
                 idx = torch.tensor(rows, dtype=torch.long, device=nb.next_lp.device)
-                got = mixed_search(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
-                                   nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows], [feats[i] for i in rows],
-                                   prefixes, k, bos, [known[i] for i in rows], score, self.search_stats)
+                return (select_state(nb.state, idx), nb.next_lp.index_select(0, idx), [ctxs[i] for i in rows],
+                        [feats[i] for i in rows])
+
+            def search(k: int, prefixes: list[str], rows: list[int], score: list[str] | None = None,
+                       known=known, first=first, at=at) -> list[MixedRow]:
+                got = mixed_search(self.w, self.lm, self.pred, self.K, *at(rows), prefixes, k, bos,
+                                   [known[i] for i in rows], score, self.search_stats)
                 first.update((i, r) for i, p, r in zip(rows, prefixes, got) if not p)
                 return got
 
@@ -124,13 +128,11 @@ class MixtureScorer:
                 prefixes = prefixes or [""] * len(rows)
                 got = search(k, prefixes, rows, [words[i] for i in rows] if whole and logp else None)
                 if whole and logp:  # the batch's next words: the targets' probabilities come with the ranking
-                    reading.logp.update((nb.keys[i], r.scored)
-                                        for i, r in zip(rows, got))
+                    reading.logp.update((nb.keys[i], r.scored) for i, r in zip(rows, got))
                 return [ranked(r, k, p) for r, p in zip(got, prefixes)]
 
             def settling(k: int, prefixes: list[str] | None, rows: list[int] | None, settle: list[str],
-                         nb=nb, feats=feats, ctxs=ctxs, known=known, first=first, own=own, beaten=beaten,
-                         search=search) -> Ranking:
+                         nb=nb, known=known, first=first, own=own, beaten=beaten, search=search, at=at) -> Ranking:
                 # the typist's question, answered from the row's search with nothing typed where its exact list
                 # and bound settle it; a search under the prefix only where they do not
                 rows = list(range(len(nb.keys))) if rows is None else rows
@@ -140,12 +142,9 @@ class MixtureScorer:
                     search(k, [""] * len(fresh), fresh)
                 fresh = [j for j, i in enumerate(rows) if i not in own]
                 if fresh:
-                    at = [rows[j] for j in fresh]
-                    idx = torch.tensor(at, dtype=torch.long, device=nb.next_lp.device)
-                    got = word_probs(self.w, self.lm, self.pred, select_state(nb.state, idx),
-                                     nb.next_lp.index_select(0, idx), [ctxs[i] for i in at], [feats[i] for i in at],
-                                     [settle[j] for j in fresh], bos, [known[i] for i in at])
-                    own.update(zip(at, got))
+                    some = [rows[j] for j in fresh]
+                    own.update(zip(some, word_probs(self.w, self.lm, self.pred, *at(some), [settle[j] for j in fresh],
+                                                    bos, [known[i] for i in some])))
                 out: Ranking = []
                 open_rows = []
                 for j, (i, prefix, word) in enumerate(zip(rows, prefixes, settle)):
@@ -161,13 +160,10 @@ class MixtureScorer:
                         open_rows.append(j)
                 self.settle_stats["rows"] += len(rows)
                 if open_rows:
-                    at = [rows[j] for j in open_rows]
-                    idx = torch.tensor(at, dtype=torch.long, device=nb.next_lp.device)
-                    got = settle_rows(self.w, self.lm, self.pred, self.K, select_state(nb.state, idx),
-                                      nb.next_lp.index_select(0, idx), [ctxs[i] for i in at], [feats[i] for i in at],
-                                      [prefixes[j] for j in open_rows], k, [settle[j] for j in open_rows],
-                                      [own[i] for i in at], [first[i].net_bound for i in at], bos,
-                                      [known[i] for i in at])
+                    some = [rows[j] for j in open_rows]
+                    got = settle_rows(self.w, self.lm, self.pred, self.K, *at(some), [prefixes[j] for j in open_rows],
+                                      k, [settle[j] for j in open_rows], [own[i] for i in some],
+                                      [first[i].net_bound for i in some], bos, [known[i] for i in some])
                     for j, answer in zip(open_rows, got):
                         out[j] = (answer or [])[:k]
                         if answer and len(answer) >= k and answer[-1][0] != settle[j]:
