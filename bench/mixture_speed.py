@@ -73,7 +73,7 @@ def _run(cfg) -> dict:
             if phase == "evaluate":
                 _score(scorer, docs, ec, ec.k, "bench")
             else:
-                run_scorer(scorer, tokens, targets, chosen, ec.keystroke_slots)
+                run_scorer(scorer, tokens, targets, chosen, ec.keystroke_slots, ec.workers)
             s = time.perf_counter() - t0
             out[f"{phase}_{name}"] = {"seconds": round(s, 1), "words_per_s": round(info["words"] / s, 1),
                                       "whole_split_minutes" + ("" if scale == 1 else "_extrapolated"):

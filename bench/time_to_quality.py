@@ -12,6 +12,12 @@ kind, each with its paired difference from the 4-gram (`make served` keeps them;
     TTQ_RUN=runs/served-lstm-<hash> TTQ_SAMPLE_WORDS=10000 python -m pipeline bench --only time_to_quality \
         --config configs/served.yaml
 
+Several runs, comma-separated, are a one-factor check (`one_factor`): each scored with its best.ckpt on the same
+sample, paired with the first run (the reference) and with the 4-gram, by kind and by the word's training frequency:
+
+    TTQ_RUN=runs/served-lstm-<hash>,runs/served-vocab16k-lstm-<hash> TTQ_SAMPLE_WORDS=10000 \
+        python -m pipeline bench --only time_to_quality --config configs/served.yaml
+
 The variants answer the output-layer and vocabulary questions at equal wall time: each changes one thing in the
 config (a different vocabulary retrains the tokenizer; the adaptive cutoffs keep the same share of the vocabulary).
 
@@ -61,13 +67,18 @@ def budgets(entries: list[str], spec: str) -> dict[str, float]:
     return {e: given[e] for e in entries}
 
 
-def sample_hits(scorer, docs: list[str], ec, sources: list[str] | None = None):
-    """The seeded, word-weighted sample of eval.max_words words (pipeline/evaluation/sampling.py) as ScoredWords, and
-    whether the scorer's top-1 is the word, per word."""
-    tokens, targets, chosen, keep, top, _, info = _score(scorer, docs, ec, 1, "ttq")
+def sample_scores(scorer, docs: list[str], ec, sources: list[str] | None = None):
+    """The seeded, word-weighted sample of eval.max_words words (pipeline/evaluation/sampling.py) as ScoredWords,
+    whether the scorer's top-1 is the word, and the word's log-probability (nats), per word."""
+    tokens, targets, chosen, keep, top, logp, info = _score(scorer, docs, ec, 1, "ttq")
     words = scored_words(tokens, targets, chosen, sources or [""] * len(docs), ec)
-    hits = np.array([top[(r, targets[d][i])][:1] == [tokens[d][targets[d][i]]]
-                     for r, d in enumerate(keep) for i in chosen[d]], dtype=bool)
+    keys = [(r, targets[d][i], tokens[d][targets[d][i]]) for r, d in enumerate(keep) for i in chosen[d]]
+    hits = np.array([top[(r, t)][:1] == [word] for r, t, word in keys], dtype=bool)
+    return words, hits, np.array([logp[(r, t)] for r, t, _ in keys])
+
+
+def sample_hits(scorer, docs: list[str], ec, sources: list[str] | None = None):
+    words, hits, _ = sample_scores(scorer, docs, ec, sources)
     return words, hits
 
 
@@ -177,13 +188,89 @@ def kept_checkpoints(cfg: Config, run_dir: Path) -> dict:
                            "above 0"}
 
 
+def split_losses(bundle: ModelBundle, cfg: Config, rows: int = 128, warm: int = 256, measured: int = 256,
+                 seed: int = 1234) -> dict[str, float]:
+    """Loss per piece (nats, eval mode: no dropout) on the training and the validation stream: `rows` seeded spans of
+    each, every span read from a zero state for `warm` pieces and measured on the next `measured`. A model far better
+    on the text it was trained on than on held-out text is fitting its training data (more data would help); two
+    close figures say data is not what limits it at this size and budget."""
+    prepared = prepare(cfg)
+    rng = np.random.default_rng(seed)
+    model = bundle.model.eval()
+    out = {}
+    for split in ("train", "validation"):
+        stream = prepared.stream(split)
+        starts = rng.integers(0, len(stream) - warm - measured - 1, size=rows)
+        spans = torch.from_numpy(np.stack([np.asarray(stream[s:s + warm + measured + 1]) for s in starts])).long()
+        with torch.no_grad():
+            feats, _ = model(spans[:, :-1], model.init_state(rows, spans.device))
+            out[split] = float(model.loss(feats[:, warm:], spans[:, warm + 1:]))
+    return out | {"train_minus_validation": out["train"] - out["validation"], "pieces_measured": rows * measured}
+
+
+def one_factor(cfg: Config, run_dirs: list[Path]) -> dict:
+    """TTQ_RUN=runs/a,runs/b,...: finished runs that differ from the first in one setting each (a one-factor check),
+    each scored with the weights it evaluates (best.ckpt) on the same sample: top-1 by text kind and by the word's
+    training frequency rank, each with its paired difference from the first run and from the 4-gram, and the mean
+    log-probability of the words (nats per word, tokenizer-free), paired with the first run's."""
+    from pipeline.evaluation import sampled_targets
+    from pipeline.evaluation.text_kinds import ALL, cell
+    from pipeline.experiments.served_report import by_frequency_rank
+
+    docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
+    ngram_scorer = NgramScorer(build_baseline(cfg))
+    ngram = ngram_scorer.name
+    words, ngram_hits = sample_hits(ngram_scorer, docs, ec := cfg.eval, sources)
+    tokens, targets, chosen, _ = sampled_targets(docs, ec)
+    target = [tokens[d][targets[d][i]] for d, idx in enumerate(chosen) for i in idx]  # scored_words' order
+    letter = ~words.numeral
+    masks = {k: letter & (words.kind == k) for k in words.kinds()} | {ALL: letter} | {
+        f"rank {b}": m for b, m in by_frequency_rank(cfg, target, letter).items()}
+    runs, hits, logp = {}, {}, {}
+    for run_dir in run_dirs:
+        t = time.perf_counter()
+        bundle = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+        name = run_dir.name
+        with torch.no_grad():
+            _, hits[name], logp[name] = sample_scores(NeuralScorer(bundle, ec, name), docs, ec, sources)
+        m, tc = bundle.config["model"], bundle.config["train"]
+        runs[name] = {"run": str(run_dir), "step": bundle.meta.get("global_step"), "max_steps": tc["max_steps"],
+                      "vocab": bundle.config["tokenizer"]["vocab_size"], "hidden": m["hidden_dim"],
+                      "params": sum(p.numel() for p in bundle.model.parameters()),
+                      "mean_logp": float(logp[name][letter].mean()),
+                      "loss_per_piece": split_losses(bundle, build_config(bundle.config, [], str(run_dir)))}
+        print(f"  {name}: top-1 {hits[name][letter].mean():.4f}, {runs[name]['mean_logp']:.3f} nats/word "
+              f"(scored in {time.perf_counter() - t:.0f} s)", flush=True)
+    first = next(iter(runs))
+    vs_first = dataclasses.replace(ec, paired_reference=first)
+    vs_ngram = dataclasses.replace(ec, paired_reference=ngram)
+    cells = {}
+    for key, mask in masks.items():
+        c = cell(words, mask, {**hits, ngram: ngram_hits}, vs_first, f"one-factor-{key}")
+        if not c["models"]:
+            continue
+        c_ngram = cell(words, mask, {**hits, ngram: ngram_hits}, vs_ngram, f"one-factor-{key}")
+        cells[key] = {"n": c["n"], "documents": c["documents"], "top1": c["models"],
+                      "minus_first": {n: c["paired"][n] for n in runs if n != first},
+                      "minus_ngram": {n: c_ngram["paired"][n] for n in runs}}
+    # the paired log-probability difference over every word with a letter, its interval clustered by document
+    cluster = words.cluster[letter].tolist()
+    logp_diff = clustered_cell(cluster, {n: v[letter] for n, v in logp.items()}, ec.bootstrap_replicates,
+                               ec.bootstrap_seed, "one-factor-logp", first)["paired"]
+    return {"reference": first, "runs": runs, "ngram": ngram,
+            "sample": {"words": int(letter.sum()), "seed": ec.sample_seed, "max_words": ec.max_words,
+                       "how": "word-weighted, stratified by length; numerals left out"},
+            "cells": cells, "logp_minus_first": logp_diff}
+
+
 def run(cfg: Config) -> dict:
     from pipeline.training.train import train
 
     if os.environ.get("TTQ_RUN"):
         cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, max_words=int(os.environ.get("TTQ_SAMPLE_WORDS",
                                                                                           "3000"))))
-        return kept_checkpoints(cfg, Path(os.environ["TTQ_RUN"]))
+        runs = [Path(r) for r in os.environ["TTQ_RUN"].split(",")]
+        return kept_checkpoints(cfg, runs[0]) if len(runs) == 1 else one_factor(cfg, runs)
 
     entries = os.environ.get("TTQ_CELLS", "lstm,rnn_tanh,gru").split(",")
     minutes = budgets(entries, os.environ.get("TTQ_MINUTES", "30"))

@@ -105,9 +105,13 @@ def cmd_prepare(args, cfg) -> int:
 
 def cmd_train(args, cfg) -> int:
     from pipeline.corpus.prepare import prepare
-    from pipeline.training.train import train
+    from pipeline.experiments.trained_run import ValidationCheckpoints
+    from pipeline.training.train import run_dir_for, train
 
-    result = train(cfg, prepare(cfg), fresh=args.fresh)
+    # the weights at every validation, as `make run` keeps them: the run's time-to-quality curve can be scored
+    # afterwards (bench time_to_quality, TTQ_RUN)
+    kept = ValidationCheckpoints(run_dir_for(cfg) / "checkpoints", cfg.data.batch_size * cfg.data.bptt)
+    result = train(cfg, prepare(cfg), fresh=args.fresh, extra_callbacks=[kept])
     print(json.dumps({k: str(v) for k, v in vars(result).items()}, indent=1))
     return 0
 

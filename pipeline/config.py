@@ -204,6 +204,9 @@ class EvalConfig:
     probes: Str | None = "data/probes/probes.jsonl"
     ngram_order: Int = Field(4, ge=1, le=10)
     batch_size: Int = Field(64, ge=1)
+    # The whole-split passes (top-k and log-probabilities, the typist) split the documents over this many forked
+    # processes of one torch thread each (pipeline/evaluation/shards.py): the same results, ~cores x faster
+    workers: Int = Field(1, ge=1, le=64)
     # Score with int8 weights (models/build.py int8_copy): the server reads this key from the model's own config, so
     # a model evaluated int8 is served int8 and what is served is what was evaluated
     int8: Bool = False

@@ -163,7 +163,8 @@ def evaluate(scorers: list[Scorer], docs: list[str], cfg: Config, split: str, pr
             r["ablation"] = ablate_scorer(scorer, docs, cfg.eval, sources, counts)
         if cfg.eval.keystrokes:
             tokens, targets, chosen, _ = typist_sample(docs, cfg.eval)
-            r["keystrokes"] = run_scorer(scorer, tokens, targets, chosen, cfg.eval.keystroke_slots)
+            r["keystrokes"] = run_scorer(scorer, tokens, targets, chosen, cfg.eval.keystroke_slots,
+                                         cfg.eval.workers)
         if probes:
             r["probes"] = summarize(probes, score_probes(scorer, probes))
         r["metrics"] = flat_metrics(r, split, cfg.eval.k)

@@ -118,7 +118,7 @@ def keystrokes_cli(args, cfg: Config) -> int:
     docs, sources, split = eval_documents(cfg, args.data)
     tokens, targets, chosen, info = sampled_targets(docs, ec)
     words = scored_words(tokens, targets, chosen, sources, ec)
-    runs = {s.name: run_scorer(s, tokens, targets, chosen, slots) for s in scorers}
+    runs = {s.name: run_scorer(s, tokens, targets, chosen, slots, ec.workers) for s in scorers}
     tables = keystroke_tables(words, runs, ec, scorers[0].name)
     print(sample_line(info))
     print("\n".join(keystroke_lines(tables)))

@@ -36,6 +36,7 @@ from pipeline.config import EvalConfig
 from pipeline.evaluation.distance import ECHO_WINDOW
 from pipeline.evaluation.sampling import sample_of, sampled_documents
 from pipeline.evaluation.scorer import Key, Scorer
+from pipeline.evaluation.shards import sharded
 
 
 def simulate(words: list[str], suggest: Callable[[list[int], list[str], bool], list[list[str]]], slots: int
@@ -77,13 +78,15 @@ def type_documents(scorer: Scorer, docs: list[list[str]], targets: list[list[int
 
 
 def run_scorer(scorer: Scorer, tokens: list[list[str]], targets: list[list[int]], chosen: list[list[int]],
-               slots: int) -> dict[str, Any]:
+               slots: int, workers: int = 1) -> dict[str, Any]:
     """One scorer's typist on the scored words (sampled_targets' output), in their order: per word the characters
     typed before the tap (-1: never), its length, the bar's echoes and whether the text itself repeats."""
     keep, cut, want = sampled_documents(tokens, targets, chosen)
     n = sum(map(len, want))
     with tqdm(total=n, unit="word", desc=f"keystrokes {scorer.name}", unit_scale=True, leave=False) as bar:
-        res = type_documents(scorer, cut, want, slots, bar.update)
+        res, = sharded(lambda ds, progress: (type_documents(scorer, [cut[d] for d in ds], [want[d] for d in ds],
+                                                            slots, progress),),
+                       [len(c) + len(w) for c, w in zip(cut, want)], workers, bar.update, scorer)
         elapsed = bar.format_dict.get("elapsed") or 0.0
     typed, length, echo, repeat = [], [], [], []
     for r, d in enumerate(keep):

@@ -23,6 +23,7 @@ from pipeline.evaluation.distance import (
 from pipeline.evaluation.ablation import context_ablation
 from pipeline.evaluation.sampling import sampled_documents, sampled_targets
 from pipeline.evaluation.scorer import Scorer, read_all
+from pipeline.evaluation.shards import sharded
 from pipeline.evaluation.text_kinds import ScoredWords, curve_lengths, curve_positions, hit_string, scored_words
 from pipeline.evaluation.warm import Warm, WarmStarts
 
@@ -45,7 +46,10 @@ def _score(scorer: Scorer, docs: list[str], ec: EvalConfig, k: int, desc: str):
         info["zero_start"] = "one document: no other text to warm up on"
     info["warm_start"] = warm is not None
     with tqdm(total=info["words"], unit="word", desc=f"{desc} {scorer.name}", unit_scale=True, leave=False) as bar:
-        top, logp = read_all(scorer, cut, want, k, bar.update, warm=warm)
+        def job(ds: list[int], progress) -> tuple[dict, dict]:
+            return read_all(scorer, [cut[d] for d in ds], [want[d] for d in ds], k, progress,
+                            warm=None if warm is None else [warm[d] for d in ds])
+        top, logp = sharded(job, [len(c) + len(w) for c, w in zip(cut, want)], ec.workers, bar.update, scorer)
         elapsed = bar.format_dict.get("elapsed") or 0.0
         info["words_per_s"] = info["words"] / elapsed if elapsed > 0 else None  # over the whole pass, not the last
     return tokens, targets, chosen, keep, top, logp, info

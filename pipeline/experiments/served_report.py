@@ -57,6 +57,19 @@ def goals(results: dict[str, Any], net: str, mixed: str, ngram: str) -> list[lis
 FREQUENCY_BUCKETS = ((1, 100), (101, 1_000), (1_001, 10_000), (10_001, None))
 
 
+def by_frequency_rank(cfg: Config, target: list[str], letter) -> dict[str, Any]:
+    """Masks over the scored words (`target`, in scored order) by the word's frequency rank among the training text's
+    words (FREQUENCY_BUCKETS; unseen: not in it), each within `letter`."""
+    import numpy as np
+
+    from pipeline.evaluation.assembly import train_word_counts
+
+    rank = {w: r for r, (w, _) in enumerate(train_word_counts(cfg).most_common(), 1)}
+    ranks = np.array([rank.get(w, 0) for w in target])
+    return {f"{lo:,}–{hi:,}" if hi else f"> {lo - 1:,}": letter & (ranks >= lo) & ((ranks <= hi) if hi else True)
+            for lo, hi in FREQUENCY_BUCKETS} | {"unseen": letter & (ranks == 0)}
+
+
 def by_word_form(results: dict[str, Any], cfg: Config, order: list[str], ngram: str) -> list[str]:
     """Where the network gains or loses against the n-gram, on the same words (every scored word with a letter, all
     kinds together): by the target's frequency rank in the training text (unseen: not in it) and by how many pieces
@@ -68,7 +81,6 @@ def by_word_form(results: dict[str, Any], cfg: Config, order: list[str], ngram: 
     from pipeline.corpus.prepare import document_sources, documents, prepare
     from pipeline.corpus.tokenizer import Tokenizer
     from pipeline.evaluation import sampled_targets
-    from pipeline.evaluation.assembly import train_word_counts
     from pipeline.evaluation.text_kinds import cell, hit_array, scored_words
 
     docs = documents(cfg, "test")
@@ -77,13 +89,10 @@ def by_word_form(results: dict[str, Any], cfg: Config, order: list[str], ngram: 
     target = [tokens[d][targets[d][i]] for d, idx in enumerate(chosen) for i in idx]  # scored_words' order
     hits = {m: hit_array(results["models"][m]["hits"]["top1"]) for m in order}
     ec = dataclasses.replace(cfg.eval, paired_reference=ngram)
-    rank = {w: r for r, (w, _) in enumerate(train_word_counts(cfg).most_common(), 1)}
-    ranks = np.array([rank.get(w, 0) for w in target])
     tok = Tokenizer(prepare(cfg, log=lambda *a: None).tokenizer_path)
     pieces = np.array([len(p) for p in tok.encode_batch(target)])
     letter = ~words.numeral
-    by_rank = {f"{lo:,}–{hi:,}" if hi else f"> {lo - 1:,}": letter & (ranks >= lo) & ((ranks <= hi) if hi else True)
-               for lo, hi in FREQUENCY_BUCKETS} | {"unseen": letter & (ranks == 0)}
+    by_rank = by_frequency_rank(cfg, target, letter)
     by_pieces = {f"{n} piece{'s' if n > 1 else ''}": letter & (pieces == n) for n in (1, 2)} | {
         "3+ pieces": letter & (pieces >= 3)}
     L = ["## Where the network stands against the 4-gram", "",
@@ -94,6 +103,75 @@ def by_word_form(results: dict[str, Any], cfg: Config, order: list[str], ngram: 
         table = {b: cell(words, m, hits, ec, f"served-{b}") for b, m in masks.items()}
         L += [f"**{title}**", ""] + _cells_table(table, list(table), order, ngram) + [""]
     return L
+
+
+def one_factor_record(bench_results: Path, run_dir: Path) -> dict[str, Any] | None:
+    """The newest time_to_quality record of a one-factor check against this run (bench/time_to_quality.py,
+    one_factor: this run first in TTQ_RUN)."""
+    if not bench_results.is_file():
+        return None
+    records = [r for r in json.loads(bench_results.read_text(encoding="utf-8"))
+               if r.get("name") == "time_to_quality" and r["figures"].get("reference") == run_dir.name]
+    return records[-1] if records else None
+
+
+# written before the checks ran (issue 29): what a one-factor result is taken to say
+ONE_FACTOR_RULE = ("A setting limits the network at this budget when changing it alone, at the same training time on "
+                   "the same 2 cores, raises top-1 on all text: the paired difference from the served run has its "
+                   "95 % interval above 0. An interval below 0: the change costs more than it gives at this "
+                   "budget. Otherwise: no effect detectable on these words.")
+
+
+def _changed(run: dict[str, Any], ref: dict[str, Any]) -> str:
+    said = [f"{what} {ref[key]:,} → {run[key]:,}" for key, what in (("vocab", "pieces"), ("hidden", "hidden"))
+            if run[key] != ref[key]]
+    return ", ".join(said) or "nothing"
+
+
+def one_factor_section(record: dict[str, Any] | None, run_dir: Path) -> list[str]:
+    L = ["## What limits the network: one-factor checks", ""]
+    if record is None:
+        return L + ["Not run yet. Train a variant that changes one setting, with the steps that fill the same time "
+                    "(e.g. `python -m pipeline train --config configs/served.yaml --set name=served-vocab16k --set "
+                    "tokenizer.vocab_size=16000 --set train.max_steps=N`), then score both:", "",
+                    f"    TTQ_RUN={run_dir},runs/<variant> TTQ_SAMPLE_WORDS=10000 python -m pipeline bench --only "
+                    "time_to_quality --config configs/served.yaml", ""]
+    f = record["figures"]
+    ref, runs, ngram = f["reference"], f["runs"], f["ngram"]
+    every = f["cells"]["all"]
+    L += [ONE_FACTOR_RULE, "",
+          f"Each run's evaluated weights (best.ckpt) on a seeded, word-weighted sample of {f['sample']['words']:,} test "
+          f"words (`{record['command']}`, commit `{record['commit']}`). Top-1 in % with its clustered 95 % interval; "
+          "differences in points, paired on the same words; log-probability in nats per word (tokenizer-free). "
+          "Loss per piece (eval mode) on training and on validation text: a large gap says the model fits its "
+          "training text better than new text.", ""]
+    rows = []
+    for name, r in runs.items():
+        d = every["minus_first"].get(name)
+        lp = f["logp_minus_first"].get(name)
+        g = r["loss_per_piece"]
+        rows.append([f"`{name}`", _changed(r, runs[ref]), f"{r['step']:,} / {r['max_steps']:,}",
+                     f"{r['params'] / 1e6:.1f} M", _pct(every["top1"][name]),
+                     "—" if d is None else _diff(d), _diff(every["minus_ngram"][name]),
+                     "—" if lp is None else f"{lp['diff']:+.3f} [{lp['low']:+.3f}, {lp['high']:+.3f}]",
+                     f"{g['train']:.2f} / {g['validation']:.2f}"])
+    L += _table(["run", "changed", "steps", "params", "top-1, all", "− served", f"− {ngram}", "nats/word − served",
+                 "loss/piece train / val"], rows) + [""]
+    others = [n for n in runs if n != ref]
+    L += ["By kind of text and by the word's training frequency rank: top-1 of the served run, and each variant's "
+          "paired difference from it.", ""]
+    L += _table(["words", "n (documents)", "served", *others],
+                [[key, f"{c['n']:,} ({c['documents']})", _pct(c["top1"][ref]),
+                  *(_diff(c["minus_first"][n]) for n in others)] for key, c in f["cells"].items()]) + [""]
+    return L
+
+
+def _pct(v: dict[str, float]) -> str:
+    return f"{100 * v['acc']:.1f} [{100 * v['low']:.1f}, {100 * v['high']:.1f}]"
+
+
+def _diff(v: dict[str, float]) -> str:
+    return f"{100 * v['diff']:+.1f} [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
 
 
 def curve_section(record: dict[str, Any] | None, run_dir: Path, figure: Path, link: str) -> list[str]:
@@ -207,6 +285,7 @@ def write(cfg: Config, run_dir: Path, out: Path, bench_results: Path, config_fil
               "", f"The typist's words: {sample_line(results['keystroke_sample'])}.", ""]
         L += keystroke_tables_md(results["keystrokes"])
     L += speed_section(results, order)
+    L += one_factor_section(one_factor_record(bench_results, run_dir), run_dir)
     L += curve_section(curve_record(bench_results, run_dir), run_dir, out.parent / out.stem / "time_to_quality.png",
                        f"{out.stem}/time_to_quality.png")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -115,6 +115,48 @@ def test_time_to_quality_of_a_finished_run_scores_its_kept_checkpoints(tiny_conf
     assert all(c["minus_ngram"]["low"] <= 0 for k, c in first.items() if k not in out["passed_ngram"])
 
 
+def test_one_factor_check_pairs_each_run_with_the_first_on_the_same_words(tiny_config, trained_checkpoint,
+                                                                         tiny_rnn_checkpoint, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from bench import time_to_quality
+    from pipeline.checkpoints import load_checkpoint
+    from pipeline.corpus.prepare import document_sources, documents
+    from pipeline.evaluation import NeuralScorer
+
+    runs = []
+    for name, ckpt in (("lstm-run", trained_checkpoint), ("rnn-run", tiny_rnn_checkpoint)):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        shutil.copy2(ckpt, tmp_path / name / "checkpoints" / "best.ckpt")
+        runs.append(str(tmp_path / name))
+    monkeypatch.setenv("TTQ_RUN", ",".join(runs))
+    monkeypatch.setenv("TTQ_SAMPLE_WORDS", "150")
+    out = time_to_quality.run(tiny_config)
+    assert out["reference"] == "lstm-run" and list(out["runs"]) == ["lstm-run", "rnn-run"]
+    ec = dataclasses.replace(tiny_config.eval, max_words=150)
+    docs, sources = documents(tiny_config, "test"), document_sources(tiny_config, "test")
+    words, hits, logp = time_to_quality.sample_scores(NeuralScorer(load_checkpoint(tiny_rnn_checkpoint), ec, "x"),
+                                                      docs, ec, sources)
+    letter = ~words.numeral
+    pooled = out["cells"]["all"] if "all" in out["cells"] else out["cells"][next(iter(out["cells"]))]
+    assert pooled["top1"]["rnn-run"]["acc"] == pytest.approx(hits[letter].mean())  # its own weights
+    assert out["runs"]["rnn-run"]["mean_logp"] == pytest.approx(logp[letter].mean())
+    for c in out["cells"].values():
+        d = c["minus_first"]["rnn-run"]
+        assert d["diff"] == pytest.approx(c["top1"]["rnn-run"]["acc"] - c["top1"]["lstm-run"]["acc"])
+        assert d["low"] <= d["diff"] <= d["high"]
+        assert c["minus_ngram"]["lstm-run"]["diff"] == pytest.approx(
+            c["top1"]["lstm-run"]["acc"] - c["top1"][out["ngram"]]["acc"])
+    # the frequency-rank cells split the words with a letter: together they hold every one of them once
+    ranks = [c["n"] for k, c in out["cells"].items() if k.startswith("rank ")]
+    assert sum(ranks) <= int(letter.sum()) and ranks
+    losses = out["runs"]["lstm-run"]["loss_per_piece"]  # eval-mode loss on training and held-out text
+    assert losses["train"] > 0 and losses["train_minus_validation"] == pytest.approx(losses["train"] - losses["validation"])
+    lp = out["logp_minus_first"]["rnn-run"]
+    assert lp["diff"] == pytest.approx(out["runs"]["rnn-run"]["mean_logp"] - out["runs"]["lstm-run"]["mean_logp"])
+
+
 @pytest.mark.slow
 def test_evaluation_speed_benchmark_scores_what_evaluate_scores(tiny_config, trained_checkpoint, monkeypatch):
     import dataclasses
