@@ -2,7 +2,8 @@
 
     primitives        typed (what was typed: context and prefix, the pieces that spell it), then predict (whole
                       words from pieces), ngram, sampling, distance, bootstrap, intervals, text_kinds, attribution,
-                      probe_constructions, probe_generation, warm (warm starts)
+                      probe_constructions, probe_generation, warm (warm starts), shards (whole-split passes over
+                      forked workers)
     the served model  mixture: weights, storage, cache, mixing; then mixture_search: its exact top k (`mixed_top`)
                       and the typist's settling (all the server imports of this package besides predict, typed and
                       attribution)
