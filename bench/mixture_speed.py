@@ -1,6 +1,9 @@
 """Mixture evaluation and keystroke simulation speed (issue 22):
 `python -m pipeline bench --only mixture_speed --config configs/experiment.yaml`.
 
+With eval.workers above 1 (configs/served.yaml: 2) both passes split the documents over that many forked processes
+of one torch thread (pipeline/evaluation/shards.py); the record says how many.
+
 The model's fitted mixture (network + n-gram + neural cache, the same K as it is served with) against the network
 alone, in the same run, on the config's test split:
 
@@ -66,7 +69,8 @@ def _run(cfg) -> dict:
     tokens, targets, chosen, info = sampled_targets(docs, ec)
     scale = info["words_available"] / info["words"]
     out: dict = {"model": str(model), "test_file": cfg.data.test, "sample": info, "k": ec.k,
-                 "candidates": mixture.candidates, "slots": ec.keystroke_slots, "threads": torch.get_num_threads()}
+                 "candidates": mixture.candidates, "slots": ec.keystroke_slots, "threads": torch.get_num_threads(),
+                 "workers": ec.workers}  # eval.workers forked processes of one thread each when above 1
     for phase in ("evaluate", "keystrokes"):
         for name, scorer in (("network", net), ("mixture", mixed)):
             t0 = time.perf_counter()
