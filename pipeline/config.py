@@ -282,6 +282,11 @@ class ServeConfig:
     explain_threshold: Float = Field(0.001, ge=1e-12, le=1.0)
 
 
+# Settings that change how fast a result comes, never the result: no hash holds them (a cached run or evaluation is
+# found again whatever they are)
+NEVER_HASHED = ("eval.workers",)
+
+
 @section("")
 class Config:
     name: Str = "default"
@@ -328,7 +333,7 @@ class Config:
         project root, so a clone elsewhere finds its own runs under the same names. `without`: "section.key"s left
         out (settings that do not change what the hashed run holds)."""
         d = self.to_dict()
-        for dotted in without:
+        for dotted in (*without, *NEVER_HASHED):
             section, key = dotted.split(".", 1)
             d.get(section, {}).pop(key, None)
         for section, key in PATH_FIELDS:
