@@ -217,10 +217,11 @@ def one_factor(cfg: Config, run_dirs: list[Path]) -> dict:
     from pipeline.evaluation.text_kinds import ALL, cell
     from pipeline.experiments.served_report import by_frequency_rank
 
+    ec = cfg.eval
     docs, sources = documents(cfg, "test"), document_sources(cfg, "test")
     ngram_scorer = NgramScorer(build_baseline(cfg))
     ngram = ngram_scorer.name
-    words, ngram_hits = sample_hits(ngram_scorer, docs, ec := cfg.eval, sources)
+    words, ngram_hits = sample_hits(ngram_scorer, docs, ec, sources)
     tokens, targets, chosen, _ = sampled_targets(docs, ec)
     target = [tokens[d][targets[d][i]] for d, idx in enumerate(chosen) for i in idx]  # scored_words' order
     letter = ~words.numeral
