@@ -12,8 +12,9 @@ kind, each with its paired difference from the 4-gram (`make served` keeps them;
     TTQ_RUN=runs/served-lstm-<hash> TTQ_SAMPLE_WORDS=10000 python -m pipeline bench --only time_to_quality \
         --config configs/served.yaml
 
-Several runs, comma-separated, are a one-factor check (`one_factor`): each scored with its best.ckpt on the same
-sample, paired with the first run (the reference) and with the 4-gram, by kind and by the word's training frequency:
+Several runs, comma-separated, are a one-factor check (`one_factor`): each scored with its best.ckpt (TTQ_WEIGHTS=
+last.ckpt: the end of its schedule) on the same sample, paired with the first run (the reference) and with the
+4-gram, by kind and by the word's training frequency:
 
     TTQ_RUN=runs/served-lstm-<hash>,runs/served-vocab16k-lstm-<hash> TTQ_SAMPLE_WORDS=10000 \
         python -m pipeline bench --only time_to_quality --config configs/served.yaml
@@ -208,9 +209,10 @@ def split_losses(bundle: ModelBundle, cfg: Config, rows: int = 128, warm: int = 
     return out | {"train_minus_validation": out["train"] - out["validation"], "pieces_measured": rows * measured}
 
 
-def one_factor(cfg: Config, run_dirs: list[Path]) -> dict:
+def one_factor(cfg: Config, run_dirs: list[Path], weights: str = "best.ckpt") -> dict:
     """TTQ_RUN=runs/a,runs/b,...: finished runs that differ from the first in one setting each (a one-factor check),
-    each scored with the weights it evaluates (best.ckpt) on the same sample: top-1 by text kind and by the word's
+    each scored with the weights it evaluates (best.ckpt), or with those at the end of its schedule (TTQ_WEIGHTS=
+    last.ckpt: a run that ends between two validations kept its last steps there only), on the same sample: top-1 by text kind and by the word's
     training frequency rank, each with its paired difference from the first run and from the 4-gram, and the mean
     log-probability of the words (nats per word, tokenizer-free), paired with the first run's."""
     from pipeline.evaluation import sampled_targets
@@ -230,7 +232,7 @@ def one_factor(cfg: Config, run_dirs: list[Path]) -> dict:
     runs, hits, logp = {}, {}, {}
     for run_dir in run_dirs:
         t = time.perf_counter()
-        bundle = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+        bundle = load_checkpoint(run_dir / "checkpoints" / weights)
         name = run_dir.name
         with torch.no_grad():
             _, hits[name], logp[name] = sample_scores(NeuralScorer(bundle, ec, name), docs, ec, sources)
@@ -258,7 +260,7 @@ def one_factor(cfg: Config, run_dirs: list[Path]) -> dict:
     cluster = words.cluster[letter].tolist()
     logp_diff = clustered_cell(cluster, {n: v[letter] for n, v in logp.items()}, ec.bootstrap_replicates,
                                ec.bootstrap_seed, "one-factor-logp", first)["paired"]
-    return {"reference": first, "runs": runs, "ngram": ngram,
+    return {"reference": first, "runs": runs, "ngram": ngram, "weights": weights,
             "sample": {"words": int(letter.sum()), "seed": ec.sample_seed, "max_words": ec.max_words,
                        "how": "word-weighted, stratified by length; numerals left out"},
             "cells": cells, "logp_minus_first": logp_diff}
@@ -271,7 +273,8 @@ def run(cfg: Config) -> dict:
         cfg = cfg.replace(eval=dataclasses.replace(cfg.eval, max_words=int(os.environ.get("TTQ_SAMPLE_WORDS",
                                                                                           "3000"))))
         runs = [Path(r) for r in os.environ["TTQ_RUN"].split(",")]
-        return kept_checkpoints(cfg, runs[0]) if len(runs) == 1 else one_factor(cfg, runs)
+        return kept_checkpoints(cfg, runs[0]) if len(runs) == 1 else one_factor(
+            cfg, runs, os.environ.get("TTQ_WEIGHTS", "best.ckpt"))
 
     entries = os.environ.get("TTQ_CELLS", "lstm,rnn_tanh,gru").split(",")
     minutes = budgets(entries, os.environ.get("TTQ_MINUTES", "30"))

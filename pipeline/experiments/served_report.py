@@ -122,6 +122,10 @@ ONE_FACTOR_RULE = ("A setting limits the network at this budget when changing it
                    "budget. Otherwise: no effect detectable on these words.")
 
 
+WEIGHTS_SAID = {"best.ckpt": "best.ckpt: those it evaluates and serves",
+                "last.ckpt": "last.ckpt: at the end of its schedule, the last steps included"}
+
+
 def _changed(run: dict[str, Any], ref: dict[str, Any]) -> str:
     said = [f"{what} {ref[key]:,} → {run[key]:,}" for key, what in (("vocab", "pieces"), ("hidden", "hidden"))
             if run[key] != ref[key]]
@@ -140,7 +144,8 @@ def one_factor_section(record: dict[str, Any] | None, run_dir: Path) -> list[str
     ref, runs, ngram = f["reference"], f["runs"], f["ngram"]
     every = f["cells"]["all"]
     L += [ONE_FACTOR_RULE, "",
-          f"Each run's evaluated weights (best.ckpt) on a seeded, word-weighted sample of {f['sample']['words']:,} test "
+          f"Each run's weights ({WEIGHTS_SAID.get(f.get('weights', 'best.ckpt'), f.get('weights'))}) on a seeded, "
+          f"word-weighted sample of {f['sample']['words']:,} test "
           f"words (`{record['command']}`, commit `{record['commit']}`). Top-1 in % with its clustered 95 % interval; "
           "differences in points, paired on the same words; log-probability in nats per word (tokenizer-free). "
           "Loss per piece (eval mode) on training and on validation text: a large gap says the model fits its "
