@@ -148,8 +148,8 @@ def one_factor_section(record: dict[str, Any] | None, run_dir: Path) -> list[str
           f"word-weighted sample of {f['sample']['words']:,} test "
           f"words (`{record['command']}`, commit `{record['commit']}`). Top-1 in % with its clustered 95 % interval; "
           "differences in points, paired on the same words; log-probability in nats per word (tokenizer-free). "
-          "Loss per piece (eval mode) on training and on validation text: a large gap says the model fits its "
-          "training text better than new text.", ""]
+          "Loss per piece of the run's own vocabulary (eval mode) on training and on validation text: a large gap says "
+          "the model fits its training text better than new text.", ""]
     rows = []
     for name, r in runs.items():
         d = every["minus_first"].get(name)
@@ -163,10 +163,10 @@ def one_factor_section(record: dict[str, Any] | None, run_dir: Path) -> list[str
     L += _table(["run", "changed", "steps", "params", "top-1, all", "− served", f"− {ngram}", "nats/word − served",
                  "loss/piece train / val"], rows) + [""]
     others = [n for n in runs if n != ref]
-    L += ["By kind of text and by the word's training frequency rank: top-1 of the served run, and each variant's "
-          "paired difference from it.", ""]
-    L += _table(["words", "n (documents)", "served", *others],
-                [[key, f"{c['n']:,} ({c['documents']})", _pct(c["top1"][ref]),
+    L += ["By kind of text and by the word's training frequency rank: top-1 of the served run and of the 4-gram, and "
+          "each variant's paired difference from the served run.", ""]
+    L += _table(["words", "n (documents)", "served", ngram, *others],
+                [[key, f"{c['n']:,} ({c['documents']})", _pct(c["top1"][ref]), _pct(c["top1"][ngram]),
                   *(_diff(c["minus_first"][n]) for n in others)] for key, c in f["cells"].items()]) + [""]
     return L
 

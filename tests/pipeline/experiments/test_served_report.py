@@ -124,7 +124,8 @@ def test_the_report_lists_the_one_factor_checks_against_this_run(served_run, tmp
     assert "| `served-hidden512-x` | hidden 256 → 512 | 8,500 / 8,800 |" in section
     assert "+1.0 [+0.5, +1.5]" in section and "-1.0 [-1.5, -0.5]" in section
     assert "+0.100 [+0.095, +0.105]" in section and "4.37 / 4.72" in section
-    assert "| rank > 10,000 | 900 (80) | 7.0 [6.0, 8.0] | +1.0 [+0.5, +1.5] | -1.0 [-1.5, -0.5] |" in section
+    assert "| rank > 10,000 | 900 (80) | 7.0 [6.0, 8.0] | 9.0 [8.0, 10.0] | +1.0 [+0.5, +1.5] | -1.0 [-1.5, -0.5] |" \
+        in section
     untouched = write(cfg, run, tmp_path / "served2.md", tmp_path / "none.json", "configs/served.yaml").read_text()
     assert "Not run yet" in untouched and f"TTQ_RUN={run},runs/<variant>" in untouched
 
