@@ -50,6 +50,9 @@ class DataConfig:
     min_devanagari: Float = Field(0.5, ge=0.0, le=1.0)
     min_words: Int = Field(2, ge=1)
     max_documents: Int | None = Field(None, ge=1)  # per split, for quick runs
+    # Train on a seeded share of the training documents (the data one-factor check): the tokenizer is still trained on
+    # every training document, so only the data the network reads changes; validation and test are untouched
+    train_fraction: Float = Field(1.0, gt=0.0, le=1.0)
     streaming: Bool = False
     num_proc: Int = Field(1, ge=1)
     cache_dir: Str = "data/cache"
@@ -285,6 +288,9 @@ class ServeConfig:
 # Settings that change how fast a result comes, never the result: no hash holds them (a cached run or evaluation is
 # found again whatever they are)
 NEVER_HASHED = ("eval.workers",)
+# Settings added after runs were cached: hashed only when set away from their default, so the runs and caches made
+# before them are found again under the hashes they have
+HASHED_UNLESS_DEFAULT = {"data.train_fraction": 1.0}
 
 
 @section("")
@@ -333,7 +339,9 @@ class Config:
         project root, so a clone elsewhere finds its own runs under the same names. `without`: "section.key"s left
         out (settings that do not change what the hashed run holds)."""
         d = self.to_dict()
-        for dotted in (*without, *NEVER_HASHED):
+        dropped = (*without, *NEVER_HASHED, *(k for k, v in HASHED_UNLESS_DEFAULT.items()
+                                              if d.get(k.split(".")[0], {}).get(k.split(".")[1]) == v))
+        for dotted in dropped:
             section, key = dotted.split(".", 1)
             d.get(section, {}).pop(key, None)
         for section, key in PATH_FIELDS:

@@ -264,13 +264,26 @@ def clean_corpus(cfg: Config, fingerprint: str | None = None) -> tuple[Any, dict
     return cleaned, drops, fingerprint
 
 
+def train_share(ds, share: float, seed: int):
+    """A seeded `share` of the documents (at least one), in their order."""
+    n = len(ds)
+    keep = np.random.default_rng(seed).choice(n, max(1, round(share * n)), replace=False)
+    return ds.select(np.sort(keep).tolist())
+
+
 def prepare(cfg: Config, log=print) -> Prepared:
     """Load, clean, train or load the tokenizer, encode, write streams. Idempotent: a valid entry is reused."""
     from pipeline.corpus.tokenizer import Tokenizer, train_or_load_tokenizer
 
     t0 = time.perf_counter()
     fingerprint = corpus_fingerprint(cfg)
-    key = hashlib.sha256(f"{fingerprint}:{cfg.hash('tokenizer')}".encode()).hexdigest()[:16]
+    share = cfg.data.train_fraction
+    if share < 1 and cfg.data.streaming:
+        raise CorpusError(f"data.train_fraction={share} needs the document count, which a streamed corpus does not "
+                          "have: set data.streaming: false, or data.train_fraction: 1")
+    # the tokenizer's fingerprint leaves train_fraction out (it reads every training document); the streams' key not
+    key = hashlib.sha256(f"{fingerprint}:{cfg.hash('tokenizer')}{f':train{share!r}' if share < 1 else ''}".encode()
+                         ).hexdigest()[:16]
     directory = _cache_root(cfg) / "prepared" / key
     manifest = _valid_entry(directory)
     if manifest is not None:
@@ -284,6 +297,8 @@ def prepare(cfg: Config, log=print) -> Prepared:
     t_clean = time.perf_counter() - t0
     tok_path = train_or_load_tokenizer(cfg, cleaned["train"], fingerprint, log=log)
     tok = Tokenizer(tok_path)
+    if share < 1:
+        cleaned["train"] = train_share(cleaned["train"], share, cfg.data.split_seed)
     t1 = time.perf_counter()
     tmp = directory.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -140,6 +140,26 @@ def test_prepare_is_idempotent(prepared, tiny_config):
     assert stream[0] == 2 and (stream == 3).sum() == s["documents"]  # bos ... eos per document
 
 
+def test_a_share_of_the_training_documents_keeps_the_tokenizer_and_the_held_out_splits(prepared, tiny_config):
+    import dataclasses
+
+    half = prepare(tiny_config.replace(data=dataclasses.replace(tiny_config.data, train_fraction=0.5)),
+                   log=lambda *a: None)
+    full = prepared.manifest["splits"]
+    assert half.directory != prepared.directory and half.tokenizer_sha256 == prepared.tokenizer_sha256
+    assert half.manifest["splits"]["train"]["documents"] == round(full["train"]["documents"] / 2)
+    for split in ("validation", "test"):
+        assert np.array_equal(half.stream(split), prepared.stream(split))
+    # the kept documents are whole documents of the full stream, in their order
+    docs = lambda s: [tuple(d) for d in np.split(s, np.flatnonzero(s == 3) + 1) if len(d)]  # noqa: E731
+    kept, every = docs(half.stream("train")), docs(prepared.stream("train"))
+    it = iter(every)
+    assert all(any(d == e for e in it) for d in kept)
+    # a share sets the run apart (test_config: the default leaves every existing hash as it was)
+    half_cfg = tiny_config.replace(data=dataclasses.replace(tiny_config.data, train_fraction=0.5))
+    assert half_cfg.hash("data") != tiny_config.hash("data")
+
+
 @pytest.mark.parametrize("damage", ["manifest", "npy"])
 def test_half_written_cache_entry_not_trusted(tiny_corpus, tmp_path, damage):
     cfg = load_config(None, ["name=tiny", *tiny_overrides(tiny_corpus, tmp_path), "data.max_documents=80",
