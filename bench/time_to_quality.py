@@ -239,6 +239,7 @@ def one_factor(cfg: Config, run_dirs: list[Path], weights: str = "best.ckpt") ->
         m, tc = bundle.config["model"], bundle.config["train"]
         runs[name] = {"run": str(run_dir), "step": bundle.meta.get("global_step"), "max_steps": tc["max_steps"],
                       "vocab": bundle.config["tokenizer"]["vocab_size"], "hidden": m["hidden_dim"],
+                      "train_fraction": bundle.config["data"].get("train_fraction", 1.0),
                       "params": sum(p.numel() for p in bundle.model.parameters()),
                       "mean_logp": float(logp[name][letter].mean()),
                       "loss_per_piece": split_losses(bundle, build_config(bundle.config, [], str(run_dir)))}

@@ -129,6 +129,9 @@ WEIGHTS_SAID = {"best.ckpt": "best.ckpt: those it evaluates and serves",
 def _changed(run: dict[str, Any], ref: dict[str, Any]) -> str:
     said = [f"{what} {ref[key]:,} → {run[key]:,}" for key, what in (("vocab", "pieces"), ("hidden", "hidden"))
             if run[key] != ref[key]]
+    share, ref_share = run.get("train_fraction", 1.0), ref.get("train_fraction", 1.0)
+    if share != ref_share:
+        said.append(f"training documents {ref_share:.0%} → {share:.0%}")
     return ", ".join(said) or "nothing"
 
 

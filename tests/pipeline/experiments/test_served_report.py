@@ -106,15 +106,19 @@ def test_the_report_lists_the_one_factor_checks_against_this_run(served_run, tmp
     base = {"vocab": 8000, "hidden": 256, "max_steps": 22000, "step": 19825, "params": 3_600_000, "mean_logp": -7.0,
             "loss_per_piece": {"train": 4.37, "validation": 4.72}}
     runs = {run.name: base, "served-vocab16k-x": {**base, "vocab": 16000, "max_steps": 18800, "step": 18000},
-            "served-hidden512-x": {**base, "hidden": 512, "max_steps": 8800, "step": 8500}}
+            "served-hidden512-x": {**base, "hidden": 512, "max_steps": 8800, "step": 8500},
+            "served-half-data-x": {**base, "train_fraction": 0.5}}
     cell = {"n": 900, "documents": 80, "top1": {run.name: acc(0.07), "served-vocab16k-x": acc(0.08),
-                                                "served-hidden512-x": acc(0.06), "kn4gram": acc(0.09)},
-            "minus_first": {"served-vocab16k-x": diff(0.01), "served-hidden512-x": diff(-0.01)},
+                                                "served-hidden512-x": acc(0.06), "served-half-data-x": acc(0.05),
+                                                "kn4gram": acc(0.09)},
+            "minus_first": {"served-vocab16k-x": diff(0.01), "served-hidden512-x": diff(-0.01),
+                            "served-half-data-x": diff(-0.02)},
             "minus_ngram": {n: diff(-0.02) for n in runs}}
     record = {"name": "time_to_quality", "command": "TTQ_RUN=a,b,c python -m pipeline bench", "commit": "def5678",
               "figures": {"reference": run.name, "runs": runs, "ngram": "kn4gram",
                           "sample": {"words": 900, "seed": 1234}, "cells": {"all": cell, "rank > 10,000": cell},
-                          "logp_minus_first": {"served-vocab16k-x": diff(0.1), "served-hidden512-x": diff(-0.2)}}}
+                          "logp_minus_first": {"served-vocab16k-x": diff(0.1), "served-hidden512-x": diff(-0.2),
+                                               "served-half-data-x": diff(-0.3)}}}
     bench = tmp_path / "results.json"
     bench.write_text(json.dumps([record, {"name": "time_to_quality", "figures": {"reference": "another-run"}}]))
     text = write(cfg, run, tmp_path / "served.md", bench, "configs/served.yaml").read_text()
@@ -122,10 +126,11 @@ def test_the_report_lists_the_one_factor_checks_against_this_run(served_run, tmp
     assert "`def5678`" in section and "interval above 0" in section  # the rule, stated with the figures
     assert "| `served-vocab16k-x` | pieces 8,000 → 16,000 | 18,000 / 18,800 |" in section
     assert "| `served-hidden512-x` | hidden 256 → 512 | 8,500 / 8,800 |" in section
+    assert "| `served-half-data-x` | training documents 100% → 50% |" in section
     assert "+1.0 [+0.5, +1.5]" in section and "-1.0 [-1.5, -0.5]" in section
     assert "+0.100 [+0.095, +0.105]" in section and "4.37 / 4.72" in section
-    assert "| rank > 10,000 | 900 (80) | 7.0 [6.0, 8.0] | 9.0 [8.0, 10.0] | +1.0 [+0.5, +1.5] | -1.0 [-1.5, -0.5] |" \
-        in section
+    assert "| rank > 10,000 | 900 (80) | 7.0 [6.0, 8.0] | 9.0 [8.0, 10.0] | +1.0 [+0.5, +1.5] | -1.0 [-1.5, -0.5] | " \
+        "-2.0 [-2.5, -1.5] |" in section
     untouched = write(cfg, run, tmp_path / "served2.md", tmp_path / "none.json", "configs/served.yaml").read_text()
     assert "Not run yet" in untouched and f"TTQ_RUN={run},runs/<variant>" in untouched
 
