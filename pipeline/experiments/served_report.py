@@ -119,7 +119,9 @@ def one_factor_record(bench_results: Path, run_dir: Path) -> dict[str, Any] | No
 ONE_FACTOR_RULE = ("A setting limits the network at this budget when changing it alone, at the same training time on "
                    "the same 2 cores, raises top-1 on all text: the paired difference from the served run has its "
                    "95 % interval above 0. An interval below 0: the change costs more than it gives at this "
-                   "budget. Otherwise: no effect detectable on these words.")
+                   "budget. Otherwise: no effect detectable on these words. Data is asked the other way round (the "
+                   "corpus is all there is): half the training documents, the tokenizer unchanged; an interval below "
+                   "0 says data limits the network (more would still help), one around 0 says it does not.")
 
 
 WEIGHTS_SAID = {"best.ckpt": "best.ckpt: those it evaluates and serves",
